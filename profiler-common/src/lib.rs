@@ -1,0 +1,279 @@
+//! The ABI between tprof's eBPF programs (`profiler-ebpf`) and its userspace (`profiler-user`).
+//!
+//! Everything here is `#[repr(C)]`, made of fixed-width integers and byte arrays only (no
+//! `bool`, no Rust enums), and laid out without implicit padding: every struct's size is
+//! asserted below, so a change on one side that the other does not share fails to compile.
+//! Kernel bytes are never transmuted into Rust enums: the decoder reads `kind` as a `u32`.
+#![no_std]
+
+/// Version of the record layout. Bumped on any incompatible change to the structs below.
+pub const RECORD_ABI_VERSION: u32 = 1;
+
+/// Longest task or region name copied from the target; longer names are truncated and flagged.
+pub const NAME_LEN: usize = 64;
+/// Longest log key copied from the target.
+pub const LOG_KEY_LEN: usize = 32;
+/// Longest log value copied from the target.
+pub const LOG_VALUE_LEN: usize = 128;
+/// Arguments decoded per USDT site (our widest probe, `task_begin`, has six).
+pub const MAX_USDT_ARGS: usize = 6;
+/// Nested tasks kept per thread (a request that starts a sub-task on the same thread).
+pub const TASK_STACK_DEPTH: usize = 4;
+/// `comm` length, as in the kernel.
+pub const COMM_LEN: usize = 16;
+
+/// The tprof probes, as numbered in [`UsdtSpec::probe`]. Names are those of ABI.md.
+pub mod probe {
+    pub const TASK_BEGIN: u32 = 1;
+    pub const TASK_END: u32 = 2;
+    pub const REGION_BEGIN: u32 = 3;
+    pub const REGION_END: u32 = 4;
+    pub const LOG: u32 = 5;
+    pub const TASK_ATTACH: u32 = 6;
+    pub const TASK_DETACH: u32 = 7;
+}
+
+/// Record kinds, the first field of every ring-buffer record.
+pub mod kind {
+    pub const TASK_BEGIN: u32 = 1;
+    pub const TASK_END: u32 = 2;
+    pub const REGION_BEGIN: u32 = 3;
+    pub const REGION_END: u32 = 4;
+    pub const LOG: u32 = 5;
+    pub const TASK_ATTACH: u32 = 6;
+    pub const TASK_DETACH: u32 = 7;
+    /// A slice of on-CPU time of a thread while it carried a task.
+    pub const ON_CPU: u32 = 8;
+    /// A thread carrying a task was off the CPU: blocked and/or waiting in the run queue.
+    pub const OFF_CPU: u32 = 9;
+    /// A syscall made by a thread carrying a task.
+    pub const SYSCALL: u32 = 10;
+    /// Highest kind; sizes the per-CPU drop counters.
+    pub const MAX: u32 = 10;
+}
+
+/// Identity of a task (request): W3C trace-id (as two big-endian halves) and span-id.
+/// An all-zero `TaskId` means "no task".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TaskId {
+    pub trace_hi: u64,
+    pub trace_lo: u64,
+    pub span_id: u64,
+}
+
+impl TaskId {
+    pub const fn is_none(&self) -> bool {
+        self.span_id == 0 && self.trace_hi == 0 && self.trace_lo == 0
+    }
+}
+
+/// First field of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Header {
+    /// One of [`kind`].
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the event, or at its end for intervals.
+    pub ts_ns: u64,
+    /// tgid of the thread the record is about.
+    pub pid: u32,
+    pub tid: u32,
+    /// The thread's current task when the event happened.
+    pub task: TaskId,
+}
+
+/// `TASK_BEGIN`, `TASK_ATTACH`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskRecord {
+    pub header: Header,
+    pub parent_span_id: u64,
+    /// Bytes of `name` that are valid.
+    pub name_len: u32,
+    /// Non-zero when the target passed a longer name (truncated) or an unreadable pointer.
+    pub flags: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+/// `TASK_END`, `TASK_DETACH`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskEndRecord {
+    pub header: Header,
+    /// Records about this task the kernel could not queue (ring buffer full).
+    pub dropped: u64,
+}
+
+/// `REGION_BEGIN`, `REGION_END`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RegionRecord {
+    pub header: Header,
+    pub name_len: u32,
+    pub flags: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+/// `LOG`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LogRecord {
+    pub header: Header,
+    pub key_len: u32,
+    pub value_len: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    pub key: [u8; LOG_KEY_LEN],
+    pub value: [u8; LOG_VALUE_LEN],
+}
+
+/// String flags in `TaskRecord::flags`, `RegionRecord::flags`, `LogRecord::flags`.
+pub mod strflag {
+    /// The target passed a longer string than tprof copies.
+    pub const TRUNCATED: u32 = 1;
+    /// The target's pointer could not be read.
+    pub const UNREADABLE: u32 = 2;
+}
+
+/// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OnCpuRecord {
+    pub header: Header,
+    pub start_ns: u64,
+}
+
+/// `OFF_CPU`: the thread left the CPU at `start_ns` in state `state`, became runnable at
+/// `runnable_ns` (woken, or at once if preempted) and ran again at `header.ts_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuRecord {
+    pub header: Header,
+    pub start_ns: u64,
+    /// When it became runnable; 0 if no wakeup was seen (attributed as blocked throughout).
+    pub runnable_ns: u64,
+    /// `prev_state` at switch-out (0 = runnable, i.e. preempted).
+    pub state: u32,
+    /// Syscall number the thread was in when it left the CPU, or -1.
+    pub syscall_nr: i32,
+    /// Who woke it (see [`waker`]).
+    pub waker_flags: u32,
+    pub waker_pid: u32,
+    pub waker_tid: u32,
+    pub _pad: u32,
+    pub waker_comm: [u8; COMM_LEN],
+    /// The waker's own current task, if it had one.
+    pub waker_task: TaskId,
+}
+
+/// Bits of `OffCpuRecord::waker_flags`.
+pub mod waker {
+    /// A wakeup was seen; `waker_pid`/`waker_tid`/`waker_comm` are valid.
+    pub const SEEN: u32 = 1;
+    /// The wakeup ran in interrupt context or a kernel thread: there is no user waker.
+    pub const KERNEL: u32 = 2;
+    /// `waker_task` is valid.
+    pub const HAS_TASK: u32 = 4;
+    /// The thread was preempted (runnable at switch-out), not woken.
+    pub const PREEMPTED: u32 = 8;
+}
+
+/// `SYSCALL`: syscall `nr` ran from `start_ns` to `header.ts_ns` and returned `ret`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallRecord {
+    pub header: Header,
+    pub start_ns: u64,
+    pub ret: i64,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
+/// How one USDT argument is fetched, in the style of libbpf's `usdt.bpf.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsdtArg {
+    /// Constant value (`ARG_CONST`) or memory displacement (`ARG_MEM`).
+    pub value: i64,
+    /// One of [`arg`].
+    pub kind: u8,
+    /// Size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    /// 1 when the value is signed and is sign-extended from `size`.
+    pub signed: u8,
+    /// Index scale for `disp(%base,%index,scale)`.
+    pub scale: u8,
+    /// Offset of the (base) register in `struct pt_regs`.
+    pub reg_off: u16,
+    /// Offset of the index register in `struct pt_regs`, or [`NO_REG`].
+    pub index_reg_off: u16,
+}
+
+/// "No index register" in [`UsdtArg::index_reg_off`].
+pub const NO_REG: u16 = u16::MAX;
+
+/// Kinds of [`UsdtArg`].
+pub mod arg {
+    /// `8@$5`: a constant.
+    pub const CONST: u8 = 1;
+    /// `-4@%edi`: a register value.
+    pub const REG: u8 = 2;
+    /// `-4@-20(%rbp)` or `8@16(%rax,%rbx,8)`: a value in the target's memory.
+    pub const MEM: u8 = 3;
+}
+
+/// Per-site spec, stored in the `USDT_SPECS` map under the site's attach cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsdtSpec {
+    /// One of [`probe`].
+    pub probe: u32,
+    pub nargs: u32,
+    pub args: [UsdtArg; MAX_USDT_ARGS],
+}
+
+/// Offsets into `struct task_struct`, read from the running kernel's BTF by userspace and
+/// passed to the eBPF programs as a global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+}
+
+/// Global configuration for the eBPF programs, set at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    /// Non-zero: also stream syscall records.
+    pub syscalls: u32,
+    pub _pad: u32,
+}
+
+// Sizes are part of the ABI: both sides compile these.
+const _: () = assert!(core::mem::size_of::<TaskId>() == 24);
+const _: () = assert!(core::mem::size_of::<Header>() == 48);
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 48 + 16 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<TaskEndRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 48 + 8 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<LogRecord>() == 48 + 16 + LOG_KEY_LEN + LOG_VALUE_LEN);
+const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24);
+const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
+const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
+const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these types are #[repr(C)], contain only integers and integer arrays, have
+    // no padding (sizes asserted above) and are valid for any bit pattern.
+    unsafe impl aya::Pod for super::TaskId {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UsdtSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+}
