@@ -234,6 +234,9 @@ pub struct UsdtSpec {
     pub args: [UsdtArg; MAX_USDT_ARGS],
 }
 
+/// Per-CPU interrupt nesting slot in the `IRQ_DEPTH` map.
+pub const IRQ_SLOT: u32 = 0;
+
 /// Offsets into `struct task_struct`, read from the running kernel's BTF by userspace and
 /// passed to the eBPF programs as a global.
 #[repr(C)]
@@ -241,7 +244,13 @@ pub struct UsdtSpec {
 pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_tgid: u32,
+    /// `task_struct.flags` (for `PF_KTHREAD`).
+    pub task_flags: u32,
+    pub _pad: u32,
 }
+
+/// `PF_KTHREAD` in `task_struct.flags`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Global configuration for the eBPF programs, set at load time.
 #[repr(C)]
@@ -265,7 +274,7 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,6 +1,15 @@
 //! tprof's userspace: probe discovery, loader, decoder, correlator and sinks.
 //!
-//! Data flows one way: probe -> eBPF -> ring buffer -> [`decode`] -> [`correlate`] -> [`sink`].
+//! Data flows one way: probe -> eBPF -> ring buffer -> [`decode`] -> [`correlate`] ->
+//! [`sink`]. [`session`] runs that pipeline; [`attach`] loads and attaches the programs.
 
+pub mod attach;
 pub mod btf;
+pub mod cli;
+pub mod correlate;
+pub mod decode;
 pub mod discover;
+pub mod list;
+pub mod session;
+pub mod sink;
+pub mod syscall_names;

@@ -1,1 +1,55 @@
-fn main() {}
+//! The `tprof` command.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tprof::cli::{Cli, Command, Format};
+use tprof::session::{self, monotonic_ns};
+use tprof::sink::{json::JsonSink, text::TextSink};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(io::stderr(), "tprof: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Attach(args) => {
+            let opts = args.to_options()?;
+            let out = io::BufWriter::new(io::stdout().lock());
+            let report = match args.format {
+                Format::Text => session::run(opts, TextSink::new(out, monotonic_ns()))?,
+                Format::Json => session::run(opts, JsonSink::new(out))?,
+            };
+            for w in &report.warnings {
+                log::info!("{w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List(args) => {
+            let mut out = io::stdout().lock();
+            let n = tprof::list::run(args.pid, args.binary.as_deref(), &mut out)?;
+            if n == 0 {
+                let _ = writeln!(io::stderr(), "tprof: no USDT probes found");
+                return Ok(ExitCode::from(2));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

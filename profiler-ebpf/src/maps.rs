@@ -1,0 +1,51 @@
+//! Maps shared by the programs, and the load-time configuration.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
+use profiler_common::{kind, Config, UsdtSpec};
+
+use crate::thread::ThreadState;
+
+/// Set by userspace at load time (`EbpfLoader::set_global`): BTF offsets and switches.
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config {
+    offsets: profiler_common::KernelOffsets { task_pid: 0, task_tgid: 0, task_flags: 0, _pad: 0 },
+    syscalls: 1,
+    _pad: 0,
+};
+
+pub fn config() -> Config {
+    // SAFETY: CONFIG is a plain static; the volatile read stops the compiler from folding the
+    // zero initializer, since userspace rewrites it before load.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Records to userspace. Sized by userspace (`set_max_entries`); no per-event wakeups.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// tid -> what the thread is doing for which task. Only threads of traced processes that
+/// ran a task are here, so an untraced thread costs one failed lookup.
+#[map]
+pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Attach cookie -> how to read that USDT site's arguments.
+#[map]
+pub static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(4096, 0);
+
+/// Per-CPU count of records lost because the ring buffer was full, by record kind.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::MAX + 1, 0);
+
+/// span-id -> records lost for that task; read into its TASK_END record.
+#[map]
+pub static SPAN_DROPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU interrupt nesting depth (hardirq, softirq, hrtimer expiry): a wakeup seen at a
+/// depth above zero has no user waker.
+#[map]
+pub static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Zeroed scratch value used to insert new THREADS entries without a 200-byte stack copy.
+#[map]
+pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);

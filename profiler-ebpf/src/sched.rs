@@ -1,0 +1,172 @@
+//! Scheduler tracepoints (tp_btf): on-CPU slices, off-CPU intervals, run-queue delay and
+//! wakers, charged to the task the thread works for.
+//!
+//! sched_switch runs with `current == prev`; sched_waking runs in the waker's context, so
+//! `bpf_get_current_pid_tgid()` there is the waker (unless it runs in an interrupt, tracked
+//! by the irq programs below, or in a kernel thread: then there is no user waker).
+//! See <https://docs.kernel.org/trace/events.html> and `shared/design-notes.md`.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+};
+use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::programs::BtfTracePointContext;
+use profiler_common::{kind, waker, OffCpuRecord, TaskId, IRQ_SLOT, PF_KTHREAD};
+
+use crate::emit::{emit, header, now};
+use crate::maps::{config, IRQ_DEPTH};
+use crate::thread;
+
+/// Reads an `i32` field of a `task_struct` at `off`.
+#[inline(always)]
+fn task_field(task: u64, off: u32) -> Option<u32> {
+    if task == 0 {
+        return None;
+    }
+    // SAFETY: kernel pointer from a tracepoint argument or helper; the helper checks the read.
+    unsafe { bpf_probe_read_kernel((task + off as u64) as *const u32).ok() }
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
+    let next: u64 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    let ts = now();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (prev_pid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+
+    // prev leaves the CPU.
+    if prev_tid != 0 {
+        if let Some(st) = thread::get(prev_tid) {
+            if st.depth > 0 {
+                st.cut_slice(prev_pid, prev_tid, ts);
+                st.oncpu_since = 0;
+                st.offcpu_since = ts;
+                st.state = prev_state as u32;
+                st.offcpu_sys_nr = st.sys_nr;
+                st.waker_task = TaskId::default();
+                if prev_state == 0 {
+                    // Preempted: runnable at once, waiting in the run queue.
+                    st.runnable_since = ts;
+                    st.waker_flags = waker::PREEMPTED;
+                } else {
+                    st.runnable_since = 0;
+                    st.waker_flags = 0;
+                }
+            } else {
+                st.offcpu_since = 0;
+            }
+        }
+    }
+
+    // next comes on the CPU.
+    let offs = config().offsets;
+    let next_tid = task_field(next, offs.task_pid)?;
+    if next_tid == 0 {
+        return Some(());
+    }
+    let st = thread::get(next_tid)?;
+    let Some(task) = st.top() else { return Some(()) };
+    let start = st.offcpu_since;
+    st.offcpu_since = 0;
+    st.oncpu_since = ts;
+    if start == 0 {
+        return Some(());
+    }
+    let next_pid = task_field(next, offs.task_tgid).unwrap_or(0);
+    let (runnable, state, sys_nr) = (st.runnable_since, st.state, st.offcpu_sys_nr);
+    let (flags, wpid, wtid, wcomm, wtask) = (st.waker_flags, st.waker_pid, st.waker_tid, st.waker_comm, st.waker_task);
+    emit::<OffCpuRecord>(kind::OFF_CPU, &task, |r| {
+        // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+        unsafe {
+            r.write(OffCpuRecord {
+                header: header(kind::OFF_CPU, ts, next_pid, next_tid, &task),
+                start_ns: start,
+                runnable_ns: runnable,
+                state,
+                syscall_nr: sys_nr,
+                waker_flags: flags,
+                waker_pid: wpid,
+                waker_tid: wtid,
+                _pad: 0,
+                waker_comm: wcomm,
+                waker_task: wtask,
+            })
+        }
+    });
+    Some(())
+}
+
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_waking(&ctx);
+    0
+}
+
+fn try_sched_waking(ctx: &BtfTracePointContext) -> Option<()> {
+    let p: u64 = ctx.arg(0);
+    let offs = config().offsets;
+    let tid = task_field(p, offs.task_pid)?;
+    let st = thread::get(tid)?;
+    if st.offcpu_since == 0 || st.runnable_since != 0 {
+        return Some(());
+    }
+    st.runnable_since = now();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (wpid, wtid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: per-CPU slot written only by this CPU's irq programs.
+    let in_irq = IRQ_DEPTH.get(IRQ_SLOT).map(|d| *d > 0).unwrap_or(false);
+    // SAFETY: helper returning the current task pointer.
+    let cur = unsafe { bpf_get_current_task() };
+    let kthread = task_field(cur, offs.task_flags).map(|f| f & PF_KTHREAD != 0).unwrap_or(false);
+    if in_irq || kthread || wtid == 0 {
+        st.waker_flags = waker::SEEN | waker::KERNEL;
+        st.waker_pid = 0;
+        st.waker_tid = 0;
+        st.waker_comm = [0; 16];
+        return Some(());
+    }
+    let mut flags = waker::SEEN;
+    st.waker_pid = wpid;
+    st.waker_tid = wtid;
+    st.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if let Some(wt) = thread::get(wtid).and_then(|w| w.top()) {
+        st.waker_task = wt;
+        flags |= waker::HAS_TASK;
+    }
+    st.waker_flags = flags;
+    Some(())
+}
+
+#[inline(always)]
+fn irq_depth_add(delta: i32) {
+    if let Some(p) = IRQ_DEPTH.get_ptr_mut(IRQ_SLOT) {
+        // SAFETY: per-CPU slot; interrupts on this CPU nest, they do not race.
+        unsafe {
+            let v = *p as i32 + delta;
+            *p = if v < 0 { 0 } else { v as u32 };
+        }
+    }
+}
+
+macro_rules! irq_edge {
+    ($name:ident, $tp:literal, $delta:expr) => {
+        #[btf_tracepoint(function = $tp)]
+        pub fn $name(_ctx: BtfTracePointContext) -> i32 {
+            irq_depth_add($delta);
+            0
+        }
+    };
+}
+
+irq_edge!(irq_handler_entry, "irq_handler_entry", 1);
+irq_edge!(irq_handler_exit, "irq_handler_exit", -1);
+irq_edge!(softirq_entry, "softirq_entry", 1);
+irq_edge!(softirq_exit, "softirq_exit", -1);
+irq_edge!(hrtimer_expire_entry, "hrtimer_expire_entry", 1);
+irq_edge!(hrtimer_expire_exit, "hrtimer_expire_exit", -1);

@@ -1,0 +1,46 @@
+//! Syscalls of threads that carry a task (raw_syscalls sys_enter/sys_exit, tp_btf). Every
+//! syscall of every process passes here: the first thing done is one THREADS lookup.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::programs::BtfTracePointContext;
+use profiler_common::{kind, SyscallRecord};
+
+use crate::emit::{emit, header, now};
+use crate::maps::config;
+use crate::thread;
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(st) = thread::get(tid) {
+        if st.depth > 0 && config().syscalls != 0 {
+            let nr: i64 = ctx.arg(1);
+            st.sys_nr = nr as i32;
+            st.sys_start = now();
+        }
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let Some(st) = thread::get(tid) else { return 0 };
+    let nr = st.sys_nr;
+    if nr < 0 {
+        return 0;
+    }
+    st.sys_nr = -1;
+    let Some(task) = st.top() else { return 0 };
+    let ret: i64 = ctx.arg(1);
+    let (start, ts) = (st.sys_start, now());
+    emit::<SyscallRecord>(kind::SYSCALL, &task, |r| {
+        // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+        unsafe {
+            r.write(SyscallRecord { header: header(kind::SYSCALL, ts, pid, tid, &task), start_ns: start, ret, nr: nr as u32, _pad: 0 })
+        }
+    });
+    0
+}

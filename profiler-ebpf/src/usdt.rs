@@ -1,0 +1,202 @@
+//! The USDT handler: one program for every tprof probe site. The site's attach cookie
+//! indexes `USDT_SPECS`, which says which probe it is and how to fetch each argument
+//! (register, memory operand or constant), in the manner of libbpf's `usdt.bpf.h`.
+
+use aya_ebpf::helpers::{
+    bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+    bpf_probe_read_user_buf,
+};
+use aya_ebpf::macros::uprobe;
+use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::EbpfContext;
+use profiler_common::{
+    arg, kind, probe, strflag, LogRecord, RegionRecord, TaskEndRecord, TaskId, TaskRecord, UsdtArg,
+    LOG_KEY_LEN, LOG_VALUE_LEN, MAX_USDT_ARGS, NAME_LEN, NO_REG,
+};
+
+use crate::emit::{emit, header, now, take_span_drops};
+use crate::maps::USDT_SPECS;
+use crate::thread::{self, ThreadState};
+
+/// Size of `struct pt_regs` on x86_64; register offsets must lie below it.
+const PT_REGS_SIZE: u16 = 168;
+
+#[uprobe]
+pub fn tprof_usdt(ctx: ProbeContext) -> u32 {
+    let _ = try_usdt(&ctx);
+    0
+}
+
+#[inline(always)]
+fn read_reg(ctx: &ProbeContext, off: u16) -> Option<u64> {
+    if off > PT_REGS_SIZE - 8 {
+        return None;
+    }
+    // SAFETY: ctx.regs points at the probed thread's saved registers; the offset is bounded
+    // by the size of pt_regs and the helper checks the read.
+    unsafe { bpf_probe_read_kernel((ctx.regs as *const u8).add(off as usize) as *const u64).ok() }
+}
+
+#[inline(always)]
+fn read_user_sized(addr: u64, size: u8) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address; a bad one is an error, not a fault.
+    unsafe {
+        match size {
+            1 => bpf_probe_read_user(addr as *const u8).ok().map(u64::from),
+            2 => bpf_probe_read_user(addr as *const u16).ok().map(u64::from),
+            4 => bpf_probe_read_user(addr as *const u32).ok().map(u64::from),
+            _ => bpf_probe_read_user(addr as *const u64).ok(),
+        }
+    }
+}
+
+/// Fetches one argument and narrows or sign-extends it to its declared size.
+#[inline(always)]
+fn fetch(ctx: &ProbeContext, a: &UsdtArg) -> u64 {
+    let raw = match a.kind {
+        arg::CONST => a.value as u64,
+        arg::REG => read_reg(ctx, a.reg_off).unwrap_or(0),
+        arg::MEM => {
+            let Some(base) = read_reg(ctx, a.reg_off) else { return 0 };
+            let index = if a.index_reg_off == NO_REG {
+                0
+            } else {
+                read_reg(ctx, a.index_reg_off).unwrap_or(0).wrapping_mul(a.scale as u64)
+            };
+            let addr = base.wrapping_add(index).wrapping_add(a.value as u64);
+            return narrow(read_user_sized(addr, a.size).unwrap_or(0), a.size, a.signed);
+        }
+        _ => 0,
+    };
+    narrow(raw, a.size, a.signed)
+}
+
+#[inline(always)]
+fn narrow(v: u64, size: u8, signed: u8) -> u64 {
+    let bits: u32 = match size {
+        1 => 8,
+        2 => 16,
+        4 => 32,
+        _ => return v,
+    };
+    let shift = 64 - bits;
+    if signed != 0 {
+        (((v << shift) as i64) >> shift) as u64
+    } else {
+        (v << shift) >> shift
+    }
+}
+
+/// Copies at most `N` bytes of a target string. Returns (bytes copied, flags).
+#[inline(always)]
+fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> (u32, u32) {
+    let mut flags = 0;
+    let n = if len > N as u64 {
+        flags |= strflag::TRUNCATED;
+        N
+    } else {
+        len as usize
+    };
+    if n == 0 {
+        return (0, flags);
+    }
+    let Some(buf) = dst.get_mut(..n) else { return (0, flags | strflag::UNREADABLE) };
+    // SAFETY: the helper checks the target address; the destination is a bounded slice.
+    match unsafe { bpf_probe_read_user_buf(ptr as *const u8, buf) } {
+        Ok(()) => (n as u32, flags),
+        Err(_) => (0, flags | strflag::UNREADABLE),
+    }
+}
+
+fn try_usdt(ctx: &ProbeContext) -> Option<()> {
+    // SAFETY: helper reading the attach cookie of the running program.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let spec = USDT_SPECS.get(cookie as u32)?;
+    let mut args = [0u64; MAX_USDT_ARGS];
+    let mut i = 0;
+    while i < MAX_USDT_ARGS {
+        if (i as u32) < spec.nargs {
+            args[i] = fetch(ctx, &spec.args[i]);
+        }
+        i += 1;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let ts = now();
+    match spec.probe {
+        probe::TASK_BEGIN | probe::TASK_ATTACH => {
+            let task = TaskId { trace_hi: args[0], trace_lo: args[1], span_id: args[2] };
+            let st = thread::get_or_insert(tid)?;
+            begin(st, pid, tid, ts, task);
+            let k = if spec.probe == probe::TASK_BEGIN { kind::TASK_BEGIN } else { kind::TASK_ATTACH };
+            let (name_ptr, name_len) = if k == kind::TASK_BEGIN { (args[4], args[5]) } else { (0, 0) };
+            emit::<TaskRecord>(k, &task, |r| {
+                // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                let r = unsafe { &mut *r };
+                r.header = header(k, ts, pid, tid, &task);
+                r.parent_span_id = args[3];
+                let (n, f) = read_str(name_ptr, name_len, &mut r.name);
+                r.name_len = n;
+                r.flags = f;
+            });
+        }
+        probe::TASK_END | probe::TASK_DETACH => {
+            let task = TaskId { trace_hi: args[0], trace_lo: args[1], span_id: args[2] };
+            if let Some(st) = thread::get(tid) {
+                end(st, pid, tid, ts, task.span_id);
+            }
+            let k = if spec.probe == probe::TASK_END { kind::TASK_END } else { kind::TASK_DETACH };
+            let dropped = if k == kind::TASK_END { take_span_drops(task.span_id) } else { 0 };
+            emit::<TaskEndRecord>(k, &task, |r| {
+                // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                unsafe { r.write(TaskEndRecord { header: header(k, ts, pid, tid, &task), dropped }) }
+            });
+        }
+        probe::REGION_BEGIN | probe::REGION_END => {
+            let task = thread::get(tid)?.top()?;
+            let k = if spec.probe == probe::REGION_BEGIN { kind::REGION_BEGIN } else { kind::REGION_END };
+            emit::<RegionRecord>(k, &task, |r| {
+                // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                let r = unsafe { &mut *r };
+                r.header = header(k, ts, pid, tid, &task);
+                let (n, f) = read_str::<NAME_LEN>(args[0], args[1], &mut r.name);
+                r.name_len = n;
+                r.flags = f;
+            });
+        }
+        probe::LOG => {
+            let task = thread::get(tid)?.top()?;
+            emit::<LogRecord>(kind::LOG, &task, |r| {
+                // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                let r = unsafe { &mut *r };
+                r.header = header(kind::LOG, ts, pid, tid, &task);
+                let (kn, kf) = read_str::<LOG_KEY_LEN>(args[0], args[1], &mut r.key);
+                let (vn, vf) = read_str::<LOG_VALUE_LEN>(args[2], args[3], &mut r.value);
+                r.key_len = kn;
+                r.value_len = vn;
+                r.flags = kf | vf;
+                r._pad = 0;
+            });
+        }
+        _ => {}
+    }
+    Some(())
+}
+
+/// The thread starts (or resumes) work for `task`: the outer task's slice ends here.
+#[inline(always)]
+fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) {
+    st.cut_slice(pid, tid, ts);
+    st.push(task);
+    st.oncpu_since = ts;
+}
+
+/// The thread stops work for `span_id`: its last slice ends here, the outer task resumes.
+#[inline(always)]
+fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
+    if st.top().map(|t| t.span_id) == Some(span_id) {
+        st.cut_slice(pid, tid, ts);
+    }
+    st.remove(span_id);
+    st.oncpu_since = ts;
+}

@@ -1,0 +1,192 @@
+//! Loading tprof's eBPF programs and attaching them: tp_btf programs on the scheduler,
+//! syscall and irq tracepoints, and the USDT handler on every tprof probe site of the
+//! traced processes (their executables and the libraries they map, rescanned so that a
+//! library dlopen'ed after attach is picked up).
+
+pub mod privileges;
+pub mod uprobe;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::{BtfTracePoint, UProbe};
+use aya::{Btf, Ebpf, EbpfLoader};
+use profiler_common::{Config, UsdtSpec, MAX_USDT_ARGS};
+
+use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
+
+/// The eBPF object built by build.rs (empty when the toolchain was missing).
+static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler.bpf.o"));
+
+/// The tp_btf programs and the tracepoints they attach to.
+const TRACEPOINTS: [&str; 10] = [
+    "sched_switch",
+    "sched_waking",
+    "sys_enter",
+    "sys_exit",
+    "irq_handler_entry",
+    "irq_handler_exit",
+    "softirq_entry",
+    "softirq_exit",
+    "hrtimer_expire_entry",
+    "hrtimer_expire_exit",
+];
+const USDT_PROGRAM: &str = "tprof_usdt";
+/// Size of the USDT_SPECS map: the most probe sites one session can attach.
+pub const MAX_SITES: u32 = 4096;
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    pub syscalls: bool,
+}
+
+/// A probe site tprof attached to.
+#[derive(Clone, Debug)]
+pub struct AttachedSite {
+    pub pid: u32,
+    pub path: PathBuf,
+    pub site: ProbeSite,
+}
+
+/// The loaded programs and every live attachment; dropping it detaches everything.
+pub struct Session {
+    pub ebpf: Ebpf,
+    links: Vec<uprobe::UprobeLink>,
+    pub sites: Vec<AttachedSite>,
+    /// Problems that did not stop the session (a bad note, an unsupported argument spec).
+    pub warnings: Vec<String>,
+    scanned: HashSet<(u32, PathBuf)>,
+    next_cookie: u32,
+    pmu_type: u32,
+}
+
+pub fn ebpf_object() -> Result<&'static [u8]> {
+    if EBPF_OBJ.is_empty() {
+        let why = option_env!("TPROF_EBPF_MISSING").unwrap_or("unknown reason");
+        bail!("this tprof was built without its eBPF programs ({why}); run `cargo xtask setup` and rebuild");
+    }
+    Ok(EBPF_OBJ)
+}
+
+impl Session {
+    /// Loads the programs and attaches the kernel tracepoints.
+    pub fn load(opts: &LoadOptions) -> Result<Session> {
+        let obj = ebpf_object()?;
+        let offsets = crate::btf::kernel_offsets().context("reading task_struct offsets from the kernel's BTF")?;
+        let config = Config { offsets, syscalls: u32::from(opts.syscalls), _pad: 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("USDT_SPECS", MAX_SITES)
+            .load(obj)
+            .context("loading tprof's eBPF object into the kernel")?;
+        let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux (tp_btf programs need kernel BTF)")?;
+        for tp in TRACEPOINTS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(tp)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {tp}"))?
+                .try_into()
+                .with_context(|| format!("program {tp} is not a tp_btf program"))?;
+            prog.load(tp, &btf).with_context(|| format!("loading tp_btf program {tp} (verifier output above)"))?;
+            prog.attach().with_context(|| format!("attaching tp_btf/{tp}"))?;
+        }
+        let usdt: &mut UProbe = ebpf
+            .program_mut(USDT_PROGRAM)
+            .ok_or_else(|| anyhow!("eBPF object lacks program {USDT_PROGRAM}"))?
+            .try_into()
+            .context("tprof_usdt is not a uprobe program")?;
+        usdt.load().context("loading the USDT program")?;
+        Ok(Session {
+            ebpf,
+            links: Vec::new(),
+            sites: Vec::new(),
+            warnings: Vec::new(),
+            scanned: HashSet::new(),
+            next_cookie: 0,
+            pmu_type: uprobe::uprobe_pmu_type()?,
+        })
+    }
+
+    /// Attaches to the tprof probes of every file `pid` maps that was not scanned before.
+    /// Returns how many sites were newly attached.
+    pub fn attach_pid(&mut self, pid: u32) -> Result<usize> {
+        let files = discover::executable_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
+        let mut attached = 0;
+        for file in files {
+            if !self.scanned.insert((pid, file.clone())) {
+                continue;
+            }
+            // Resolve through the target's root so targets in other mount namespaces work.
+            let path = if file.starts_with("/proc/") { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
+            let report = match discover::read_notes_from_path(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.warnings.push(format!("pid {pid}: {}: {e}", file.display()));
+                    continue;
+                }
+            };
+            for skipped in report.skipped {
+                self.warnings.push(format!("pid {pid}: {}: skipped a probe note: {skipped}", file.display()));
+            }
+            for site in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER) {
+                match self.attach_site(pid, &path, &site) {
+                    Ok(()) => {
+                        attached += 1;
+                        self.sites.push(AttachedSite { pid, path: file.clone(), site });
+                    }
+                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display(), site.file_offset)),
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    fn attach_site(&mut self, pid: u32, path: &std::path::Path, site: &ProbeSite) -> Result<()> {
+        let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
+        let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
+        if args.len() > MAX_USDT_ARGS {
+            bail!("{} arguments, at most {MAX_USDT_ARGS} supported", args.len());
+        }
+        if self.next_cookie >= MAX_SITES {
+            bail!("more than {MAX_SITES} probe sites in one session");
+        }
+        let mut spec = UsdtSpec { probe, nargs: args.len() as u32, ..Default::default() };
+        spec.args[..args.len()].copy_from_slice(args);
+        let cookie = self.next_cookie;
+        let mut specs: Array<&mut MapData, UsdtSpec> =
+            Array::try_from(self.ebpf.map_mut("USDT_SPECS").ok_or_else(|| anyhow!("no USDT_SPECS map"))?)?;
+        specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
+        let prog: &UProbe = self
+            .ebpf
+            .program(USDT_PROGRAM)
+            .ok_or_else(|| anyhow!("no {USDT_PROGRAM} program"))?
+            .try_into()?;
+        let fd = prog.fd()?.as_fd();
+        let link = uprobe::attach(fd, self.pmu_type, path, site.file_offset, site.semaphore_offset, pid, u64::from(cookie))?;
+        self.next_cookie += 1;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Records lost in the kernel, summed over CPUs, by record kind.
+    pub fn kernel_drops(&self) -> Result<Vec<u64>> {
+        let map = self.ebpf.map("DROPS").ok_or_else(|| anyhow!("no DROPS map"))?;
+        let drops: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = Vec::new();
+        for i in 0..drops.len() {
+            let v = drops.get(&i, 0)?;
+            out.push(v.iter().sum());
+        }
+        Ok(out)
+    }
+
+    pub fn attached_links(&self) -> usize {
+        self.links.len()
+    }
+}
+
+use std::os::fd::AsFd;

@@ -1,0 +1,161 @@
+//! Command-line flags (raw, as clap parses them) and their validation into options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::attach::LoadOptions;
+use crate::session::AttachOptions;
+use crate::sink::Filter;
+
+/// tprof: per-request latency profiler. Joins what the kernel does (CPU, run queue,
+/// blocking, syscalls) to each request marked with tprof's USDT probes.
+#[derive(Parser, Debug)]
+#[command(name = "tprof", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More diagnostics on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to running processes and stream each request's kernel story.
+    Attach(AttachArgs),
+    /// List the USDT probes of a process or a binary (any provider).
+    List(ListArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Process to trace (repeatable).
+    #[arg(short, long = "pid", required = true)]
+    pub pids: Vec<u32>,
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or the target exits.
+    #[arg(short, long)]
+    pub duration: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Only show requests at least this slow (e.g. 5ms).
+    #[arg(long)]
+    pub min_latency: Option<String>,
+    /// Only show this trace (32 hex digits).
+    #[arg(long)]
+    pub trace_id: Option<String>,
+    /// Only show tasks with this name.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Print only per-request summaries, not every event.
+    #[arg(long)]
+    pub summary_only: bool,
+    /// Do not trace syscalls.
+    #[arg(long)]
+    pub no_syscalls: bool,
+    /// Kernel ring buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16)]
+    pub ring_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// A running process: its executable and loaded libraries.
+    #[arg(short, long, conflicts_with = "binary", required_unless_present = "binary")]
+    pub pid: Option<u32>,
+    /// An ELF file.
+    #[arg(short, long)]
+    pub binary: Option<PathBuf>,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `3m`, `250us`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().with_context(|| format!("bad duration {s:?}: expected e.g. 500ms, 2s, 1m"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" => v * 60.0,
+        _ => bail!("bad duration unit {unit:?} in {s:?}: use ns, us, ms, s or m"),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        bail!("duration {s:?} out of range");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn parse_trace_id(s: &str) -> Result<u128> {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("trace-id {s:?} must be 32 hex digits");
+    }
+    u128::from_str_radix(s, 16).with_context(|| format!("trace-id {s:?}"))
+}
+
+impl AttachArgs {
+    pub fn to_options(&self) -> Result<AttachOptions> {
+        if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
+            bail!("--ring-size must be a power of two between 1 and 1024 MiB");
+        }
+        Ok(AttachOptions {
+            pids: self.pids.clone(),
+            duration: self.duration.as_deref().map(parse_duration).transpose()?,
+            load: LoadOptions { ring_bytes: self.ring_size * 1024 * 1024, syscalls: !self.no_syscalls },
+            filter: Filter {
+                min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
+                trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,
+                task_name: self.task.clone(),
+                events: !self.summary_only,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        for bad in ["", "ms", "5x", "-1s", "1e999", "..s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn trace_ids() {
+        assert_eq!(parse_trace_id("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert!(parse_trace_id("4bf9").is_err());
+        assert!(parse_trace_id("zz f92f3577b34da6a3ce929d0e0e4736").is_err());
+    }
+
+    #[test]
+    fn flags_validate() {
+        let cli = Cli::try_parse_from(["tprof", "attach", "--pid", "1", "--min-latency", "5ms", "--format", "json"]).unwrap();
+        let Command::Attach(a) = cli.command else { panic!("attach") };
+        let o = a.to_options().unwrap();
+        assert_eq!(o.filter.min_latency_ns, Some(5_000_000));
+        assert_eq!(a.format, Format::Json);
+        assert!(Cli::try_parse_from(["tprof", "attach"]).is_err(), "--pid is required");
+        let cli = Cli::try_parse_from(["tprof", "attach", "--pid", "1", "--ring-size", "3"]).unwrap();
+        let Command::Attach(a) = cli.command else { panic!("attach") };
+        assert!(a.to_options().is_err());
+    }
+}

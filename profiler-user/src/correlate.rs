@@ -1,0 +1,275 @@
+//! Groups decoded records by task (trace-id, span-id) and keeps each task's ledger: wall
+//! time, on-CPU, run-queue wait, blocked time (and in which syscall, woken by whom),
+//! syscalls and regions. Pure logic, unit-tested without a kernel.
+//!
+//! Ledger rules (no double counting): an off-CPU interval is split into *blocked*
+//! (switch-out to wakeup) and *run queue* (wakeup, or preemption, to switch-in). Blocked
+//! time inside a syscall is also reported under that syscall, as a view, not a second
+//! charge. Wall time not covered by on-CPU, run-queue or blocked time is time when no
+//! thread worked for the task (an async task waiting in its executor).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::decode::{Meta, Record, TaskKey, Waker};
+
+/// Bounds on what one task may hold, so a hostile or buggy target cannot grow tprof.
+pub const MAX_REGIONS: usize = 256;
+pub const MAX_LOGS: usize = 64;
+pub const MAX_BLOCKS: usize = 3;
+/// Tasks tracked at once; beyond this, new tasks are counted and ignored.
+pub const MAX_OPEN_TASKS: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionSpan {
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+    pub depth: u32,
+}
+
+/// One off-CPU interval that blocked the task, kept for the "why slow" line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub tid: u32,
+    pub start_ns: u64,
+    pub blocked_ns: u64,
+    pub syscall_nr: Option<u32>,
+    pub waker: Waker,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStat {
+    pub count: u64,
+    pub total_ns: u64,
+    pub errors: u64,
+}
+
+/// A task's ledger, as it stands.
+#[derive(Clone, Debug, Default)]
+pub struct TaskState {
+    pub key: TaskKey,
+    pub name: String,
+    pub parent_span_id: u64,
+    pub pid: u32,
+    /// None: the task began before tprof attached.
+    pub begin_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    /// Blocked time by the syscall the thread was in (view of `blocked_ns`).
+    pub blocked_in_syscall: BTreeMap<u32, u64>,
+    pub syscalls: BTreeMap<u32, SyscallStat>,
+    pub regions: Vec<RegionSpan>,
+    pub logs: Vec<(String, String)>,
+    /// Longest blocks, longest first.
+    pub blocks: Vec<Block>,
+    /// Records the kernel could not queue for this task.
+    pub dropped: u64,
+    /// Regions/logs over the caps, not kept.
+    pub truncated: u64,
+    pub threads: Vec<u32>,
+    open_regions: Vec<usize>,
+}
+
+impl TaskState {
+    fn new(key: TaskKey, meta: &Meta) -> Self {
+        TaskState { key, pid: meta.pid, ..Default::default() }
+    }
+
+    pub fn wall_ns(&self) -> Option<u64> {
+        Some(self.end_ns?.saturating_sub(self.begin_ns?))
+    }
+
+    pub fn syscall_ns(&self) -> u64 {
+        self.syscalls.values().map(|s| s.total_ns).sum()
+    }
+
+    /// Wall time when no thread worked for the task (never negative).
+    pub fn unscheduled_ns(&self) -> Option<u64> {
+        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.runq_ns + self.blocked_ns))
+    }
+
+    /// Why the ledger may be missing events.
+    pub fn incomplete(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.begin_ns.is_none() {
+            why.push("began before attach".to_string());
+        }
+        if self.end_ns.is_none() {
+            why.push("did not end while traced".to_string());
+        }
+        if self.dropped > 0 {
+            why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+
+    fn note_thread(&mut self, tid: u32) {
+        if !self.threads.contains(&tid) && self.threads.len() < 64 {
+            self.threads.push(tid);
+        }
+    }
+
+    fn add_block(&mut self, b: Block) {
+        let at = self.blocks.iter().position(|x| x.blocked_ns < b.blocked_ns).unwrap_or(self.blocks.len());
+        if at < MAX_BLOCKS {
+            self.blocks.insert(at, b);
+            self.blocks.truncate(MAX_BLOCKS);
+        }
+    }
+}
+
+/// What the correlator hands to sinks.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// A record, with the ledger of the task it belongs to.
+    Event(&'a Record, &'a TaskState),
+    /// A task ended (or the session ended with it open): its final ledger.
+    Summary(&'a TaskState),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    pub records: u64,
+    pub tasks_ended: u64,
+    /// Tasks not tracked because MAX_OPEN_TASKS were open.
+    pub tasks_over_limit: u64,
+}
+
+#[derive(Default)]
+pub struct Correlator {
+    tasks: HashMap<TaskKey, TaskState>,
+    pub stats: CorrelatorStats,
+}
+
+impl Correlator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn open_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Folds one record into its task's ledger and passes it (and, at task end, the
+    /// summary) to `out`.
+    pub fn push(&mut self, rec: &Record, out: &mut dyn FnMut(Output<'_>)) {
+        self.stats.records += 1;
+        let meta = *rec.meta();
+        if meta.task.span_id == 0 {
+            return;
+        }
+        if !self.tasks.contains_key(&meta.task) && self.tasks.len() >= MAX_OPEN_TASKS {
+            self.stats.tasks_over_limit += 1;
+            return;
+        }
+        let st = self.tasks.entry(meta.task).or_insert_with(|| TaskState::new(meta.task, &meta));
+        st.note_thread(meta.tid);
+        apply(st, rec);
+        out(Output::Event(rec, st));
+        if matches!(rec, Record::TaskEnd { .. }) {
+            if let Some(done) = self.tasks.remove(&meta.task) {
+                self.stats.tasks_ended += 1;
+                out(Output::Summary(&done));
+            }
+        }
+    }
+
+    /// Ends the session: every task still open gets its (incomplete) summary.
+    pub fn finish(&mut self, out: &mut dyn FnMut(Output<'_>)) {
+        let mut open: Vec<TaskState> = self.tasks.drain().map(|(_, v)| v).collect();
+        open.sort_by_key(|t| t.begin_ns.unwrap_or(0));
+        for t in &open {
+            out(Output::Summary(t));
+        }
+    }
+}
+
+fn apply(st: &mut TaskState, rec: &Record) {
+    match rec {
+        Record::TaskBegin { meta, parent_span_id, name, .. } => {
+            st.begin_ns = Some(meta.ts_ns);
+            st.parent_span_id = *parent_span_id;
+            st.name.clone_from(name);
+            st.pid = meta.pid;
+        }
+        Record::TaskEnd { meta, dropped } => {
+            st.end_ns = Some(meta.ts_ns);
+            st.dropped += dropped;
+            for i in st.open_regions.drain(..) {
+                if let Some(r) = st.regions.get_mut(i) {
+                    r.end_ns.get_or_insert(meta.ts_ns);
+                }
+            }
+        }
+        Record::TaskAttach { parent_span_id, .. } => {
+            if st.parent_span_id == 0 {
+                st.parent_span_id = *parent_span_id;
+            }
+        }
+        Record::TaskDetach { .. } => {}
+        Record::RegionBegin { meta, name, .. } => {
+            if st.regions.len() >= MAX_REGIONS {
+                st.truncated += 1;
+                return;
+            }
+            let depth = st.open_regions.len() as u32;
+            st.open_regions.push(st.regions.len());
+            st.regions.push(RegionSpan { name: name.clone(), start_ns: meta.ts_ns, end_ns: None, depth });
+        }
+        Record::RegionEnd { meta, name, .. } => {
+            // Close the innermost open region of that name (regions nest per task).
+            if let Some(pos) = st.open_regions.iter().rposition(|i| st.regions.get(*i).is_some_and(|r| &r.name == name)) {
+                let idx = st.open_regions.remove(pos);
+                if let Some(r) = st.regions.get_mut(idx) {
+                    r.end_ns = Some(meta.ts_ns);
+                }
+            }
+        }
+        Record::Log { key, value, .. } => {
+            if st.logs.len() >= MAX_LOGS {
+                st.truncated += 1;
+            } else {
+                st.logs.push((key.clone(), value.clone()));
+            }
+        }
+        Record::OnCpu { meta, start_ns } => st.on_cpu_ns += meta.ts_ns.saturating_sub(*start_ns),
+        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } => {
+            let end = meta.ts_ns;
+            let (blocked, runq) = match (waker, runnable_ns) {
+                (Waker::Preempted, _) => (0, end.saturating_sub(*start_ns)),
+                (_, Some(r)) => {
+                    let r = (*r).clamp(*start_ns, end);
+                    (r - start_ns, end - r)
+                }
+                (_, None) => (end.saturating_sub(*start_ns), 0),
+            };
+            st.blocked_ns += blocked;
+            st.runq_ns += runq;
+            if blocked > 0 {
+                if let Some(nr) = syscall_nr {
+                    *st.blocked_in_syscall.entry(*nr).or_default() += blocked;
+                }
+                st.add_block(Block {
+                    tid: meta.tid,
+                    start_ns: *start_ns,
+                    blocked_ns: blocked,
+                    syscall_nr: *syscall_nr,
+                    waker: waker.clone(),
+                });
+            }
+        }
+        Record::Syscall { meta, nr, start_ns, ret } => {
+            let s = st.syscalls.entry(*nr).or_default();
+            s.count += 1;
+            s.total_ns += meta.ts_ns.saturating_sub(*start_ns);
+            if *ret < 0 {
+                s.errors += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! Ledger arithmetic on hand-built record sequences whose truth is known.
+
+use super::*;
+use crate::decode::{Meta, Record, TaskKey, Waker};
+
+const KEY: TaskKey = TaskKey { trace_id: 0xabc, span_id: 0x1 };
+
+fn meta(ts_ns: u64, tid: u32) -> Meta {
+    Meta { cpu: 0, ts_ns, pid: 100, tid, task: KEY }
+}
+
+fn run(records: &[Record]) -> (Vec<TaskState>, usize) {
+    let mut c = Correlator::new();
+    let mut summaries = Vec::new();
+    let mut events = 0;
+    for r in records {
+        c.push(r, &mut |o| match o {
+            Output::Event(..) => events += 1,
+            Output::Summary(t) => summaries.push(t.clone()),
+        });
+    }
+    c.finish(&mut |o| {
+        if let Output::Summary(t) = o {
+            summaries.push(t.clone())
+        }
+    });
+    (summaries, events)
+}
+
+#[test]
+fn sleep_spin_and_wait_add_up_to_wall() {
+    let ms = 1_000_000;
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0 },
+        // 20 ms asleep in nanosleep (35), woken by the kernel, 1 ms in the run queue.
+        Record::OffCpu { meta: meta(23 * ms, 7), start_ns: 2 * ms, runnable_ns: Some(22 * ms), state: 1, syscall_nr: Some(35), waker: Waker::Kernel },
+        Record::Syscall { meta: meta(23 * ms + 10, 7), nr: 35, start_ns: 2 * ms - 10, ret: 0 },
+        Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms },
+        // Preempted for 2 ms: all run queue.
+        Record::OffCpu { meta: meta(32 * ms, 7), start_ns: 30 * ms, runnable_ns: Some(30 * ms), state: 0, syscall_nr: None, waker: Waker::Preempted },
+        Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms },
+        Record::TaskEnd { meta: meta(33 * ms, 7), dropped: 0 },
+    ];
+    let (s, events) = run(&recs);
+    assert_eq!(events, recs.len());
+    assert_eq!(s.len(), 1);
+    let t = &s[0];
+    assert_eq!(t.name, "req");
+    assert_eq!(t.wall_ns(), Some(33 * ms));
+    assert_eq!(t.on_cpu_ns, 10 * ms);
+    assert_eq!(t.blocked_ns, 20 * ms);
+    assert_eq!(t.runq_ns, 3 * ms);
+    assert_eq!(t.unscheduled_ns(), Some(0));
+    assert_eq!(t.blocked_in_syscall.get(&35), Some(&(20 * ms)));
+    assert_eq!(t.syscalls.get(&35).map(|s| s.count), Some(1));
+    assert_eq!(t.blocks.len(), 1);
+    assert_eq!(t.blocks[0].waker, Waker::Kernel);
+    assert!(t.incomplete().is_none());
+}
+
+#[test]
+fn regions_nest_and_close_at_task_end() {
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::RegionBegin { meta: meta(10, 7), name: "a".into(), name_flags: 0 },
+        Record::RegionBegin { meta: meta(20, 7), name: "b".into(), name_flags: 0 },
+        Record::RegionEnd { meta: meta(30, 7), name: "b".into(), name_flags: 0 },
+        Record::TaskEnd { meta: meta(50, 7), dropped: 2 },
+    ];
+    let (s, _) = run(&recs);
+    let t = &s[0];
+    assert_eq!(t.regions.len(), 2);
+    assert_eq!((t.regions[0].depth, t.regions[0].end_ns), (0, Some(50)), "open region closes at task end");
+    assert_eq!((t.regions[1].depth, t.regions[1].end_ns), (1, Some(30)));
+    assert_eq!(t.incomplete().as_deref(), Some("2 kernel records lost (ring buffer full)"));
+}
+
+#[test]
+fn task_seen_without_begin_or_end_is_incomplete() {
+    let recs = [Record::OnCpu { meta: meta(100, 7), start_ns: 50 }];
+    let (s, _) = run(&recs);
+    assert_eq!(s.len(), 1);
+    let why = s[0].incomplete().unwrap_or_default();
+    assert!(why.contains("began before attach") && why.contains("did not end"), "{why}");
+}
+
+#[test]
+fn caps_bound_memory() {
+    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 }];
+    for i in 0..(MAX_REGIONS + 10) as u64 {
+        recs.push(Record::RegionBegin { meta: meta(i, 7), name: "r".into(), name_flags: 0 });
+    }
+    for i in 0..(MAX_LOGS + 5) as u64 {
+        recs.push(Record::Log { meta: meta(i, 7), key: "k".into(), value: "v".into(), flags: 0 });
+    }
+    let (s, _) = run(&recs);
+    assert_eq!(s[0].regions.len(), MAX_REGIONS);
+    assert_eq!(s[0].logs.len(), MAX_LOGS);
+    assert_eq!(s[0].truncated, 15);
+}
+
+#[test]
+fn longest_blocks_are_kept_in_order() {
+    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 }];
+    for (i, d) in [5u64, 50, 1, 20, 30].iter().enumerate() {
+        let start = i as u64 * 1000;
+        recs.push(Record::OffCpu { meta: meta(start + d, 7), start_ns: start, runnable_ns: None, state: 1, syscall_nr: None, waker: Waker::Unknown });
+    }
+    let (s, _) = run(&recs);
+    let kept: Vec<u64> = s[0].blocks.iter().map(|b| b.blocked_ns).collect();
+    assert_eq!(kept, [50, 30, 20]);
+}

@@ -1,0 +1,296 @@
+//! Ring-buffer bytes -> [`Record`]s. Checks each record's kind and length before reading;
+//! a short or unknown record is an error the caller counts, never a panic. Strings from the
+//! traced process are kept as lossy UTF-8 and escaped by the sinks.
+
+use profiler_common::{
+    kind, Header, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, SyscallRecord, TaskEndRecord, TaskId,
+    TaskRecord,
+};
+
+/// A task's identity as userspace sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    pub trace_id: u128,
+    pub span_id: u64,
+}
+
+impl TaskKey {
+    pub fn from_raw(t: &TaskId) -> Self {
+        TaskKey { trace_id: (u128::from(t.trace_hi) << 64) | u128::from(t.trace_lo), span_id: t.span_id }
+    }
+    pub fn trace_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+    pub fn span_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+}
+
+/// Fields every record has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC ns; the end of the interval for interval records.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub task: TaskKey,
+}
+
+/// Who made a blocked thread runnable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Waker {
+    /// No wakeup was seen (e.g. it happened before attach).
+    Unknown,
+    /// It was preempted while runnable: nobody had to wake it.
+    Preempted,
+    /// Woken from interrupt context or by a kernel thread: no user waker.
+    Kernel,
+    /// Woken by this user thread, which may itself be working for a task.
+    Thread { pid: u32, tid: u32, comm: String, task: Option<TaskKey> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    TaskBegin { meta: Meta, parent_span_id: u64, name: String, name_flags: u32 },
+    TaskEnd { meta: Meta, dropped: u64 },
+    TaskAttach { meta: Meta, parent_span_id: u64 },
+    TaskDetach { meta: Meta },
+    RegionBegin { meta: Meta, name: String, name_flags: u32 },
+    RegionEnd { meta: Meta, name: String, name_flags: u32 },
+    Log { meta: Meta, key: String, value: String, flags: u32 },
+    /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
+    OnCpu { meta: Meta, start_ns: u64 },
+    /// Off the CPU from `start_ns`; runnable from `runnable_ns` (if known); on again at `meta.ts_ns`.
+    OffCpu { meta: Meta, start_ns: u64, runnable_ns: Option<u64>, state: u32, syscall_nr: Option<u32>, waker: Waker },
+    Syscall { meta: Meta, nr: u32, start_ns: u64, ret: i64 },
+}
+
+impl Record {
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Record::TaskBegin { meta, .. }
+            | Record::TaskEnd { meta, .. }
+            | Record::TaskAttach { meta, .. }
+            | Record::TaskDetach { meta }
+            | Record::RegionBegin { meta, .. }
+            | Record::RegionEnd { meta, .. }
+            | Record::Log { meta, .. }
+            | Record::OnCpu { meta, .. }
+            | Record::OffCpu { meta, .. }
+            | Record::Syscall { meta, .. } => meta,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { kind: u32, len: usize, need: usize },
+    UnknownKind(u32),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { kind, len, need } => {
+                write!(f, "record of kind {kind} is {len} bytes, needs {need}")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Copies a `#[repr(C)]` record out of `bytes` after checking the length.
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need });
+    }
+    // SAFETY: the length was checked above; T is one of profiler-common's #[repr(C)] records,
+    // made only of integers and byte arrays, valid for any bit pattern; read_unaligned makes
+    // no alignment assumption about the ring buffer slice.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn meta(h: &Header) -> Meta {
+    Meta { cpu: h.cpu, ts_ns: h.ts_ns, pid: h.pid, tid: h.tid, task: TaskKey::from_raw(&h.task) }
+}
+
+fn text(buf: &[u8], len: u32) -> String {
+    let n = (len as usize).min(buf.len());
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let kind_raw = read::<u32>(bytes, 0)?;
+    let rec = match kind_raw {
+        kind::TASK_BEGIN | kind::TASK_ATTACH => {
+            let r: TaskRecord = read(bytes, kind_raw)?;
+            if kind_raw == kind::TASK_BEGIN {
+                Record::TaskBegin {
+                    meta: meta(&r.header),
+                    parent_span_id: r.parent_span_id,
+                    name: text(&r.name, r.name_len),
+                    name_flags: r.flags,
+                }
+            } else {
+                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
+            }
+        }
+        kind::TASK_END => {
+            let r: TaskEndRecord = read(bytes, kind_raw)?;
+            Record::TaskEnd { meta: meta(&r.header), dropped: r.dropped }
+        }
+        kind::TASK_DETACH => {
+            let r: TaskEndRecord = read(bytes, kind_raw)?;
+            Record::TaskDetach { meta: meta(&r.header) }
+        }
+        kind::REGION_BEGIN | kind::REGION_END => {
+            let r: RegionRecord = read(bytes, kind_raw)?;
+            let (meta, name, name_flags) = (meta(&r.header), text(&r.name, r.name_len), r.flags);
+            if kind_raw == kind::REGION_BEGIN {
+                Record::RegionBegin { meta, name, name_flags }
+            } else {
+                Record::RegionEnd { meta, name, name_flags }
+            }
+        }
+        kind::LOG => {
+            let r: LogRecord = read(bytes, kind_raw)?;
+            Record::Log {
+                meta: meta(&r.header),
+                key: text(&r.key, r.key_len),
+                value: text(&r.value, r.value_len),
+                flags: r.flags,
+            }
+        }
+        kind::ON_CPU => {
+            let r: OnCpuRecord = read(bytes, kind_raw)?;
+            Record::OnCpu { meta: meta(&r.header), start_ns: r.start_ns }
+        }
+        kind::OFF_CPU => {
+            let r: OffCpuRecord = read(bytes, kind_raw)?;
+            Record::OffCpu {
+                meta: meta(&r.header),
+                start_ns: r.start_ns,
+                runnable_ns: (r.runnable_ns != 0).then_some(r.runnable_ns),
+                state: r.state,
+                syscall_nr: u32::try_from(r.syscall_nr).ok(),
+                waker: waker(&r),
+            }
+        }
+        kind::SYSCALL => {
+            let r: SyscallRecord = read(bytes, kind_raw)?;
+            Record::Syscall { meta: meta(&r.header), nr: r.nr, start_ns: r.start_ns, ret: r.ret }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(rec)
+}
+
+fn waker(r: &OffCpuRecord) -> Waker {
+    use profiler_common::waker as w;
+    let f = r.waker_flags;
+    if f & w::PREEMPTED != 0 {
+        Waker::Preempted
+    } else if f & w::SEEN == 0 {
+        Waker::Unknown
+    } else if f & w::KERNEL != 0 {
+        Waker::Kernel
+    } else {
+        let comm_len = r.waker_comm.iter().position(|b| *b == 0).unwrap_or(r.waker_comm.len());
+        Waker::Thread {
+            pid: r.waker_pid,
+            tid: r.waker_tid,
+            comm: String::from_utf8_lossy(&r.waker_comm[..comm_len]).into_owned(),
+            task: (f & w::HAS_TASK != 0).then(|| TaskKey::from_raw(&r.waker_task)),
+        }
+    }
+}
+
+/// Serializes a record as the eBPF side would, for tests.
+#[cfg(test)]
+pub(crate) fn raw_bytes<T: Copy>(rec: &T) -> Vec<u8> {
+    // SAFETY: T is a #[repr(C)] record without padding (sizes asserted in profiler-common).
+    unsafe { std::slice::from_raw_parts((rec as *const T).cast::<u8>(), std::mem::size_of::<T>()).to_vec() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::{waker as w, NAME_LEN};
+
+    fn hdr(kind: u32) -> Header {
+        Header {
+            kind,
+            cpu: 1,
+            ts_ns: 5_000,
+            pid: 10,
+            tid: 11,
+            task: TaskId { trace_hi: 0xaa, trace_lo: 0xbb, span_id: 0xcc },
+        }
+    }
+
+    #[test]
+    fn task_begin_round_trip() {
+        let mut name = [0u8; NAME_LEN];
+        name[..5].copy_from_slice(b"GET /");
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 7, name_len: 5, flags: 0, name };
+        let rec = decode(&raw_bytes(&r)).expect("decodes");
+        let Record::TaskBegin { meta, parent_span_id, name, .. } = rec else { panic!("wrong variant {rec:?}") };
+        assert_eq!(name, "GET /");
+        assert_eq!(parent_span_id, 7);
+        assert_eq!(meta.task.trace_hex(), "00000000000000aa00000000000000bb");
+        assert_eq!(meta.task.span_hex(), "00000000000000cc");
+        assert_eq!((meta.pid, meta.tid, meta.cpu, meta.ts_ns), (10, 11, 1, 5_000));
+    }
+
+    #[test]
+    fn hostile_name_len_is_clamped() {
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name_len: u32::MAX, flags: 0, name: [b'x'; NAME_LEN] };
+        let Ok(Record::TaskBegin { name, .. }) = decode(&raw_bytes(&r)) else { panic!("decodes") };
+        assert_eq!(name.len(), NAME_LEN);
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let r = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1 };
+        let bytes = raw_bytes(&r);
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "len {len} must not decode");
+        }
+        let mut bad = bytes.clone();
+        bad[0] = 99;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn off_cpu_wakers() {
+        let mut r = OffCpuRecord { header: hdr(kind::OFF_CPU), start_ns: 100, runnable_ns: 300, state: 1, syscall_nr: 202, ..Default::default() };
+        r.waker_flags = w::SEEN | w::HAS_TASK;
+        r.waker_pid = 50;
+        r.waker_tid = 51;
+        r.waker_comm[..4].copy_from_slice(b"lock");
+        r.waker_task = TaskId { trace_hi: 0, trace_lo: 1, span_id: 2 };
+        let Ok(Record::OffCpu { runnable_ns, syscall_nr, waker, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!(runnable_ns, Some(300));
+        assert_eq!(syscall_nr, Some(202));
+        assert_eq!(
+            waker,
+            Waker::Thread { pid: 50, tid: 51, comm: "lock".into(), task: Some(TaskKey { trace_id: 1, span_id: 2 }) }
+        );
+        r.waker_flags = w::SEEN | w::KERNEL;
+        r.syscall_nr = -1;
+        let Ok(Record::OffCpu { waker, syscall_nr, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!((waker, syscall_nr), (Waker::Kernel, None));
+        r.waker_flags = w::PREEMPTED;
+        let Ok(Record::OffCpu { waker, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!(waker, Waker::Preempted);
+        r.waker_flags = 0;
+        r.runnable_ns = 0;
+        let Ok(Record::OffCpu { waker, runnable_ns, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!((waker, runnable_ns), (Waker::Unknown, None));
+    }
+}

@@ -1,0 +1,59 @@
+//! Probe discovery: which files of a process carry USDT probes, where those probes are, and
+//! how to fetch their arguments.
+//!
+//! * [`maps`] lists a process's executable files from `/proc/PID/maps`;
+//! * [`notes`] reads each file's SystemTap SDT notes (`.note.stapsdt`) into [`ProbeSite`]s,
+//!   with uprobe-ready file offsets;
+//! * [`argspec`] turns a note's argument spec into [`profiler_common::UsdtArg`]s.
+//!
+//! Format: <https://sourceware.org/systemtap/wiki/UserSpaceProbeImplementation>; libbpf's
+//! `usdt.c` is the known-good reference design.
+
+pub mod argspec;
+pub mod maps;
+pub mod notes;
+
+pub use argspec::{parse_arg, parse_args, ArgSpecError};
+pub use maps::{executable_files, parse_maps, Mapping};
+pub use notes::{read_notes, read_notes_from_path, NotesError, NotesReport, ProbeSite};
+
+use profiler_common::probe;
+
+/// USDT provider name of tprof's own probes.
+pub const TPROF_PROVIDER: &str = "tprof";
+
+/// The [`profiler_common::probe`] id of a probe of provider [`TPROF_PROVIDER`], by name.
+pub fn tprof_probe_id(name: &str) -> Option<u32> {
+    Some(match name {
+        "task_begin" => probe::TASK_BEGIN,
+        "task_end" => probe::TASK_END,
+        "region_begin" => probe::REGION_BEGIN,
+        "region_end" => probe::REGION_END,
+        "log" => probe::LOG,
+        "task_attach" => probe::TASK_ATTACH,
+        "task_detach" => probe::TASK_DETACH,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_ids() {
+        let names = [
+            "task_begin",
+            "task_end",
+            "region_begin",
+            "region_end",
+            "log",
+            "task_attach",
+            "task_detach",
+        ];
+        let ids: Vec<u32> = names.iter().map(|n| tprof_probe_id(n).unwrap()).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(tprof_probe_id("Task_Begin"), None);
+        assert_eq!(tprof_probe_id(""), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! `tprof attach`: load, attach, then poll the ring buffer in batches (the programs never
+//! wake us per event), decode, correlate and write, until Ctrl-C, SIGTERM, `--duration`,
+//! the targets' exit, or a closed output. Everything already captured is written out
+//! before stopping, with the losses counted.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::RingBuf;
+use profiler_common::kind;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::attach::{privileges, LoadOptions, Session};
+use crate::correlate::Correlator;
+use crate::decode::decode;
+use crate::sink::{Filter, Filtered, SessionReport, Sink};
+
+/// How often the ring buffer is drained.
+const POLL: Duration = Duration::from_millis(20);
+/// How often targets are checked for exit and rescanned for new libraries.
+const RESCAN: Duration = Duration::from_millis(500);
+/// Most records handled per drain before checking signals again (stays responsive under load).
+const MAX_BATCH: usize = 1 << 20;
+
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    pub pids: Vec<u32>,
+    pub duration: Option<Duration>,
+    pub load: LoadOptions,
+    pub filter: Filter,
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the last ')' (comm may contain anything).
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Kind names for the drop report, indexed by record kind.
+fn kind_name(k: u32) -> &'static str {
+    match k {
+        kind::TASK_BEGIN => "task_begin",
+        kind::TASK_END => "task_end",
+        kind::REGION_BEGIN => "region_begin",
+        kind::REGION_END => "region_end",
+        kind::LOG => "log",
+        kind::TASK_ATTACH => "task_attach",
+        kind::TASK_DETACH => "task_detach",
+        kind::ON_CPU => "on_cpu",
+        kind::OFF_CPU => "off_cpu",
+        kind::SYSCALL => "syscall",
+        _ => "unknown",
+    }
+}
+
+struct Pipeline<S: Sink> {
+    corr: Correlator,
+    sink: Filtered<S>,
+    report: SessionReport,
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
+    fn drain(&mut self, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
+        let mut n = 0;
+        let mut result = Ok(());
+        while n < MAX_BATCH {
+            let Some(item) = ring.next() else { break };
+            n += 1;
+            match decode(&item) {
+                Ok(rec) => {
+                    let sink = &mut self.sink;
+                    self.corr.push(&rec, &mut |o| {
+                        if result.is_ok() {
+                            result = sink.output(o);
+                        }
+                    });
+                }
+                Err(e) => {
+                    self.report.undecodable += 1;
+                    log::debug!("undecodable record: {e}");
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        result?;
+        self.sink.inner.flush()?;
+        Ok(n)
+    }
+}
+
+/// Attaches to `opts.pids` and streams into `sink` until stopped. Returns the final report
+/// (also written to the sink).
+pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
+    privileges::check()?;
+    let mut comms = Vec::new();
+    for pid in &opts.pids {
+        comms.push((*pid, privileges::check_pid(*pid)?));
+    }
+    let mut session = Session::load(&opts.load)?;
+    let mut sites = 0;
+    for (pid, comm) in &comms {
+        let n = session.attach_pid(*pid)?;
+        if n == 0 {
+            let why = session.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
+            session.warnings.push(format!(
+                "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
+                 link the usdt-probes crate (Rust) or include tprof.h (C) and mark requests as tasks",
+                if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
+            ));
+        }
+        sites += n;
+    }
+    if sites == 0 {
+        bail!("{}", session.warnings.join("\n"));
+    }
+    // Readiness line (stderr, so it never mixes with the data on stdout): tests and scripts
+    // wait for it before driving the target.
+    eprintln!(
+        "tprof: attached to {sites} probe sites in {} process{} ({}); Ctrl-C to stop",
+        comms.len(),
+        if comms.len() == 1 { "" } else { "es" },
+        comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect::<Vec<_>>().join(", ")
+    );
+    let ring = session.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
+    let mut ring = RingBuf::try_from(ring).context("opening the EVENTS ring buffer")?;
+    let start = Instant::now();
+    let mut p = Pipeline {
+        corr: Correlator::new(),
+        sink: Filtered::new(sink, opts.filter.clone()),
+        report: SessionReport { pids: opts.pids.clone(), ..Default::default() },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let stop_reason = rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_scan = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sigint.recv() => return Ok::<_, anyhow::Error>("interrupted (SIGINT)".to_string()),
+                _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
+            }
+            if let Err(e) = p.drain(&mut ring) {
+                return Ok(output_stop(e)?);
+            }
+            if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+                return Ok("duration elapsed".to_string());
+            }
+            if last_scan.elapsed() >= RESCAN {
+                last_scan = Instant::now();
+                let live: Vec<u32> = opts.pids.iter().copied().filter(|p| alive(*p)).collect();
+                if live.is_empty() {
+                    return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
+                }
+                for pid in live {
+                    // A library dlopen'ed since the last scan gets its probes attached.
+                    if let Err(e) = session.attach_pid(pid) {
+                        log::debug!("rescan of pid {pid}: {e:#}");
+                    }
+                }
+            }
+        }
+    })?;
+    // Final drain: whatever the kernel queued before we stopped is still reported.
+    let mut stop_reason = stop_reason;
+    loop {
+        match p.drain(&mut ring) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                stop_reason = output_stop(e)?;
+                break;
+            }
+        }
+    }
+    let sink = &mut p.sink;
+    let mut result = Ok(());
+    p.corr.finish(&mut |o| {
+        if result.is_ok() {
+            result = sink.output(o);
+        }
+    });
+    let drops = session.kernel_drops().unwrap_or_default();
+    p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
+    p.report.records = p.corr.stats.records;
+    p.report.correlator = p.corr.stats.clone();
+    p.report.sites = session.sites.len();
+    p.report.duration_ns = start.elapsed().as_nanos() as u64;
+    p.report.filtered_events = p.sink.discarded;
+    p.report.warnings = session.warnings.clone();
+    p.report.stop_reason = stop_reason;
+    if result.is_ok() {
+        result = p.sink.inner.finish(&p.report);
+    }
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing output")?,
+    }
+    Ok(p.report)
+}
+
+/// A closed pipe (`tprof ... | head`) stops the session quietly; other output errors fail.
+fn output_stop(e: io::Error) -> Result<String> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok("output closed".to_string())
+    } else {
+        Err(anyhow::Error::new(e).context("writing output"))
+    }
+}

@@ -1,0 +1,169 @@
+//! `--format json`: NDJSON, one object per event, per task summary and one for the session.
+//! The schema is documented in `profiler-user/OUTPUT.md`; ids are lowercase hex strings,
+//! times are CLOCK_MONOTONIC nanoseconds (integers).
+
+use std::io::{self, Write};
+
+use serde_json::{json, Map, Value};
+
+use super::{syscall_name, SessionReport, Sink};
+use crate::correlate::TaskState;
+use crate::decode::{Record, TaskKey, Waker};
+
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        JsonSink { out }
+    }
+
+    fn line(&mut self, v: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, v)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+fn waker_json(w: &Waker) -> Value {
+    match w {
+        Waker::Unknown => json!({"kind": "unknown"}),
+        Waker::Preempted => json!({"kind": "preempted"}),
+        Waker::Kernel => json!({"kind": "kernel"}),
+        Waker::Thread { pid, tid, comm, task } => json!({
+            "kind": "thread", "pid": pid, "tid": tid, "comm": comm,
+            "trace_id": task.map(|t| t.trace_hex()), "span_id": task.map(|t| t.span_hex()),
+        }),
+    }
+}
+
+fn ids(key: &TaskKey) -> (String, String) {
+    (key.trace_hex(), key.span_hex())
+}
+
+pub fn event_json(rec: &Record) -> Value {
+    let m = rec.meta();
+    let (trace, span) = ids(&m.task);
+    let mut o = Map::new();
+    let mut put = |k: &str, v: Value| {
+        o.insert(k.to_string(), v);
+    };
+    put("trace_id", trace.into());
+    put("span_id", span.into());
+    put("pid", m.pid.into());
+    put("tid", m.tid.into());
+    put("cpu", m.cpu.into());
+    put("ts_ns", m.ts_ns.into());
+    let ty = match rec {
+        Record::TaskBegin { parent_span_id, name, name_flags, .. } => {
+            put("parent_span_id", format!("{parent_span_id:016x}").into());
+            put("name", name.as_str().into());
+            put("name_flags", (*name_flags).into());
+            "task_begin"
+        }
+        Record::TaskEnd { dropped, .. } => {
+            put("dropped", (*dropped).into());
+            "task_end"
+        }
+        Record::TaskAttach { .. } => "task_attach",
+        Record::TaskDetach { .. } => "task_detach",
+        Record::RegionBegin { name, .. } | Record::RegionEnd { name, .. } => {
+            put("name", name.as_str().into());
+            if matches!(rec, Record::RegionBegin { .. }) {
+                "region_begin"
+            } else {
+                "region_end"
+            }
+        }
+        Record::Log { key, value, flags, .. } => {
+            put("key", key.as_str().into());
+            put("value", value.as_str().into());
+            put("flags", (*flags).into());
+            "log"
+        }
+        Record::OnCpu { start_ns, .. } => {
+            put("start_ns", (*start_ns).into());
+            put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
+            "on_cpu"
+        }
+        Record::OffCpu { start_ns, runnable_ns, state, syscall_nr, waker, .. } => {
+            put("start_ns", (*start_ns).into());
+            put("runnable_ns", (*runnable_ns).into());
+            put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
+            put("state", (*state).into());
+            put("syscall", syscall_nr.map(syscall_name).into());
+            put("waker", waker_json(waker));
+            "off_cpu"
+        }
+        Record::Syscall { nr, start_ns, ret, .. } => {
+            put("nr", (*nr).into());
+            put("name", syscall_name(*nr).into());
+            put("start_ns", (*start_ns).into());
+            put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
+            put("ret", (*ret).into());
+            "syscall"
+        }
+    };
+    o.insert("type".into(), ty.into());
+    Value::Object(o)
+}
+
+pub fn summary_json(t: &TaskState) -> Value {
+    let (trace, span) = ids(&t.key);
+    let syscalls: Vec<Value> = t
+        .syscalls
+        .iter()
+        .map(|(nr, s)| json!({"name": syscall_name(*nr), "nr": nr, "count": s.count, "total_ns": s.total_ns, "errors": s.errors}))
+        .collect();
+    let blocked_in: Map<String, Value> =
+        t.blocked_in_syscall.iter().map(|(nr, ns)| (syscall_name(*nr), Value::from(*ns))).collect();
+    let regions: Vec<Value> = t
+        .regions
+        .iter()
+        .map(|r| json!({"name": r.name, "start_ns": r.start_ns, "end_ns": r.end_ns, "depth": r.depth}))
+        .collect();
+    let blocks: Vec<Value> = t
+        .blocks
+        .iter()
+        .map(|b| json!({"tid": b.tid, "start_ns": b.start_ns, "blocked_ns": b.blocked_ns,
+            "syscall": b.syscall_nr.map(syscall_name), "waker": waker_json(&b.waker)}))
+        .collect();
+    let logs: Vec<Value> = t.logs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    json!({
+        "type": "summary",
+        "trace_id": trace, "span_id": span, "parent_span_id": format!("{:016x}", t.parent_span_id),
+        "name": t.name, "pid": t.pid, "threads": t.threads,
+        "begin_ns": t.begin_ns, "end_ns": t.end_ns, "wall_ns": t.wall_ns(),
+        "on_cpu_ns": t.on_cpu_ns, "runq_ns": t.runq_ns, "blocked_ns": t.blocked_ns,
+        "unscheduled_ns": t.unscheduled_ns(), "syscall_ns": t.syscall_ns(),
+        "blocked_in_syscall_ns": blocked_in, "syscalls": syscalls, "regions": regions,
+        "blocks": blocks, "logs": logs, "dropped": t.dropped, "truncated": t.truncated,
+        "incomplete": t.incomplete(),
+    })
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, rec: &Record, _task: &TaskState) -> io::Result<()> {
+        self.line(&event_json(rec))
+    }
+
+    fn summary(&mut self, task: &TaskState) -> io::Result<()> {
+        self.line(&summary_json(task))
+    }
+
+    fn finish(&mut self, r: &SessionReport) -> io::Result<()> {
+        let drops: Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect();
+        self.line(&json!({
+            "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,
+            "records": r.records, "undecodable": r.undecodable, "kernel_drops": drops,
+            "kernel_drops_total": r.total_kernel_drops(), "tasks_ended": r.correlator.tasks_ended,
+            "tasks_over_limit": r.correlator.tasks_over_limit, "filtered_events": r.filtered_events,
+            "warnings": r.warnings, "stop_reason": r.stop_reason,
+        }))?;
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,161 @@
+//! The human stream: events indented under their request, one summary block per request,
+//! and a session footer with what was lost.
+
+use std::io::{self, Write};
+
+use super::{escape, ms, syscall_name, SessionReport, Sink};
+use crate::correlate::TaskState;
+use crate::decode::{Record, Waker};
+
+pub struct TextSink<W: Write> {
+    out: W,
+    /// Timestamps print relative to this (CLOCK_MONOTONIC ns).
+    base_ns: u64,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W, base_ns: u64) -> Self {
+        TextSink { out, base_ns }
+    }
+
+    fn rel(&self, ts: u64) -> String {
+        format!("{:>10}", ms(ts.saturating_sub(self.base_ns)))
+    }
+}
+
+fn short(task: &TaskState) -> String {
+    format!("{:.8}/{:.8}", task.key.trace_hex(), task.key.span_hex())
+}
+
+pub fn describe_waker(w: &Waker) -> String {
+    match w {
+        Waker::Unknown => "waker not seen".into(),
+        Waker::Preempted => "preempted".into(),
+        Waker::Kernel => "woken by the kernel (interrupt or kernel thread)".into(),
+        Waker::Thread { pid, tid, comm, task } => {
+            let mut s = format!("woken by pid {pid} tid {tid} ({})", escape(comm));
+            if let Some(t) = task {
+                s.push_str(&format!(" [task span {:.8}]", t.span_hex()));
+            }
+            s
+        }
+    }
+}
+
+fn describe(rec: &Record) -> String {
+    match rec {
+        Record::TaskBegin { name, parent_span_id, .. } => {
+            format!("task begin \"{}\" parent {parent_span_id:016x}", escape(name))
+        }
+        Record::TaskEnd { dropped, .. } => {
+            if *dropped > 0 {
+                format!("task end ({dropped} records lost)")
+            } else {
+                "task end".into()
+            }
+        }
+        Record::TaskAttach { .. } => "attach (thread resumes the task)".into(),
+        Record::TaskDetach { .. } => "detach (thread leaves the task)".into(),
+        Record::RegionBegin { name, .. } => format!("region begin \"{}\"", escape(name)),
+        Record::RegionEnd { name, .. } => format!("region end \"{}\"", escape(name)),
+        Record::Log { key, value, .. } => format!("log {}={}", escape(key), escape(value)),
+        Record::OnCpu { meta, start_ns } => format!("on-cpu {} ms", ms(meta.ts_ns.saturating_sub(*start_ns))),
+        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } => {
+            let end = meta.ts_ns;
+            let (blocked, runq) = match (waker, runnable_ns) {
+                (Waker::Preempted, _) => (0, end.saturating_sub(*start_ns)),
+                (_, Some(r)) => (r.saturating_sub(*start_ns), end.saturating_sub(*r)),
+                (_, None) => (end.saturating_sub(*start_ns), 0),
+            };
+            let inside = syscall_nr.map(|n| format!(" in {}", syscall_name(n))).unwrap_or_default();
+            format!("off-cpu: blocked {} ms{inside}, run queue {} ms, {}", ms(blocked), ms(runq), describe_waker(waker))
+        }
+        Record::Syscall { meta, nr, start_ns, ret } => {
+            format!("syscall {} {} ms = {ret}", syscall_name(*nr), ms(meta.ts_ns.saturating_sub(*start_ns)))
+        }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
+        let m = rec.meta();
+        writeln!(self.out, "{} {} {:>7}/{:<7} {}", self.rel(m.ts_ns), short(task), m.pid, m.tid, describe(rec))
+    }
+
+    fn summary(&mut self, t: &TaskState) -> io::Result<()> {
+        let wall = t.wall_ns().map(ms).unwrap_or_else(|| "?".into());
+        writeln!(
+            self.out,
+            "== \"{}\" trace {} span {} pid {}: wall {wall} ms | on-cpu {} | run-queue {} | blocked {} | unscheduled {} | syscalls {} ms",
+            escape(&t.name),
+            t.key.trace_hex(),
+            t.key.span_hex(),
+            t.pid,
+            ms(t.on_cpu_ns),
+            ms(t.runq_ns),
+            ms(t.blocked_ns),
+            t.unscheduled_ns().map(ms).unwrap_or_else(|| "?".into()),
+            ms(t.syscall_ns()),
+        )?;
+        let mut top: Vec<_> = t.syscalls.iter().collect();
+        top.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns));
+        if !top.is_empty() {
+            let list: Vec<String> =
+                top.iter().take(5).map(|(nr, s)| format!("{} {}x {} ms", syscall_name(**nr), s.count, ms(s.total_ns))).collect();
+            writeln!(self.out, "   top syscalls: {}", list.join(", "))?;
+        }
+        if !t.regions.is_empty() {
+            let list: Vec<String> = t
+                .regions
+                .iter()
+                .take(10)
+                .map(|r| {
+                    let d = r.end_ns.map(|e| ms(e.saturating_sub(r.start_ns))).unwrap_or_else(|| "open".into());
+                    format!("{}{} {d} ms", "  ".repeat(r.depth as usize), escape(&r.name))
+                })
+                .collect();
+            writeln!(self.out, "   regions: {}", list.join(", "))?;
+        }
+        for b in &t.blocks {
+            let inside = b.syscall_nr.map(|n| format!(" in {}", syscall_name(n))).unwrap_or_default();
+            writeln!(self.out, "   blocked {} ms{inside} (tid {}), {}", ms(b.blocked_ns), b.tid, describe_waker(&b.waker))?;
+        }
+        if !t.logs.is_empty() {
+            let list: Vec<String> = t.logs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();
+            writeln!(self.out, "   logs: {}", list.join(" "))?;
+        }
+        if let Some(why) = t.incomplete() {
+            writeln!(self.out, "   INCOMPLETE: {why}")?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, r: &SessionReport) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "-- tprof: {} ms, pids {:?}, {} probe sites, {} records, {} tasks ended, {} kernel records lost{}",
+            ms(r.duration_ns),
+            r.pids,
+            r.sites,
+            r.records,
+            r.correlator.tasks_ended,
+            r.total_kernel_drops(),
+            if r.undecodable > 0 { format!(", {} undecodable", r.undecodable) } else { String::new() },
+        )?;
+        for (k, n) in r.kernel_drops.iter().filter(|(_, n)| *n > 0) {
+            writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
+        }
+        if r.correlator.tasks_over_limit > 0 {
+            writeln!(self.out, "   {} records of tasks over the open-task limit ignored", r.correlator.tasks_over_limit)?;
+        }
+        for w in &r.warnings {
+            writeln!(self.out, "   warning: {}", escape(w))?;
+        }
+        writeln!(self.out, "-- stopped: {}", r.stop_reason)?;
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,129 @@
+//! A traced process whose per-request behaviour is known, for the end-to-end tests.
+//!
+//! Prints `ready <pid>` and waits for a line on stdin (so the tracer can attach first), then
+//! runs each request named on the command line as a tprof task, printing facts the test
+//! checks against (thread ids, child pids), then `done` and exits.
+//!
+//! Requests: `sleep:MS` (nanosleep), `spin:MS` (busy loop, no syscalls), `mutex:MS` (blocks
+//! on a mutex another thread holds for MS, inside that thread's own task), `pipe:MS` (reads
+//! a pipe that a child process writes MS later), `regions` (nested regions and a log).
+//! `--pipe-writer` is the child's role.
+
+use std::io::{BufRead, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use usdt_probes::{log, region, with_region, Task};
+
+fn gettid() -> i64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+fn spin(d: Duration) {
+    let t = Instant::now();
+    let mut x = 0u64;
+    while t.elapsed() < d {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        std::hint::black_box(x);
+    }
+}
+
+fn mutex_request(ms: u64) {
+    let lock = Arc::new(Mutex::new(()));
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder_lock = Arc::clone(&lock);
+    let holder = std::thread::spawn(move || {
+        let task = Task::new("holder");
+        let guard = holder_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = held_tx.send((gettid(), task.context().span_id()));
+        spin(Duration::from_millis(ms));
+        drop(guard);
+        drop(task);
+    });
+    let (holder_tid, holder_span) = held_rx.recv().unwrap_or((0, 0));
+    println!("mutex holder tid {holder_tid} span {holder_span:016x}");
+    let task = Task::new("mutex");
+    println!("mutex task span {:016x} tid {}", task.context().span_id(), gettid());
+    drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(task);
+    let _ = holder.join();
+}
+
+fn pipe_request(ms: u64) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "tprof-target".into());
+    let mut child = Command::new(exe)
+        .arg("--pipe-writer")
+        .arg(ms.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning the pipe writer: {e}"));
+    let (Some(mut to_child), Some(mut from_child)) = (child.stdin.take(), child.stdout.take()) else {
+        panic!("pipe writer has no stdio");
+    };
+    // Wait until the child runs, so the request measures only the pipe wait.
+    let mut ready = [0u8; 1];
+    let _ = from_child.read_exact(&mut ready);
+    println!("pipe writer pid {}", child.id());
+    let task = Task::new("pipe");
+    println!("pipe task span {:016x} tid {}", task.context().span_id(), gettid());
+    let _ = to_child.write_all(b"g");
+    let _ = to_child.flush();
+    let mut buf = [0u8; 1];
+    let _ = from_child.read_exact(&mut buf);
+    drop(task);
+    let _ = child.wait();
+}
+
+fn pipe_writer(ms: u64) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b"r");
+    let _ = out.flush();
+    let mut go = [0u8; 1];
+    let _ = std::io::stdin().read_exact(&mut go);
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = out.write_all(b"x");
+    let _ = out.flush();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--pipe-writer") {
+        pipe_writer(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5));
+        return;
+    }
+    println!("ready {}", std::process::id());
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    for req in &args {
+        let (what, ms) = req.split_once(':').unwrap_or((req.as_str(), "0"));
+        let ms: u64 = ms.parse().unwrap_or(0);
+        match what {
+            "sleep" => {
+                let t = Task::new("sleep");
+                println!("sleep task span {:016x} tid {}", t.context().span_id(), gettid());
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            "spin" => {
+                let t = Task::new("spin");
+                println!("spin task span {:016x} tid {}", t.context().span_id(), gettid());
+                spin(Duration::from_millis(ms));
+            }
+            "mutex" => mutex_request(ms),
+            "pipe" => pipe_request(ms),
+            "regions" => {
+                let t = Task::new("regions");
+                println!("regions task span {:016x} tid {}", t.context().span_id(), gettid());
+                with_region("outer", || {
+                    let _inner = region("inner");
+                    log("answer", "42");
+                });
+            }
+            other => panic!("unknown request {other:?}"),
+        }
+    }
+    println!("done");
+}
