@@ -34,6 +34,12 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
+    // Nobody schedules from interrupt context: heal a depth left behind by an irq entry
+    // whose exit program missed it.
+    if let Some(p) = IRQ_DEPTH.get_ptr_mut(IRQ_SLOT) {
+        // SAFETY: per-CPU slot of this CPU.
+        unsafe { *p = 0 };
+    }
     let next: u64 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     let ts = now();

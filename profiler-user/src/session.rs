@@ -106,6 +106,12 @@ impl<S: Sink> Pipeline<S> {
 /// (also written to the sink).
 pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
     privileges::check()?;
+    // Signal handlers first: a Ctrl-C at any point from here on is a clean stop that still
+    // reports what was captured (the default action would kill tprof mid-way).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let _rt_guard = rt.enter();
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut comms = Vec::new();
     for pid in &opts.pids {
         comms.push((*pid, privileges::check_pid(*pid)?));
@@ -143,10 +149,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
         sink: Filtered::new(sink, opts.filter.clone()),
         report: SessionReport { pids: opts.pids.clone(), ..Default::default() },
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
     let stop_reason = rt.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_scan = Instant::now();

@@ -1,1 +1,202 @@
+//! Harness for the end-to-end tests: real `tprof` attached with real eBPF to real target
+//! processes. Processes are killed on drop; assertions run on tprof's NDJSON output.
+//!
+//! These tests need root (CAP_BPF, CAP_PERFMON): without it they fail with a message
+//! saying so. They never skip silently.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long a test waits for a process to say something before failing.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+fn bin(env: &str, name: &str) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("debug").join(name)
+    });
+    assert!(p.exists(), "{} not found: build it first (`cargo xtask test` does)", p.display());
+    p
+}
+
+pub fn tprof_bin() -> PathBuf {
+    bin("TPROF_BIN", "tprof")
+}
+
+pub fn target_bin() -> PathBuf {
+    bin("TPROF_TARGET_BIN", "tprof-target")
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "end-to-end tests attach eBPF programs and need root: run `sudo -E cargo xtask test`");
+}
+
+/// Reads a child's output lines on a thread, so tests can wait with a timeout.
+fn line_reader(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Receiver<String>,
+    pub stderr: Option<Receiver<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns it. Other lines are kept in `seen`.
+    pub fn expect_line(&self, prefix: &str, seen: &mut Vec<String>) -> String {
+        loop {
+            match self.stdout.recv_timeout(PATIENCE) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("no line starting with {prefix:?} ({e}); saw {seen:?}"),
+            }
+        }
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("write to target stdin");
+        stdin.flush().expect("flush target stdin");
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for child")
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill with a pid we own (not yet reaped) and a valid signal number.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+    }
+}
+
+/// Starts tprof-target with these requests; it waits for a line on stdin before running them.
+pub fn start_target(requests: &[&str]) -> Proc {
+    let mut child = Command::new(target_bin())
+        .args(requests)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tprof-target");
+    let stdin = child.stdin.take();
+    let stdout = line_reader(child.stdout.take().expect("stdout"));
+    let p = Proc { child, stdin, stdout, stderr: None };
+    p.expect_line("ready ", &mut Vec::new());
+    p
+}
+
+/// Starts `tprof` with `args`, without waiting for anything.
+pub fn spawn_tprof(args: &[&str]) -> Proc {
+    let mut child = Command::new(tprof_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tprof");
+    let stdout = line_reader(child.stdout.take().expect("stdout"));
+    let stderr = Some(line_reader(child.stderr.take().expect("stderr")));
+    Proc { child, stdin: None, stdout, stderr }
+}
+
+/// Starts `tprof attach --format json` on `pids` and waits until it has attached.
+pub fn attach(pids: &[u32], extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec!["attach".into(), "--format".into(), "json".into()];
+    for p in pids {
+        args.push("--pid".into());
+        args.push(p.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = spawn_tprof(&argv);
+    let stderr = t.stderr.as_ref().expect("stderr");
+    let mut seen = Vec::new();
+    loop {
+        match stderr.recv_timeout(PATIENCE) {
+            Ok(l) if l.starts_with("tprof: attached") => return t,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("tprof did not attach; stderr: {seen:#?}"),
+        }
+    }
+}
+
+/// Waits for tprof to exit and returns its NDJSON objects and exit status.
+pub fn collect(mut t: Proc) -> (Vec<Value>, ExitStatus) {
+    let status = t.wait();
+    let mut out = Vec::new();
+    while let Ok(line) = t.stdout.recv_timeout(Duration::from_secs(5)) {
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("tprof printed non-JSON {line:?}: {e}"));
+        out.push(v);
+    }
+    (out, status)
+}
+
+/// Everything tprof printed on stderr (after it exited).
+pub fn stderr_text(t: &Proc) -> String {
+    let mut s = String::new();
+    if let Some(rx) = &t.stderr {
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The summary object of the task named `name` (exactly one expected).
+pub fn summary<'a>(out: &'a [Value], name: &str) -> &'a Value {
+    let found: Vec<&Value> = out.iter().filter(|v| v["type"] == "summary" && v["name"] == name).collect();
+    assert_eq!(found.len(), 1, "expected one summary named {name:?}, got {}: {out:#?}", found.len());
+    found[0]
+}
+
+pub fn ms(v: &Value, field: &str) -> f64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {v}")) as f64 / 1e6
+}
+
+/// The session object (last line).
+pub fn session(out: &[Value]) -> &Value {
+    out.iter().rev().find(|v| v["type"] == "session").expect("a session object")
+}
+
+/// Pulls `<word> <value>` facts printed by the target (e.g. `sleep task span <hex>`).
+pub fn fact(lines: &[String], prefix: &str, word: &str) -> String {
+    let line = lines.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {lines:?}"));
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == word {
+            return it.next().unwrap_or_default().to_string();
+        }
+    }
+    panic!("no {word:?} in {line:?}")
+}

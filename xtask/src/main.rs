@@ -1,1 +1,113 @@
-fn main(){}
+//! `cargo xtask <command>`: the project's own automation.
+//!
+//! - `setup`: install what a fresh machine needs (apt packages, bpf-linker on LLVM 22);
+//!   idempotent, and quick when everything is there.
+//! - `build`: build everything (the eBPF object is built by profiler-user/build.rs).
+//! - `test`: every test, the end-to-end ones (root) included.
+//! - `demo`: start the bundled example service under load and attach tprof to it.
+//!
+//! The other commands run `setup` first when something is missing, and say what they install.
+
+mod demo;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <setup|build|test|demo> [args]
+  setup            install the apt packages and bpf-linker this project needs (idempotent)
+  build            build tprof, the eBPF programs, the example service and test targets
+  test [ARGS]      run every test (unit tests, then the root-only end-to-end tests)
+  demo [SECONDS]   run the example service under load and stream tprof's view of it";
+
+fn run(args: &[String]) -> Result<()> {
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    let rest = args.get(1..).unwrap_or_default();
+    match cmd {
+        "setup" => setup::run(),
+        "build" => {
+            setup::ensure()?;
+            build()
+        }
+        "test" => {
+            setup::ensure()?;
+            test(rest)
+        }
+        "demo" => {
+            setup::ensure()?;
+            build()?;
+            demo::run(rest)
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Where cargo puts binaries for the dev profile.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("debug")
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+pub fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    status(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    status(cargo().args(["build", "-p", "usdt-probes", "--examples"]))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|u| u.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    build()?;
+    // Unit and crate tests: no root needed.
+    let mut unit = cargo();
+    unit.args(["test", "--workspace", "--exclude", "tprof-tests"]).args(extra);
+    status(&mut unit)?;
+    // End-to-end: real eBPF on real processes. They need root (CAP_BPF, CAP_PERFMON) and run
+    // one at a time, so that timing-sensitive workloads do not compete for the 2 CPUs.
+    if !is_root() {
+        bail!("the end-to-end tests attach eBPF programs and need root: run `sudo -E cargo xtask test`");
+    }
+    let mut e2e = cargo();
+    e2e.args(["test", "-p", "tprof-tests"]).args(extra).args(["--", "--test-threads=1"]);
+    e2e.env("TPROF_BIN", bin_dir().join("tprof")).env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"));
+    status(&mut e2e)
+}

@@ -20,18 +20,19 @@ use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
 /// The eBPF object built by build.rs (empty when the toolchain was missing).
 static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler.bpf.o"));
 
-/// The tp_btf programs and the tracepoints they attach to.
+/// The tp_btf programs and the tracepoints they attach to. Interrupt exits attach before
+/// their entries, so that no entry is ever counted without its exit.
 const TRACEPOINTS: [&str; 10] = [
+    "irq_handler_exit",
+    "softirq_exit",
+    "hrtimer_expire_exit",
+    "irq_handler_entry",
+    "softirq_entry",
+    "hrtimer_expire_entry",
     "sched_switch",
     "sched_waking",
     "sys_enter",
     "sys_exit",
-    "irq_handler_entry",
-    "irq_handler_exit",
-    "softirq_entry",
-    "softirq_exit",
-    "hrtimer_expire_entry",
-    "hrtimer_expire_exit",
 ];
 const USDT_PROGRAM: &str = "tprof_usdt";
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.

@@ -6,7 +6,9 @@
 //!
 //! Requests: `sleep:MS` (nanosleep), `spin:MS` (busy loop, no syscalls), `mutex:MS` (blocks
 //! on a mutex another thread holds for MS, inside that thread's own task), `pipe:MS` (reads
-//! a pipe that a child process writes MS later), `regions` (nested regions and a log).
+//! a pipe that a child process writes MS later), `regions` (nested regions and a log),
+//! `enabled` (prints whether a tracer armed the probes' semaphores), `wait` (waits for
+//! another line on stdin).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -114,6 +116,11 @@ fn main() {
             }
             "mutex" => mutex_request(ms),
             "pipe" => pipe_request(ms),
+            "enabled" => println!("enabled {}", usdt_probes::enabled()),
+            "wait" => {
+                let mut l = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut l);
+            }
             "regions" => {
                 let t = Task::new("regions");
                 println!("regions task span {:016x} tid {}", t.context().span_id(), gettid());
@@ -126,4 +133,5 @@ fn main() {
         }
     }
     println!("done");
+    let _ = std::io::stdout().flush();
 }

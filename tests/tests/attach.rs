@@ -1,0 +1,147 @@
+//! `tprof attach` on a target whose per-request behaviour is known: the figures tprof reports
+//! must match what the target did, within tolerances justified below.
+
+use serde_json::Value;
+use tprof_tests::*;
+
+const MS: f64 = 1.0;
+
+/// Runs the target with `requests` under `tprof attach` and returns (tprof's NDJSON, the
+/// target's stdout lines).
+fn trace(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
+    require_root();
+    let mut target = start_target(requests);
+    let tprof = attach(&[target.pid()], extra);
+    target.send_line("go");
+    let mut lines = Vec::new();
+    target.expect_line("done", &mut lines);
+    assert!(target.wait().success(), "target failed");
+    // tprof notices the target's exit by itself (rescan every 500 ms) and stops.
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "tprof failed: {status}");
+    (out, lines)
+}
+
+#[test]
+fn known_workloads_are_attributed() {
+    let (out, lines) = trace(&["sleep:20", "spin:15", "mutex:10", "pipe:5", "regions"], &[]);
+    let sess = session(&out);
+    assert_eq!(sess["stop_reason"], "target exited");
+    assert_eq!(sess["kernel_drops_total"], 0, "nothing may be lost at this rate: {sess}");
+    assert_eq!(sess["tasks_ended"], 6, "sleep, spin, holder, mutex, pipe, regions");
+
+    for name in ["sleep", "spin", "mutex", "pipe", "regions", "holder"] {
+        let s = summary(&out, name);
+        assert!(s["incomplete"].is_null(), "{name} incomplete: {s}");
+        // The ledger tiles the task's time: on-CPU, run-queue and blocked intervals are cut
+        // at the same timestamps (task begin/end, switch out/in), so for a synchronous task
+        // their sum is the wall time to within timestamp rounding. 0.1 ms is far above that
+        // and far below any workload here.
+        let wall = ms(s, "wall_ns");
+        let sum = ms(s, "on_cpu_ns") + ms(s, "runq_ns") + ms(s, "blocked_ns");
+        assert!((wall - sum).abs() < 0.1 * MS, "{name}: wall {wall} vs on+runq+blocked {sum}: {s}");
+    }
+
+    // sleep:20 - a 20 ms nanosleep cannot wake early, so blocked >= 20 ms less the few
+    // microseconds between syscall entry and switch-out; timer slack (50 us) and hrtimer
+    // expiry add well under 5 ms on an idle or busy VM.
+    let s = summary(&out, "sleep");
+    let blocked = ms(s, "blocked_ns");
+    assert!((19.9..25.0).contains(&blocked), "sleep blocked {blocked} ms: {s}");
+    let in_sleep = s["blocked_in_syscall_ns"]["clock_nanosleep"].as_u64().or(s["blocked_in_syscall_ns"]["nanosleep"].as_u64());
+    assert!(in_sleep.is_some_and(|ns| ns as f64 / 1e6 >= 19.9), "blocked time charged to the sleep syscall: {s}");
+    assert!(ms(s, "on_cpu_ns") < 2.0, "sleeping costs almost no CPU: {s}");
+    assert_eq!(s["blocks"][0]["waker"]["kind"], "kernel", "a timer wakes a sleeper, not a user thread: {s}");
+
+    // spin:15 - a busy loop of 15 ms wall time: all of it on the CPU or (if preempted) in the
+    // run queue, none blocked (no syscalls inside the loop).
+    let s = summary(&out, "spin");
+    let (on, runq) = (ms(s, "on_cpu_ns"), ms(s, "runq_ns"));
+    assert!(on + runq >= 15.0, "spin on {on} + runq {runq}: {s}");
+    assert!(on >= 5.0, "spin mostly on CPU: {s}");
+    assert!(ms(s, "blocked_ns") < 1.0, "spin blocked: {s}");
+
+    // mutex:10 - the holder took the lock before the request began and spins 10 ms with it,
+    // so the request blocks in futex for 10 ms less the time between the holder's lock and
+    // the request's attempt (a channel hand-off and a println, well under 5 ms).
+    let s = summary(&out, "mutex");
+    let futex = s["blocked_in_syscall_ns"]["futex"].as_u64().unwrap_or(0) as f64 / 1e6;
+    assert!((5.0..15.0).contains(&futex), "mutex blocked in futex {futex} ms: {s}");
+    let holder_tid: u64 = fact(&lines, "mutex holder", "tid").parse().expect("holder tid");
+    let holder_span = fact(&lines, "mutex holder", "span");
+    let w = &s["blocks"][0]["waker"];
+    assert_eq!(w["kind"], "thread", "{s}");
+    assert_eq!(w["tid"].as_u64(), Some(holder_tid), "woken by the holder thread: {s}");
+    assert_eq!(w["span_id"], holder_span.as_str(), "the waker's own task is known: {s}");
+    assert_eq!(summary(&out, "holder")["span_id"], holder_span.as_str());
+
+    // pipe:5 - the writer process sleeps 5 ms after the request's go-byte, then writes; the
+    // request blocks in read at least ~5 ms (minus microseconds of hand-off).
+    let s = summary(&out, "pipe");
+    let read = s["blocked_in_syscall_ns"]["read"].as_u64().unwrap_or(0) as f64 / 1e6;
+    assert!((4.5..15.0).contains(&read), "pipe blocked in read {read} ms: {s}");
+    let writer: u64 = fact(&lines, "pipe writer", "pid").parse().expect("writer pid");
+    assert_eq!(s["blocks"][0]["waker"]["pid"].as_u64(), Some(writer), "woken by the writer process: {s}");
+}
+
+#[test]
+fn events_carry_ids_names_regions_and_logs() {
+    let (out, lines) = trace(&["regions", "sleep:1"], &[]);
+    let begins: Vec<&Value> = out.iter().filter(|v| v["type"] == "task_begin").collect();
+    let names: Vec<&str> = begins.iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["regions", "sleep"]);
+    for (b, name) in begins.iter().zip(["regions", "sleep"]) {
+        let span = fact(&lines, &format!("{name} task"), "span");
+        assert_eq!(b["span_id"], span.as_str(), "span-id decoded from the probe arguments");
+        assert_eq!(summary(&out, name)["trace_id"], b["trace_id"]);
+        assert_eq!(b["trace_id"].as_str().map(str::len), Some(32));
+    }
+    let kinds: Vec<(&str, &str)> = out
+        .iter()
+        .filter(|v| v["name"] == "outer" || v["name"] == "inner")
+        .map(|v| (v["type"].as_str().unwrap_or(""), v["name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(kinds, [("region_begin", "outer"), ("region_begin", "inner"), ("region_end", "inner"), ("region_end", "outer")]);
+    let log = out.iter().find(|v| v["type"] == "log").expect("a log event");
+    assert_eq!((log["key"].as_str(), log["value"].as_str()), (Some("answer"), Some("42")));
+    let s = summary(&out, "regions");
+    assert_eq!(s["regions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(s["regions"][1]["depth"], 1);
+    assert_eq!(s["logs"][0]["key"], "answer");
+}
+
+#[test]
+fn semaphores_armed_while_attached_and_disarmed_after_sigint() {
+    require_root();
+    let mut target = start_target(&["enabled", "wait", "enabled", "wait", "enabled"]);
+    let tprof = attach(&[target.pid()], &[]);
+    target.send_line("go");
+    let mut seen = Vec::new();
+    assert_eq!(target.expect_line("enabled", &mut seen), "enabled true", "tprof arms the semaphores on attach");
+    tprof.signal(libc::SIGINT);
+    let stderr_rx = tprof.stderr.as_ref().map(|_| ());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    assert_eq!(session(&out)["stop_reason"], "interrupted (SIGINT)");
+    let _ = stderr_rx;
+    target.send_line("next");
+    assert_eq!(target.expect_line("enabled", &mut seen), "enabled false", "the kernel disarms them when tprof goes");
+    target.send_line("next");
+    assert_eq!(target.expect_line("enabled", &mut seen), "enabled false");
+    assert!(target.wait().success(), "the target runs on unharmed");
+}
+
+#[test]
+fn filters_select_tasks() {
+    // --min-latency 12ms keeps sleep (20 ms) and drops regions (microseconds); --task keeps
+    // one name.
+    let (out, _) = trace(&["sleep:20", "regions"], &["--min-latency", "12ms"]);
+    let names: Vec<&str> = out.iter().filter(|v| v["type"] == "summary").filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["sleep"]);
+    assert!(out.iter().any(|v| v["type"] == "task_begin" && v["name"] == "sleep"), "held events of a slow task are released");
+    assert!(!out.iter().any(|v| v["name"] == "outer"), "events of a fast task are dropped");
+    let (out, _) = trace(&["sleep:1", "regions"], &["--task", "regions", "--summary-only"]);
+    let types: Vec<&str> = out.iter().filter_map(|v| v["type"].as_str()).collect();
+    assert_eq!(types, ["summary", "session"]);
+    assert_eq!(out[0]["name"], "regions");
+}
