@@ -239,8 +239,11 @@ fn serve(cfg: ServeConfig) -> i32 {
             break;
         }
         match conn {
-            Ok(conn) if tx.send(conn).is_err() => break,
-            Ok(_) => {}
+            Ok(conn) => {
+                if tx.send(conn).is_err() {
+                    break;
+                }
+            }
             Err(e) => {
                 eprintln!("example_service: accept: {e}");
                 thread::sleep(Duration::from_millis(10)); // e.g. out of descriptors: no hot loop
@@ -575,8 +578,13 @@ fn load(cfg: LoadConfig) -> i32 {
             }
         }
     }
-    let samples: Vec<(usize, Result<Duration, String>)> =
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let mut samples: Vec<(usize, Result<Duration, String>)> = Vec::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(mut some) => samples.append(&mut some),
+            Err(_) => eprintln!("example_service: a client thread panicked; its requests are lost"),
+        }
+    }
 
     let summarize = |wanted: Option<usize>| {
         let mut ok = Vec::new();
