@@ -111,7 +111,10 @@ fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> (u32, u32)
 fn try_usdt(ctx: &ProbeContext) -> Option<()> {
     // SAFETY: helper reading the attach cookie of the running program.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let spec = USDT_SPECS.get(cookie as u32)?;
+    let Some(spec) = USDT_SPECS.get(cookie as u32) else {
+        aya_log_ebpf::debug!(ctx, "tprof_usdt: no spec for cookie {}", cookie);
+        return None;
+    };
     let mut args = [0u64; MAX_USDT_ARGS];
     let mut i = 0;
     while i < MAX_USDT_ARGS {
@@ -126,8 +129,13 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
     match spec.probe {
         probe::TASK_BEGIN | probe::TASK_ATTACH => {
             let task = TaskId { trace_hi: args[0], trace_lo: args[1], span_id: args[2] };
-            let st = thread::get_or_insert(tid)?;
-            begin(st, pid, tid, ts, task);
+            let Some(st) = thread::get_or_insert(tid) else {
+                aya_log_ebpf::warn!(ctx, "tid {}: THREADS map full, span {:x} not tracked", tid, task.span_id);
+                return None;
+            };
+            if !begin(st, pid, tid, ts, task) {
+                aya_log_ebpf::warn!(ctx, "tid {}: task stack full, span {:x} not tracked on this thread", tid, task.span_id);
+            }
             let k = if spec.probe == probe::TASK_BEGIN { kind::TASK_BEGIN } else { kind::TASK_ATTACH };
             let (name_ptr, name_len) = if k == kind::TASK_BEGIN { (args[4], args[5]) } else { (0, 0) };
             emit::<TaskRecord>(k, &task, |r| {
@@ -184,11 +192,13 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
 }
 
 /// The thread starts (or resumes) work for `task`: the outer task's slice ends here.
+/// Returns false when the task could not be pushed (stack full).
 #[inline(always)]
-fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) {
+fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
     st.cut_slice(pid, tid, ts);
-    st.push(task);
+    let pushed = st.push(task);
     st.oncpu_since = ts;
+    pushed
 }
 
 /// The thread stops work for `span_id`: its last slice ends here, the outer task resumes.

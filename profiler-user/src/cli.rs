@@ -65,6 +65,9 @@ pub struct AttachArgs {
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16)]
     pub ring_size: u32,
+    /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
+    #[arg(long)]
+    pub debug_ebpf: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,7 +115,7 @@ impl AttachArgs {
         Ok(AttachOptions {
             pids: self.pids.clone(),
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
-            load: LoadOptions { ring_bytes: self.ring_size * 1024 * 1024, syscalls: !self.no_syscalls },
+            load: LoadOptions { ring_bytes: self.ring_size * 1024 * 1024, syscalls: !self.no_syscalls, debug_ebpf: self.debug_ebpf },
             filter: Filter {
                 min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
                 trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,

@@ -15,7 +15,12 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    if matches!(&cli.command, Command::Attach(a) if a.debug_ebpf) {
+        // aya-log records carry the eBPF crate's module paths as their target.
+        logger.filter_module("profiler", log::LevelFilter::Debug);
+    }
+    logger.init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

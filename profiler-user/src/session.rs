@@ -162,6 +162,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
             if let Err(e) = p.drain(&mut ring) {
                 return Ok(output_stop(e)?);
             }
+            session.flush_ebpf_log();
             if opts.duration.is_some_and(|d| start.elapsed() >= d) {
                 return Ok("duration elapsed".to_string());
             }
@@ -173,8 +174,10 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
                 }
                 for pid in live {
                     // A library dlopen'ed since the last scan gets its probes attached.
-                    if let Err(e) = session.attach_pid(pid) {
-                        log::debug!("rescan of pid {pid}: {e:#}");
+                    match session.attach_pid(pid) {
+                        Ok(0) => {}
+                        Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
+                        Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
                     }
                 }
             }

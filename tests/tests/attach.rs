@@ -119,11 +119,9 @@ fn semaphores_armed_while_attached_and_disarmed_after_sigint() {
     let mut seen = Vec::new();
     assert_eq!(target.expect_line("enabled", &mut seen), "enabled true", "tprof arms the semaphores on attach");
     tprof.signal(libc::SIGINT);
-    let stderr_rx = tprof.stderr.as_ref().map(|_| ());
     let (out, status) = collect(tprof);
     assert!(status.success(), "Ctrl-C is a clean stop: {status}");
     assert_eq!(session(&out)["stop_reason"], "interrupted (SIGINT)");
-    let _ = stderr_rx;
     target.send_line("next");
     assert_eq!(target.expect_line("enabled", &mut seen), "enabled false", "the kernel disarms them when tprof goes");
     target.send_line("next");
@@ -144,4 +142,20 @@ fn filters_select_tasks() {
     let types: Vec<&str> = out.iter().filter_map(|v| v["type"].as_str()).collect();
     assert_eq!(types, ["summary", "session"]);
     assert_eq!(out[0]["name"], "regions");
+}
+
+#[test]
+fn debug_ebpf_reports_kernel_side_diagnostics() {
+    require_root();
+    // Five nested tasks on one thread: the kernel keeps four; its log says so.
+    let mut target = start_target(&["nest:5"]);
+    let tprof = attach(&[target.pid()], &["--debug-ebpf"]);
+    target.send_line("go");
+    target.expect_line("done", &mut Vec::new());
+    assert!(target.wait().success());
+    let mut tprof = tprof;
+    let status = tprof.wait();
+    let err = stderr_text(&tprof);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("task stack full"), "eBPF diagnostic on stderr: {err}");
 }

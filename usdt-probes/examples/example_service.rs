@@ -51,6 +51,9 @@ const SERVER_IO: Duration = Duration::from_secs(5);
 /// The whole budget of one outgoing request (downstream call or load request).
 const CLIENT_IO: Duration = Duration::from_secs(2);
 
+/// The endpoints; each names the task of its requests.
+const ENDPOINTS: [&str; 4] = ["/sleep", "/cpu", "/lock", "/chain"];
+
 /// What `/lock` requests contend for.
 static CRITICAL: Mutex<u64> = Mutex::new(0);
 
@@ -92,8 +95,10 @@ struct LoadConfig {
     paths: Vec<String>,
 }
 
+type Flags = Vec<(String, String)>;
+
 /// Splits `--flag value` / `--flag=value` arguments; `switches` take no value.
-fn flags(args: &[String], valued: &[&str], switches: &[&str]) -> Result<Vec<(String, String)>, String> {
+fn flags(args: &[String], valued: &[&str], switches: &[&str]) -> Result<Flags, String> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -154,7 +159,7 @@ fn parse_serve(args: &[String]) -> Result<ServeConfig, String> {
 
 fn parse_load(args: &[String]) -> Result<LoadConfig, String> {
     let (mut target, mut rps, mut seconds) = (None, 40, 5);
-    let mut paths: Vec<String> = ["/sleep", "/cpu", "/lock", "/chain"].map(String::from).to_vec();
+    let mut paths: Vec<String> = ENDPOINTS.map(String::from).to_vec();
     for (flag, value) in flags(args, &["--target", "--rps", "--seconds", "--paths"], &[])? {
         match flag.as_str() {
             "--target" => target = Some(loopback(&flag, &value)?),
@@ -163,12 +168,24 @@ fn parse_load(args: &[String]) -> Result<LoadConfig, String> {
             _ => paths = value.split(',').map(str::to_string).collect(),
         }
     }
-    let valid = |p: &String| p.starts_with('/') && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic());
+    let valid = |p: &String| {
+        p.starts_with('/') && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic())
+    };
     if paths.len() > 16 || !paths.iter().all(valid) {
         return Err("--paths wants up to 16 comma-separated paths such as /sleep,/cpu".to_string());
     }
     let target = target.ok_or("load needs --target 127.0.0.1:PORT")?;
     Ok(LoadConfig { target, rps, seconds, paths })
+}
+
+/// Starts a named thread; `None` (after saying why) if the system refuses.
+fn spawn<T, F>(name: String, f: F) -> Option<thread::JoinHandle<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let spawned = thread::Builder::new().name(name).spawn(f);
+    spawned.map_err(|e| eprintln!("example_service: cannot start a thread: {e}")).ok()
 }
 
 /// Prints one line to stdout and flushes it; a closed stdout is not worth dying for.
@@ -201,12 +218,7 @@ fn serve(cfg: ServeConfig) -> i32 {
     }
     for wait in stoppers {
         let stop = Arc::clone(&stop);
-        let spawned = thread::Builder::new().name("stopper".into()).spawn(move || {
-            wait();
-            request_stop(&stop, local);
-        });
-        if let Err(e) = spawned {
-            eprintln!("example_service: cannot start a thread: {e}");
+        if spawn("stopper".into(), move || request_stop(wait, &stop, local)).is_none() {
             return 1;
         }
     }
@@ -218,20 +230,15 @@ fn serve(cfg: ServeConfig) -> i32 {
     let mut workers = Vec::new();
     for i in 0..cfg.workers {
         let (rx, served, downstream) = (Arc::clone(&rx), Arc::clone(&served), cfg.downstream);
-        let spawned = thread::Builder::new().name(format!("worker-{i}")).spawn(move || loop {
+        let worker = spawn(format!("worker-{i}"), move || loop {
             let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
             let Ok(conn) = next else { break };
             // A bug in one request must not shrink the pool.
             let _ = panic::catch_unwind(AssertUnwindSafe(|| handle(conn, downstream)));
             served.fetch_add(1, Ordering::Relaxed);
         });
-        match spawned {
-            Ok(handle) => workers.push(handle),
-            Err(e) => {
-                eprintln!("example_service: cannot start a worker: {e}");
-                return 1;
-            }
-        }
+        let Some(worker) = worker else { return 1 };
+        workers.push(worker);
     }
 
     for conn in listener.incoming() {
@@ -254,7 +261,8 @@ fn serve(cfg: ServeConfig) -> i32 {
     for worker in workers {
         let _ = worker.join();
     }
-    eprintln!("example_service: {local} stopped after {} connections", served.load(Ordering::Relaxed));
+    let served = served.load(Ordering::Relaxed);
+    eprintln!("example_service: {local} stopped after {served} connections");
     0
 }
 
@@ -271,8 +279,10 @@ fn wait_for_stdin_eof() {
     }
 }
 
-/// Stops the accept loop: sets the flag, then wakes the blocking `accept` with a connection.
-fn request_stop(stop: &AtomicBool, local: SocketAddr) {
+/// Once `wait` returns, stops the accept loop: sets the flag, then wakes the blocking
+/// `accept` with a connection of its own.
+fn request_stop(wait: Box<dyn FnOnce() + Send>, stop: &AtomicBool, local: SocketAddr) {
+    wait();
     stop.store(true, Ordering::Release);
     let _ = TcpStream::connect_timeout(&local, Duration::from_secs(1));
     // Last resort; the pool drains well within its I/O timeouts.
@@ -296,7 +306,7 @@ fn handle(mut conn: TcpStream, downstream: Option<SocketAddr>) {
         Err(Some(status)) => Err(status),
     };
     let (name, parent) = match &request {
-        Ok(r) if ["/sleep", "/cpu", "/lock", "/chain"].contains(&r.path.as_str()) => (r.path.as_str(), r.parent),
+        Ok(r) if ENDPOINTS.contains(&r.path.as_str()) => (r.path.as_str(), r.parent),
         Ok(r) => ("not_found", r.parent),
         Err(_) => ("bad_request", None),
     };
@@ -307,13 +317,14 @@ fn handle(mut conn: TcpStream, downstream: Option<SocketAddr>) {
     let traceparent = task.context().to_traceparent();
     let (status, body) = match &request {
         Ok(request) => dispatch(request, downstream, &traceparent),
-        Err(status) => (*status, "bad request\n".to_string()),
+        Err(status) => (*status, format!("{}\n", status_text(*status).1)),
     };
-    log("status", status_text(status));
+    let (code, reason) = status_text(status);
+    log("status", code);
+    let length = body.len();
     let response = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\ntraceparent: {traceparent}\r\nConnection: close\r\n\r\n{body}",
-        reason(status),
-        body.len()
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\
+         traceparent: {traceparent}\r\nConnection: close\r\n\r\n{body}"
     );
     let _ = conn.write_all(response.as_bytes());
     drop(task);
@@ -364,7 +375,8 @@ fn parse_request(head: &[u8]) -> Result<Request, u16> {
     let text = std::str::from_utf8(head).map_err(|_| 400u16)?;
     let mut lines = text.split("\r\n");
     let mut parts = lines.next().unwrap_or_default().split(' ');
-    let (Some(_method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(_method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(400);
     };
@@ -387,7 +399,8 @@ fn dispatch(request: &Request, downstream: Option<SocketAddr>, traceparent: &str
     match request.path.as_str() {
         "/sleep" => {
             let ms = with_region("parse", || {
-                let ms = request.query.split('&').find_map(|kv| kv.strip_prefix("ms=")?.parse::<u64>().ok());
+                let mut pairs = request.query.split('&');
+                let ms = pairs.find_map(|kv| kv.strip_prefix("ms=")?.parse::<u64>().ok());
                 ms.unwrap_or(15).clamp(1, 200)
             });
             with_region("sleep", || thread::sleep(Duration::from_millis(ms)));
@@ -444,7 +457,8 @@ fn chain(downstream: Option<SocketAddr>, traceparent: &str) -> (u16, String) {
                 log("downstream_status", &reply.status.to_string());
             }
             let status = if (200..300).contains(&reply.status) { 200 } else { 502 };
-            (status, format!("downstream {addr} /sleep: {} in {:.1} ms\n", reply.status, millis(started.elapsed())))
+            let took = millis(started.elapsed());
+            (status, format!("downstream {addr} /sleep: {} in {took:.1} ms\n", reply.status))
         }
         Err(e) => {
             log("downstream_status", "error");
@@ -453,25 +467,15 @@ fn chain(downstream: Option<SocketAddr>, traceparent: &str) -> (u16, String) {
     }
 }
 
-fn status_text(status: u16) -> &'static str {
+/// A status as text (for `log`, without formatting) and its reason phrase.
+fn status_text(status: u16) -> (&'static str, &'static str) {
     match status {
-        200 => "200",
-        400 => "400",
-        404 => "404",
-        431 => "431",
-        502 => "502",
-        _ => "500",
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        _ => "Internal Server Error",
+        200 => ("200", "OK"),
+        400 => ("400", "Bad Request"),
+        404 => ("404", "Not Found"),
+        431 => ("431", "Request Header Fields Too Large"),
+        502 => ("502", "Bad Gateway"),
+        _ => ("500", "Internal Server Error"),
     }
 }
 
@@ -493,7 +497,10 @@ fn http_get(addr: SocketAddr, path: &str, traceparent: &str) -> io::Result<Reply
     let mut conn = TcpStream::connect_timeout(&addr, CLIENT_IO)?;
     conn.set_nodelay(true)?;
     conn.set_write_timeout(Some(CLIENT_IO))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {traceparent}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {traceparent}\r\n\
+         Connection: close\r\n\r\n"
+    );
     conn.write_all(request.as_bytes())?;
     let (mut reply, mut chunk) = (Vec::new(), [0u8; 4096]);
     loop {
@@ -543,7 +550,7 @@ fn load(cfg: LoadConfig) -> i32 {
     let tick = clients as f64 / cfg.rps as f64; // seconds between two requests of one client
     let paths = Arc::new(cfg.paths);
     eprintln!(
-        "load: {} req/s over {} on {} for {} s ({clients} clients in step)",
+        "load generator: {} req/s over {} on {} for {} s ({clients} clients in step)",
         cfg.rps,
         paths.join(","),
         cfg.target,
@@ -551,10 +558,10 @@ fn load(cfg: LoadConfig) -> i32 {
     );
     let start = Instant::now();
     let deadline = start + Duration::from_secs(cfg.seconds);
-    let mut handles = Vec::new();
+    let mut clients_running = Vec::new();
     for i in 0..clients {
         let (paths, target) = (Arc::clone(&paths), cfg.target);
-        let spawned = thread::Builder::new().name(format!("client-{i}")).spawn(move || {
+        let client = spawn(format!("client-{i}"), move || {
             let mut samples = Vec::new();
             let mut k = 0u64;
             loop {
@@ -570,16 +577,11 @@ fn load(cfg: LoadConfig) -> i32 {
                 k = (k + 1).max(now_tick);
             }
         });
-        match spawned {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                eprintln!("example_service: cannot start a client: {e}");
-                return 1;
-            }
-        }
+        let Some(client) = client else { return 1 };
+        clients_running.push(client);
     }
     let mut samples: Vec<(usize, Result<Duration, String>)> = Vec::new();
-    for handle in handles {
+    for handle in clients_running {
         match handle.join() {
             Ok(mut some) => samples.append(&mut some),
             Err(_) => eprintln!("example_service: a client thread panicked; its requests are lost"),
@@ -608,7 +610,8 @@ fn load(cfg: LoadConfig) -> i32 {
     for (i, path) in paths.iter().enumerate() {
         let (n, errors, p50, p99, first_error) = summarize(Some(i));
         let example = first_error.map(|e| format!(" (e.g. {e})")).unwrap_or_default();
-        eprintln!("  {path:<10} {n:>5} requests {errors:>4} errors  p50 {p50:>6} ms  p99 {p99:>6} ms{example}");
+        let latency = format!("p50 {p50:>6} ms  p99 {p99:>6} ms");
+        eprintln!("  {path:<10} {n:>5} requests {errors:>4} errors  {latency}{example}");
     }
     let (n, errors, p50, p99, _) = summarize(None);
     announce(&format!("load: {n} requests, {errors} errors, p50 {p50} ms, p99 {p99} ms"));

@@ -67,7 +67,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Takes one NUL-terminated string off the front of `rest`.
-fn take_cstr<'a>(rest: &mut &'a [u8], what: &str) -> String {
+fn take_cstr(rest: &mut &[u8], what: &str) -> String {
     let nul = rest.iter().position(|&b| b == 0).unwrap_or_else(|| panic!("SDT note: {what} is not NUL-terminated"));
     let s = std::str::from_utf8(&rest[..nul]).unwrap_or_else(|e| panic!("SDT note: {what} is not UTF-8: {e}")).to_string();
     *rest = &rest[nul + 1..];
@@ -199,8 +199,33 @@ fn unique_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Fails loudly, pointing at `cargo xtask setup`, unless gcc can include <sys/sdt.h>.
+fn require_gcc_and_sdt_h() {
+    let child = Command::new("gcc")
+        .args(["-E", "-x", "c", "-o", "/dev/null", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("gcc is not installed, so the C header cannot be tested: {SETUP_HINT}")
+        }
+        Err(e) => panic!("running gcc: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(b"#include <sys/sdt.h>\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "gcc cannot include <sys/sdt.h>, so the C header cannot be tested: {SETUP_HINT}\ngcc said:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Compiles the C example with gcc at `opt`; fails loudly if gcc or <sys/sdt.h> is missing.
 fn compile_example(opt: &str, dir: &Path) -> PathBuf {
+    require_gcc_and_sdt_h();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("examples/c/tprof_example.c");
     let include = root.join("include");

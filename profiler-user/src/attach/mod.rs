@@ -43,6 +43,8 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
     pub syscalls: bool,
+    /// Enable the eBPF programs' aya-log diagnostics (otherwise the verifier prunes them).
+    pub debug_ebpf: bool,
 }
 
 /// A probe site tprof attached to.
@@ -56,6 +58,8 @@ pub struct AttachedSite {
 /// The loaded programs and every live attachment; dropping it detaches everything.
 pub struct Session {
     pub ebpf: Ebpf,
+    /// aya-log reader, with --debug-ebpf.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     links: Vec<uprobe::UprobeLink>,
     pub sites: Vec<AttachedSite>,
     /// Problems that did not stop the session (a bad note, an unsupported argument spec).
@@ -79,8 +83,11 @@ impl Session {
         let obj = ebpf_object()?;
         let offsets = crate::btf::kernel_offsets().context("reading task_struct offsets from the kernel's BTF")?;
         let config = Config { offsets, syscalls: u32::from(opts.syscalls), _pad: 0 };
+        // aya-log level: 0 disables every log statement at load time; 4 is Debug.
+        let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global("AYA_LOG_LEVEL", &log_level, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("USDT_SPECS", MAX_SITES)
             .load(obj)
@@ -101,7 +108,13 @@ impl Session {
             .try_into()
             .context("tprof_usdt is not a uprobe program")?;
         usdt.load().context("loading the USDT program")?;
+        let logger = if opts.debug_ebpf {
+            Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger (--debug-ebpf)")?)
+        } else {
+            None
+        };
         Ok(Session {
+            logger,
             ebpf,
             links: Vec::new(),
             sites: Vec::new(),
@@ -183,6 +196,13 @@ impl Session {
             out.push(v.iter().sum());
         }
         Ok(out)
+    }
+
+    /// Prints the eBPF programs' pending diagnostics (with --debug-ebpf).
+    pub fn flush_ebpf_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
     }
 
     pub fn attached_links(&self) -> usize {

@@ -8,7 +8,7 @@
 //! on a mutex another thread holds for MS, inside that thread's own task), `pipe:MS` (reads
 //! a pipe that a child process writes MS later), `regions` (nested regions and a log),
 //! `enabled` (prints whether a tracer armed the probes' semaphores), `wait` (waits for
-//! another line on stdin).
+//! another line on stdin), `nest:N` (N nested tasks).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -116,6 +116,12 @@ fn main() {
             }
             "mutex" => mutex_request(ms),
             "pipe" => pipe_request(ms),
+            "nest" => {
+                // Deeper than the kernel's per-thread task stack (4): the fifth is not
+                // tracked on this thread, which --debug-ebpf reports.
+                let tasks: Vec<Task> = (0..ms.max(1)).map(|_| Task::new("nest")).collect();
+                drop(tasks.into_iter().rev().collect::<Vec<_>>());
+            }
             "enabled" => println!("enabled {}", usdt_probes::enabled()),
             "wait" => {
                 let mut l = String::new();
