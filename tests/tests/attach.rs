@@ -159,3 +159,21 @@ fn debug_ebpf_reports_kernel_side_diagnostics() {
     assert!(status.success(), "{err}");
     assert!(err.contains("task stack full"), "eBPF diagnostic on stderr: {err}");
 }
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_attributed() {
+    // 60k region pairs back to back fill a 1 MiB ring (about 9k region records) long before
+    // tprof's next 20 ms poll. Every region_begin is either delivered or counted as lost:
+    // delivered + lost must equal what the target emitted, exactly.
+    const N: u64 = 60_000;
+    let (out, _) = trace(&[&format!("flood:{N}")], &["--ring-size", "1", "--no-syscalls"]);
+    let sess = session(&out);
+    let lost = sess["kernel_drops"]["region_begin"].as_u64().expect("region_begin drop count");
+    let delivered = out.iter().filter(|v| v["type"] == "region_begin").count() as u64;
+    assert!(lost > 0, "the ring must overflow in this test: {sess}");
+    assert_eq!(delivered + lost, N, "delivered {delivered} + lost {lost}");
+    let s = summary(&out, "flood");
+    let dropped = s["dropped"].as_u64().unwrap_or(0);
+    assert!(dropped >= lost, "the task's own count covers its lost regions: {dropped} < {lost}");
+    assert!(s["incomplete"].as_str().is_some_and(|w| w.contains("lost")), "summary marked incomplete: {s}");
+}

@@ -54,13 +54,20 @@ const CLIENT_IO: Duration = Duration::from_secs(2);
 /// The endpoints; each names the task of its requests.
 const ENDPOINTS: [&str; 4] = ["/sleep", "/cpu", "/lock", "/chain"];
 
+/// `eprintln!` that does not panic when stderr is a closed pipe.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 /// What `/lock` requests contend for.
 static CRITICAL: Mutex<u64> = Mutex::new(0);
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
+        announce(USAGE);
         return;
     }
     let result = match args.first().map(String::as_str) {
@@ -72,7 +79,7 @@ fn main() {
     match result {
         Ok(code) => process::exit(code),
         Err(msg) => {
-            eprintln!("example_service: {msg}\n{USAGE}");
+            note!("example_service: {msg}\n{USAGE}");
             process::exit(2);
         }
     }
@@ -185,7 +192,7 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let spawned = thread::Builder::new().name(name).spawn(f);
-    spawned.map_err(|e| eprintln!("example_service: cannot start a thread: {e}")).ok()
+    spawned.map_err(|e| note!("example_service: cannot start a thread: {e}")).ok()
 }
 
 /// Prints one line to stdout and flushes it; a closed stdout is not worth dying for.
@@ -202,7 +209,7 @@ fn serve(cfg: ServeConfig) -> i32 {
     let (local, listener) = match bound {
         Ok(bound) => bound,
         Err(e) => {
-            eprintln!("example_service: cannot listen on {}: {e}", cfg.addr);
+            note!("example_service: cannot listen on {}: {e}", cfg.addr);
             return 1;
         }
     };
@@ -252,7 +259,7 @@ fn serve(cfg: ServeConfig) -> i32 {
                 }
             }
             Err(e) => {
-                eprintln!("example_service: accept: {e}");
+                note!("example_service: accept: {e}");
                 thread::sleep(Duration::from_millis(10)); // e.g. out of descriptors: no hot loop
             }
         }
@@ -262,7 +269,7 @@ fn serve(cfg: ServeConfig) -> i32 {
         let _ = worker.join();
     }
     let served = served.load(Ordering::Relaxed);
-    eprintln!("example_service: {local} stopped after {served} connections");
+    note!("example_service: {local} stopped after {served} connections");
     0
 }
 
@@ -549,7 +556,7 @@ fn load(cfg: LoadConfig) -> i32 {
     let clients = cfg.rps.min(4);
     let tick = clients as f64 / cfg.rps as f64; // seconds between two requests of one client
     let paths = Arc::new(cfg.paths);
-    eprintln!(
+    note!(
         "load generator: {} req/s over {} on {} for {} s ({clients} clients in step)",
         cfg.rps,
         paths.join(","),
@@ -584,7 +591,7 @@ fn load(cfg: LoadConfig) -> i32 {
     for handle in clients_running {
         match handle.join() {
             Ok(mut some) => samples.append(&mut some),
-            Err(_) => eprintln!("example_service: a client thread panicked; its requests are lost"),
+            Err(_) => note!("example_service: a client thread panicked; its requests are lost"),
         }
     }
 
@@ -611,7 +618,7 @@ fn load(cfg: LoadConfig) -> i32 {
         let (n, errors, p50, p99, first_error) = summarize(Some(i));
         let example = first_error.map(|e| format!(" (e.g. {e})")).unwrap_or_default();
         let latency = format!("p50 {p50:>6} ms  p99 {p99:>6} ms");
-        eprintln!("  {path:<10} {n:>5} requests {errors:>4} errors  {latency}{example}");
+        note!("  {path:<10} {n:>5} requests {errors:>4} errors  {latency}{example}");
     }
     let (n, errors, p50, p99, _) = summarize(None);
     announce(&format!("load: {n} requests, {errors} errors, p50 {p50} ms, p99 {p99} ms"));

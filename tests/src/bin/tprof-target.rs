@@ -8,7 +8,8 @@
 //! on a mutex another thread holds for MS, inside that thread's own task), `pipe:MS` (reads
 //! a pipe that a child process writes MS later), `regions` (nested regions and a log),
 //! `enabled` (prints whether a tracer armed the probes' semaphores), `wait` (waits for
-//! another line on stdin), `nest:N` (N nested tasks).
+//! another line on stdin), `nest:N` (N nested tasks),
+//! `flood:N` (N region pairs back to back, to overflow the ring buffer).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -116,6 +117,16 @@ fn main() {
             }
             "mutex" => mutex_request(ms),
             "pipe" => pipe_request(ms),
+            "flood" => {
+                // N region pairs as fast as possible: far more than a small ring buffer
+                // holds between two polls. The pause lets tprof drain before the task ends.
+                let t = Task::new("flood");
+                println!("flood task span {:016x} tid {}", t.context().span_id(), gettid());
+                for _ in 0..ms {
+                    let _r = region("f");
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
             "nest" => {
                 // Deeper than the kernel's per-thread task stack (4): the fifth is not
                 // tracked on this thread, which --debug-ebpf reports.
