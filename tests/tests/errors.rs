@@ -50,3 +50,18 @@ fn list_probes_of_target_binary() {
         assert!(lines.iter().any(|l| l.contains(&format!(":tprof:{probe} "))), "tprof:{probe} listed: {lines:#?}");
     }
 }
+
+#[test]
+fn not_root_names_missing_capabilities() {
+    require_root();
+    // Drop to nobody with no capabilities, as an operator who forgot sudo would be.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(tprof_bin())
+        .args(["attach", "--pid", "1"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CAP_BPF and CAP_PERFMON") && err.contains("sudo"), "{err}");
+}
