@@ -177,3 +177,25 @@ fn ring_buffer_overflow_is_counted_and_attributed() {
     assert!(dropped >= lost, "the task's own count covers its lost regions: {dropped} < {lost}");
     assert!(s["incomplete"].as_str().is_some_and(|w| w.contains("lost")), "summary marked incomplete: {s}");
 }
+
+#[test]
+fn async_tasks_moving_between_threads_are_charged_separately() {
+    // Two futures, each spinning 8 ms in each of 3 polls, polled alternately on two worker
+    // threads (each poll on the other thread than the last). Each task's on-CPU time is its
+    // own 3 x 8 ms (plus poll overhead), never the other's: a thread's time is charged to the
+    // task attached to it. The 8 ms spin is wall time, so preemption moves some of it to the
+    // run queue: on + runq >= 24 ms, and on <= 24 ms + slack for poll bookkeeping.
+    let (out, _) = trace(&["async:8"], &[]);
+    for name in ["async-a", "async-b"] {
+        let s = summary(&out, name);
+        let (on, runq) = (ms(s, "on_cpu_ns"), ms(s, "runq_ns"));
+        assert!(on + runq >= 24.0, "{name}: on {on} + runq {runq}: {s}");
+        assert!(on <= 26.0, "{name}: on-CPU {on} ms includes the other task's time: {s}");
+        assert_eq!(s["threads"].as_array().map(Vec::len), Some(2), "{name} ran on both workers: {s}");
+        let span = s["span_id"].as_str().unwrap_or_default();
+        let attaches = out.iter().filter(|v| v["type"] == "task_attach" && v["span_id"] == span).count();
+        let detaches = out.iter().filter(|v| v["type"] == "task_detach" && v["span_id"] == span).count();
+        assert_eq!((attaches, detaches), (2, 2), "{name}: attach/detach around polls 2 and 3 (poll 1 begins, poll 3 ends)");
+        assert!(s["incomplete"].is_null(), "{s}");
+    }
+}

@@ -101,7 +101,7 @@ TPROF_SEMAPHORE_(tprof_log_semaphore);
  * Each argument is first copied into a local and, unless the compiler knows it is a constant,
  * pinned to a register by an empty asm. Without that, gcc at -O1 and above describes a value
  * loaded from a global or static variable by the variable's own memory, `8@g_span(%rip)`: a
- * symbolic operand that tprof and libbpf cannot decode. With it the specs are registers
+ * symbolic operand that tprof cannot decode. With it the specs are registers
  * (`8@%rax`), constants (`8@$2`) or, at -O0, frame slots (`8@-40(%rbp)`), all of which tprof
  * decodes. The asm emits no instruction; it only stops the compiler folding the load into
  * the operand. */

@@ -2,8 +2,8 @@
 //!
 //! Compiles `examples/c/tprof_example.c` with gcc at -O0 and -O2 (warnings are errors), runs
 //! it once, and decodes the `.note.stapsdt` notes of the binary: provider `tprof`, all seven
-//! probe names, the argument counts of the Rust probes (read from this test's own binary as
-//! well as from `ABI.md`'s table), 8-byte arguments in operand forms tprof decodes, semaphores
+//! probe names, the argument counts of the Rust probes (read from this test's own binary, and
+//! ABI.md's table, copied below), 8-byte arguments in operand forms tprof decodes, semaphores
 //! inside `.probes`, and a `nop` at every probe site. Needs gcc and `<sys/sdt.h>`; without
 //! them the test fails and says to run `cargo xtask setup`. No root needed.
 

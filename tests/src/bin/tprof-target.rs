@@ -9,7 +9,8 @@
 //! a pipe that a child process writes MS later), `regions` (nested regions and a log),
 //! `enabled` (prints whether a tracer armed the probes' semaphores), `wait` (waits for
 //! another line on stdin), `nest:N` (N nested tasks),
-//! `flood:N` (N region pairs back to back, to overflow the ring buffer).
+//! `flood:N` (N region pairs back to back, to overflow the ring buffer), `async:MS` (two
+//! async tasks spinning MS per poll, 3 polls each, moved between two worker threads).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -18,7 +19,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use usdt_probes::{log, region, with_region, Task};
+use usdt_probes::{log, region, with_region, Task, TaskFutureExt};
 
 fn gettid() -> i64 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -81,6 +82,79 @@ fn pipe_request(ms: u64) {
     let _ = child.wait();
 }
 
+/// A future that spins `ms` on each of `polls` polls, yielding (Pending) in between.
+struct SpinPolls {
+    left: u32,
+    ms: u64,
+}
+
+impl std::future::Future for SpinPolls {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        spin(Duration::from_millis(self.ms));
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+type Job = (usize, std::pin::Pin<Box<usdt_probes::InTask<SpinPolls>>>);
+
+/// Two async tasks interleaved on two worker threads, each poll of each task on the other
+/// thread than its previous poll: what a work-stealing executor does.
+fn async_request(ms: u64) {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let mut futs: Vec<Option<std::pin::Pin<Box<usdt_probes::InTask<SpinPolls>>>>> = ["async-a", "async-b"]
+        .iter()
+        .map(|name| Some(Box::pin(SpinPolls { left: 3, ms }.in_task(*name))))
+        .collect();
+    for (f, name) in futs.iter().zip(["async-a", "async-b"]) {
+        if let Some(f) = f {
+            println!("{name} task span {:016x}", f.context().span_id());
+        }
+    }
+    let (back_tx, back_rx) = mpsc::channel::<Job>();
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let back = back_tx.clone();
+        handles.push(std::thread::spawn(move || {
+            let waker = Waker::from(Arc::new(Noop));
+            while let Ok((tag, mut f)) = rx.recv() {
+                let _ = f.as_mut().poll(&mut Context::from_waker(&waker));
+                let _ = back.send((tag, f));
+            }
+        }));
+        workers.push(tx);
+    }
+    for round in 0..3 {
+        // Round 0: a on worker 0, b on worker 1; round 1: swapped; and so on.
+        for (tag, slot) in futs.iter_mut().enumerate() {
+            if let Some(f) = slot.take() {
+                let _ = workers[(tag + round) % 2].send((tag, f));
+            }
+        }
+        for _ in 0..2 {
+            let Ok((tag, f)) = back_rx.recv() else { panic!("worker died") };
+            futs[tag] = Some(f);
+        }
+    }
+    drop(workers);
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 fn pipe_writer(ms: u64) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b"r");
@@ -116,6 +190,7 @@ fn main() {
                 spin(Duration::from_millis(ms));
             }
             "mutex" => mutex_request(ms),
+            "async" => async_request(ms),
             "pipe" => pipe_request(ms),
             "flood" => {
                 // N region pairs as fast as possible: far more than a small ring buffer
