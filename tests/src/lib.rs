@@ -102,12 +102,17 @@ impl Proc {
 
 /// Starts tprof-target with these requests; it waits for a line on stdin before running them.
 pub fn start_target(requests: &[&str]) -> Proc {
-    let mut child = Command::new(target_bin())
-        .args(requests)
+    start_program(&target_bin(), requests)
+}
+
+/// Starts a program that prints `ready <pid>` and waits for a line on stdin.
+pub fn start_program(path: &std::path::Path, args: &[&str]) -> Proc {
+    let mut child = Command::new(path)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn tprof-target");
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
     let stdin = child.stdin.take();
     let stdout = line_reader(child.stdout.take().expect("stdout"));
     let p = Proc { child, stdin, stdout, stderr: None };
