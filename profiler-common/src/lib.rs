@@ -84,17 +84,27 @@ pub struct Header {
     pub task: TaskId,
 }
 
+/// A string passed by the target: where it was, and what was copied of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    /// The target's pointer (so userspace can retry an unreadable string from
+    /// `/proc/PID/mem`: the page may simply not have been faulted in yet).
+    pub ptr: u64,
+    /// Bytes copied; when [`strflag::UNREADABLE`], the bytes wanted (already clamped).
+    pub len: u32,
+    /// [`strflag`] bits.
+    pub flags: u32,
+}
+
 /// `TASK_BEGIN`, `TASK_ATTACH`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskRecord {
     pub header: Header,
     pub parent_span_id: u64,
-    /// Bytes of `name` that are valid.
-    pub name_len: u32,
-    /// Non-zero when the target passed a longer name (truncated) or an unreadable pointer.
-    pub flags: u32,
-    pub name: [u8; NAME_LEN],
+    pub name: StrRef,
+    pub name_buf: [u8; NAME_LEN],
 }
 
 /// `TASK_END`, `TASK_DETACH`.
@@ -111,9 +121,8 @@ pub struct TaskEndRecord {
 #[derive(Clone, Copy)]
 pub struct RegionRecord {
     pub header: Header,
-    pub name_len: u32,
-    pub flags: u32,
-    pub name: [u8; NAME_LEN],
+    pub name: StrRef,
+    pub name_buf: [u8; NAME_LEN],
 }
 
 /// `LOG`.
@@ -121,20 +130,20 @@ pub struct RegionRecord {
 #[derive(Clone, Copy)]
 pub struct LogRecord {
     pub header: Header,
-    pub key_len: u32,
-    pub value_len: u32,
-    pub flags: u32,
-    pub _pad: u32,
-    pub key: [u8; LOG_KEY_LEN],
-    pub value: [u8; LOG_VALUE_LEN],
+    pub key: StrRef,
+    pub value: StrRef,
+    pub key_buf: [u8; LOG_KEY_LEN],
+    pub value_buf: [u8; LOG_VALUE_LEN],
 }
 
-/// String flags in `TaskRecord::flags`, `RegionRecord::flags`, `LogRecord::flags`.
+/// Bits of [`StrRef::flags`].
 pub mod strflag {
     /// The target passed a longer string than tprof copies.
     pub const TRUNCATED: u32 = 1;
-    /// The target's pointer could not be read.
+    /// The kernel could not read the target's pointer (bad pointer, or page not present).
     pub const UNREADABLE: u32 = 2;
+    /// Set by userspace: read later from `/proc/PID/mem` after the kernel could not.
+    pub const LATE: u32 = 4;
 }
 
 /// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.
@@ -234,6 +243,15 @@ pub struct UsdtSpec {
     pub args: [UsdtArg; MAX_USDT_ARGS],
 }
 
+/// Slots of the per-CPU `ANOMALIES` counters: scheduler events the programs expected
+/// and did not see. Reported by userspace, never silently absorbed.
+pub mod anomaly {
+    /// A thread carrying a task ran (fired a probe, or was switched out) although its last
+    /// switch-in was not seen: the off-CPU interval in between is lost.
+    pub const MISSED_SWITCH_IN: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
 /// Per-CPU interrupt nesting slot in the `IRQ_DEPTH` map.
 pub const IRQ_SLOT: u32 = 0;
 
@@ -265,10 +283,11 @@ pub struct Config {
 // Sizes are part of the ABI: both sides compile these.
 const _: () = assert!(core::mem::size_of::<TaskId>() == 24);
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
-const _: () = assert!(core::mem::size_of::<TaskRecord>() == 48 + 16 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<StrRef>() == 16);
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 48 + 8 + 16 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<TaskEndRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<RegionRecord>() == 48 + 8 + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<LogRecord>() == 48 + 16 + LOG_KEY_LEN + LOG_VALUE_LEN);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 48 + 16 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<LogRecord>() == 48 + 32 + LOG_KEY_LEN + LOG_VALUE_LEN);
 const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 56);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use profiler_common::{Header, TaskId};
 
-use crate::maps::{DROPS, EVENTS, SPAN_DROPS};
+use crate::maps::{ANOMALIES, DROPS, EVENTS, SPAN_DROPS};
 
 /// No wakeup per record: userspace polls the ring in batches (1.7 us vs 0.5 us per event).
 pub const RB_FLAGS: u64 = aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64;
@@ -27,22 +27,37 @@ pub fn header(kind: u32, ts_ns: u64, pid: u32, tid: u32, task: &TaskId) -> Heade
     }
 }
 
+/// Increments a counter in a map value. Not atomic (the bpfel target has no atomic RMW in
+/// `core`): per-CPU slots are exact except when the sleepable USDT program is preempted
+/// inside these three instructions by another USDT hit of the same kind on the same CPU;
+/// span counters shared across CPUs can lose a count under the same kind of race.
+#[inline(always)]
+fn bump(p: *mut u64) {
+    // SAFETY: `p` is a live, aligned map value returned by a lookup.
+    unsafe { *p += 1 };
+}
+
 /// Counts a record of `kind` that could not be queued, per CPU and against its task.
 #[inline(always)]
 pub fn count_drop(kind: u32, task: &TaskId) {
     if let Some(p) = DROPS.get_ptr_mut(kind) {
-        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *p += 1 };
+        bump(p);
     }
     if task.span_id != 0 {
         match SPAN_DROPS.get_ptr_mut(task.span_id) {
-            // SAFETY: the pointer is a live map value; racing increments may lose a count,
-            // never memory safety.
-            Some(p) => unsafe { *p += 1 },
+            Some(p) => bump(p),
             None => {
                 let _ = SPAN_DROPS.insert(task.span_id, 1u64, 0);
             }
         }
+    }
+}
+
+/// Counts an expected event that was not seen (see `profiler_common::anomaly`).
+#[inline(always)]
+pub fn count_anomaly(slot: u32) {
+    if let Some(p) = ANOMALIES.get_ptr_mut(slot) {
+        bump(p);
     }
 }
 

@@ -46,6 +46,10 @@ pub static SPAN_DROPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384
 #[map]
 pub static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU counts of expected scheduler events that were not seen (see `anomaly`).
+#[map]
+pub static ANOMALIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(profiler_common::anomaly::COUNT, 0);
+
 /// Zeroed scratch value used to insert new THREADS entries without a 200-byte stack copy.
 #[map]
 pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);

@@ -50,6 +50,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     if prev_tid != 0 {
         if let Some(st) = thread::get(prev_tid) {
             if st.depth > 0 {
+                st.running(ts);
                 st.cut_slice(prev_pid, prev_tid, ts);
                 st.oncpu_since = 0;
                 st.offcpu_since = ts;

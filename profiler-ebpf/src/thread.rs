@@ -2,7 +2,7 @@
 
 use profiler_common::{kind, OnCpuRecord, TaskId, COMM_LEN, TASK_STACK_DEPTH};
 
-use crate::emit::{emit, header};
+use crate::emit::{count_anomaly, emit, header};
 use crate::maps::{THREADS, ZERO_THREAD};
 
 /// Kernel-only; never crosses to userspace.
@@ -102,6 +102,19 @@ impl ThreadState {
             i += 1;
         }
         false
+    }
+
+    /// The thread is running now: if its switch-in was never seen, count that and resume
+    /// the ledger from `now` rather than losing every later slice.
+    #[inline(always)]
+    pub fn running(&mut self, now: u64) {
+        if self.offcpu_since != 0 {
+            count_anomaly(profiler_common::anomaly::MISSED_SWITCH_IN);
+            self.offcpu_since = 0;
+            if self.oncpu_since == 0 {
+                self.oncpu_since = now;
+            }
+        }
     }
 
     /// Ends the innermost task's on-CPU slice at `now` (if one is open) and starts a new one.

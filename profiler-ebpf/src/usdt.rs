@@ -2,15 +2,14 @@
 //! indexes `USDT_SPECS`, which says which probe it is and how to fetch each argument
 //! (register, memory operand or constant), in the manner of libbpf's `usdt.bpf.h`.
 
-use aya_ebpf::helpers::{
-    bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-    bpf_probe_read_user_buf,
-};
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::generated::bpf_copy_from_user;
+use aya_ebpf::helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user};
 use aya_ebpf::macros::uprobe;
 use aya_ebpf::programs::ProbeContext;
 use aya_ebpf::EbpfContext;
 use profiler_common::{
-    arg, kind, probe, strflag, LogRecord, RegionRecord, TaskEndRecord, TaskId, TaskRecord, UsdtArg,
+    arg, kind, probe, strflag, LogRecord, RegionRecord, StrRef, TaskEndRecord, TaskId, TaskRecord, UsdtArg,
     LOG_KEY_LEN, LOG_VALUE_LEN, MAX_USDT_ARGS, NAME_LEN, NO_REG,
 };
 
@@ -21,7 +20,9 @@ use crate::thread::{self, ThreadState};
 /// Size of `struct pt_regs` on x86_64; register offsets must lie below it.
 const PT_REGS_SIZE: u16 = 168;
 
-#[uprobe]
+/// Sleepable, so that strings on pages the target has not touched yet (a freshly
+/// dlopen'ed library's .rodata) are faulted in by `bpf_copy_from_user` instead of lost.
+#[uprobe(sleepable)]
 pub fn tprof_usdt(ctx: ProbeContext) -> u32 {
     let _ = try_usdt(&ctx);
     0
@@ -87,9 +88,9 @@ fn narrow(v: u64, size: u8, signed: u8) -> u64 {
     }
 }
 
-/// Copies at most `N` bytes of a target string. Returns (bytes copied, flags).
+/// Copies at most `N` bytes of a target string into `dst` and describes it.
 #[inline(always)]
-fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> (u32, u32) {
+fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
     let mut flags = 0;
     let n = if len > N as u64 {
         flags |= strflag::TRUNCATED;
@@ -97,15 +98,22 @@ fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> (u32, u32)
     } else {
         len as usize
     };
+    let mut out = StrRef { ptr, len: n as u32, flags };
     if n == 0 {
-        return (0, flags);
+        return out;
     }
-    let Some(buf) = dst.get_mut(..n) else { return (0, flags | strflag::UNREADABLE) };
-    // SAFETY: the helper checks the target address; the destination is a bounded slice.
-    match unsafe { bpf_probe_read_user_buf(ptr as *const u8, buf) } {
-        Ok(()) => (n as u32, flags),
-        Err(_) => (0, flags | strflag::UNREADABLE),
+    let Some(buf) = dst.get_mut(..n) else {
+        out.flags |= strflag::UNREADABLE;
+        return out;
+    };
+    // SAFETY: the helper checks the target address (faulting the page in if needed); the
+    // destination is a bounded slice of the reserved record.
+    let rc = unsafe { bpf_copy_from_user(buf.as_mut_ptr().cast(), buf.len() as u32, ptr as *const c_void) };
+    if rc != 0 {
+        // Keep `len` (the bytes wanted): userspace retries from /proc/PID/mem.
+        out.flags |= strflag::UNREADABLE;
     }
+    out
 }
 
 fn try_usdt(ctx: &ProbeContext) -> Option<()> {
@@ -143,9 +151,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
                 r.parent_span_id = args[3];
-                let (n, f) = read_str(name_ptr, name_len, &mut r.name);
-                r.name_len = n;
-                r.flags = f;
+                r.name = read_str(name_ptr, name_len, &mut r.name_buf);
             });
         }
         probe::TASK_END | probe::TASK_DETACH => {
@@ -167,9 +173,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
-                let (n, f) = read_str::<NAME_LEN>(args[0], args[1], &mut r.name);
-                r.name_len = n;
-                r.flags = f;
+                r.name = read_str::<NAME_LEN>(args[0], args[1], &mut r.name_buf);
             });
         }
         probe::LOG => {
@@ -178,12 +182,8 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(kind::LOG, ts, pid, tid, &task);
-                let (kn, kf) = read_str::<LOG_KEY_LEN>(args[0], args[1], &mut r.key);
-                let (vn, vf) = read_str::<LOG_VALUE_LEN>(args[2], args[3], &mut r.value);
-                r.key_len = kn;
-                r.value_len = vn;
-                r.flags = kf | vf;
-                r._pad = 0;
+                r.key = read_str::<LOG_KEY_LEN>(args[0], args[1], &mut r.key_buf);
+                r.value = read_str::<LOG_VALUE_LEN>(args[2], args[3], &mut r.value_buf);
             });
         }
         _ => {}
@@ -195,6 +195,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
 /// Returns false when the task could not be pushed (stack full).
 #[inline(always)]
 fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
+    st.running(ts);
     st.cut_slice(pid, tid, ts);
     let pushed = st.push(task);
     st.oncpu_since = ts;
@@ -204,6 +205,7 @@ fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> boo
 /// The thread stops work for `span_id`: its last slice ends here, the outer task resumes.
 #[inline(always)]
 fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
+    st.running(ts);
     if st.top().map(|t| t.span_id) == Some(span_id) {
         st.cut_slice(pid, tid, ts);
     }

@@ -3,8 +3,8 @@
 //! traced process are kept as lossy UTF-8 and escaped by the sinks.
 
 use profiler_common::{
-    kind, Header, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, SyscallRecord, TaskEndRecord, TaskId,
-    TaskRecord,
+    kind, strflag, Header, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef, SyscallRecord, TaskEndRecord,
+    TaskId, TaskRecord,
 };
 
 /// A task's identity as userspace sees it.
@@ -118,24 +118,37 @@ fn meta(h: &Header) -> Meta {
     Meta { cpu: h.cpu, ts_ns: h.ts_ns, pid: h.pid, tid: h.tid, task: TaskKey::from_raw(&h.task) }
 }
 
-fn text(buf: &[u8], len: u32) -> String {
-    let n = (len as usize).min(buf.len());
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+/// Reads `len` bytes at `addr` in process `pid`, for strings the kernel could not read
+/// (typically a page of a freshly loaded library that was not faulted in yet).
+pub type LateReader<'a> = &'a mut dyn FnMut(u32, u64, usize) -> Option<Vec<u8>>;
+
+/// A target string: the copied bytes, or a late read when the kernel could not copy them.
+fn text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (String, u32) {
+    let n = (s.len as usize).min(buf.len());
+    if s.flags & strflag::UNREADABLE != 0 && n > 0 {
+        if let Some(bytes) = late(pid, s.ptr, n) {
+            let flags = (s.flags & !strflag::UNREADABLE) | strflag::LATE;
+            return (String::from_utf8_lossy(&bytes[..n.min(bytes.len())]).into_owned(), flags);
+        }
+        return (String::new(), s.flags);
+    }
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), s.flags)
 }
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record (strings the kernel could not read stay empty).
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    decode_with(bytes, &mut |_, _, _| None)
+}
+
+/// Decodes one ring-buffer record, retrying unreadable strings with `late`.
+pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeError> {
     let kind_raw = read::<u32>(bytes, 0)?;
     let rec = match kind_raw {
         kind::TASK_BEGIN | kind::TASK_ATTACH => {
             let r: TaskRecord = read(bytes, kind_raw)?;
             if kind_raw == kind::TASK_BEGIN {
-                Record::TaskBegin {
-                    meta: meta(&r.header),
-                    parent_span_id: r.parent_span_id,
-                    name: text(&r.name, r.name_len),
-                    name_flags: r.flags,
-                }
+                let (name, name_flags) = text(r.header.pid, &r.name, &r.name_buf, late);
+                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags }
             } else {
                 Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
             }
@@ -150,7 +163,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         kind::REGION_BEGIN | kind::REGION_END => {
             let r: RegionRecord = read(bytes, kind_raw)?;
-            let (meta, name, name_flags) = (meta(&r.header), text(&r.name, r.name_len), r.flags);
+            let (name, name_flags) = text(r.header.pid, &r.name, &r.name_buf, late);
+            let meta = meta(&r.header);
             if kind_raw == kind::REGION_BEGIN {
                 Record::RegionBegin { meta, name, name_flags }
             } else {
@@ -159,12 +173,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         kind::LOG => {
             let r: LogRecord = read(bytes, kind_raw)?;
-            Record::Log {
-                meta: meta(&r.header),
-                key: text(&r.key, r.key_len),
-                value: text(&r.value, r.value_len),
-                flags: r.flags,
-            }
+            let (key, kf) = text(r.header.pid, &r.key, &r.key_buf, late);
+            let (value, vf) = text(r.header.pid, &r.value, &r.value_buf, late);
+            Record::Log { meta: meta(&r.header), key, value, flags: kf | (vf << 8) }
         }
         kind::ON_CPU => {
             let r: OnCpuRecord = read(bytes, kind_raw)?;
@@ -221,6 +232,7 @@ pub(crate) fn raw_bytes<T: Copy>(rec: &T) -> Vec<u8> {
 mod tests {
     use super::*;
     use profiler_common::{waker as w, NAME_LEN};
+    use profiler_common::StrRef;
 
     fn hdr(kind: u32) -> Header {
         Header {
@@ -235,9 +247,10 @@ mod tests {
 
     #[test]
     fn task_begin_round_trip() {
-        let mut name = [0u8; NAME_LEN];
-        name[..5].copy_from_slice(b"GET /");
-        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 7, name_len: 5, flags: 0, name };
+        let mut name_buf = [0u8; NAME_LEN];
+        name_buf[..5].copy_from_slice(b"GET /");
+        let name = StrRef { ptr: 0x1000, len: 5, flags: 0 };
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 7, name, name_buf };
         let rec = decode(&raw_bytes(&r)).expect("decodes");
         let Record::TaskBegin { meta, parent_span_id, name, .. } = rec else { panic!("wrong variant {rec:?}") };
         assert_eq!(name, "GET /");
@@ -249,9 +262,27 @@ mod tests {
 
     #[test]
     fn hostile_name_len_is_clamped() {
-        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name_len: u32::MAX, flags: 0, name: [b'x'; NAME_LEN] };
+        let name = StrRef { ptr: 0, len: u32::MAX, flags: 0 };
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf: [b'x'; NAME_LEN] };
         let Ok(Record::TaskBegin { name, .. }) = decode(&raw_bytes(&r)) else { panic!("decodes") };
         assert_eq!(name.len(), NAME_LEN);
+    }
+
+    #[test]
+    fn unreadable_strings_are_read_late() {
+        let name = StrRef { ptr: 0xdead0, len: 6, flags: strflag::UNREADABLE };
+        let r = RegionRecord { header: hdr(kind::REGION_BEGIN), name, name_buf: [0; NAME_LEN] };
+        let mut asked = Vec::new();
+        let rec = decode_with(&raw_bytes(&r), &mut |pid, ptr, len| {
+            asked.push((pid, ptr, len));
+            Some(b"lazy-p".to_vec())
+        });
+        let Ok(Record::RegionBegin { name, name_flags, .. }) = rec else { panic!("decodes: {rec:?}") };
+        assert_eq!((name.as_str(), name_flags), ("lazy-p", strflag::LATE));
+        assert_eq!(asked, [(10, 0xdead0, 6)]);
+        // Still unreadable later (e.g. a freed buffer): empty, flagged.
+        let Ok(Record::RegionBegin { name, name_flags, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!((name.as_str(), name_flags), ("", strflag::UNREADABLE));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::attach::{privileges, LoadOptions, Session};
 use crate::correlate::Correlator;
-use crate::decode::decode;
+use crate::decode::decode_with;
 use crate::sink::{Filter, Filtered, SessionReport, Sink};
 
 /// How often the ring buffer is drained.
@@ -68,6 +68,29 @@ struct Pipeline<S: Sink> {
     corr: Correlator,
     sink: Filtered<S>,
     report: SessionReport,
+    mem: TargetMemory,
+}
+
+/// Reads target memory through `/proc/PID/mem`, for strings the kernel could not copy
+/// (a page not yet faulted in). Only the traced pids are read, at most 128 bytes at a time.
+#[derive(Default)]
+struct TargetMemory {
+    pids: Vec<u32>,
+    files: std::collections::HashMap<u32, Option<std::fs::File>>,
+}
+
+impl TargetMemory {
+    fn read(&mut self, pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if !self.pids.contains(&pid) || len > 128 {
+            return None;
+        }
+        let file = self.files.entry(pid).or_insert_with(|| std::fs::File::open(format!("/proc/{pid}/mem")).ok()).as_ref()?;
+        let mut buf = vec![0u8; len];
+        let n = file.read_at(&mut buf, addr).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -78,7 +101,8 @@ impl<S: Sink> Pipeline<S> {
         while n < MAX_BATCH {
             let Some(item) = ring.next() else { break };
             n += 1;
-            match decode(&item) {
+            let mem = &mut self.mem;
+            match decode_with(&item, &mut |pid, addr, len| mem.read(pid, addr, len)) {
                 Ok(rec) => {
                     let sink = &mut self.sink;
                     self.corr.push(&rec, &mut |o| {
@@ -148,6 +172,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
         corr: Correlator::new(),
         sink: Filtered::new(sink, opts.filter.clone()),
         report: SessionReport { pids: opts.pids.clone(), ..Default::default() },
+        mem: TargetMemory { pids: opts.pids.clone(), ..Default::default() },
     };
     let stop_reason = rt.block_on(async {
         let mut tick = tokio::time::interval(POLL);
@@ -203,6 +228,8 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
         }
     });
     let drops = session.kernel_drops().unwrap_or_default();
+    let anomalies = session.kernel_anomalies().unwrap_or_default();
+    p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
     p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
     p.report.records = p.corr.stats.records;
     p.report.correlator = p.corr.stats.clone();

@@ -28,6 +28,7 @@ fn known_workloads_are_attributed() {
     let sess = session(&out);
     assert_eq!(sess["stop_reason"], "target exited");
     assert_eq!(sess["kernel_drops_total"], 0, "nothing may be lost at this rate: {sess}");
+    assert_eq!(sess["missed_switch_ins"], 0, "every scheduler event of the traced threads was seen: {sess}");
     assert_eq!(sess["tasks_ended"], 6, "sleep, spin, holder, mutex, pipe, regions");
 
     for name in ["sleep", "spin", "mutex", "pipe", "regions", "holder"] {

@@ -61,6 +61,7 @@ fn check(opt: &str) {
     }
     let bg = summary(&out, "background");
     assert!(ms(bg, "blocked_ns") >= 4.9, "the attached slice (5 ms sleep) is charged to the background task: {bg}");
+    assert_eq!(session(&out)["missed_switch_ins"], 0, "{out:#?}");
     assert_eq!(session(&out)["warnings"].as_array().map(Vec::len), Some(0), "every C probe site attached: {out:#?}");
 }
 

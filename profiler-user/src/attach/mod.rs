@@ -198,6 +198,18 @@ impl Session {
         Ok(out)
     }
 
+    /// Scheduler events the programs expected and did not see, summed over CPUs, by
+    /// `profiler_common::anomaly` slot.
+    pub fn kernel_anomalies(&self) -> Result<Vec<u64>> {
+        let map = self.ebpf.map("ANOMALIES").ok_or_else(|| anyhow!("no ANOMALIES map"))?;
+        let counts: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = Vec::new();
+        for i in 0..counts.len() {
+            out.push(counts.get(&i, 0)?.iter().sum());
+        }
+        Ok(out)
+    }
+
     /// Prints the eBPF programs' pending diagnostics (with --debug-ebpf).
     pub fn flush_ebpf_log(&mut self) {
         if let Some(l) = self.logger.as_mut() {

@@ -156,7 +156,7 @@ impl<W: Write> Sink for JsonSink<W> {
         self.line(&json!({
             "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,
             "records": r.records, "undecodable": r.undecodable, "kernel_drops": drops,
-            "kernel_drops_total": r.total_kernel_drops(), "tasks_ended": r.correlator.tasks_ended,
+            "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins, "tasks_ended": r.correlator.tasks_ended,
             "tasks_over_limit": r.correlator.tasks_over_limit, "filtered_events": r.filtered_events,
             "warnings": r.warnings, "stop_reason": r.stop_reason,
         }))?;

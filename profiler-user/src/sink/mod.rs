@@ -20,6 +20,9 @@ pub struct SessionReport {
     pub undecodable: u64,
     /// Records lost in the kernel (ring buffer full), by kind name.
     pub kernel_drops: Vec<(&'static str, u64)>,
+    /// Switch-ins of task-carrying threads the scheduler programs did not see (their
+    /// off-CPU time shows as "unscheduled").
+    pub missed_switch_ins: u64,
     pub correlator: CorrelatorStats,
     /// Events held back by --min-latency and discarded (task was fast, or buffer full).
     pub filtered_events: u64,

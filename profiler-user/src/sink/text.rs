@@ -145,6 +145,9 @@ impl<W: Write> Sink for TextSink<W> {
         for (k, n) in r.kernel_drops.iter().filter(|(_, n)| *n > 0) {
             writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
         }
+        if r.missed_switch_ins > 0 {
+            writeln!(self.out, "   {} switch-ins of traced threads were not seen: their off-CPU time shows as unscheduled", r.missed_switch_ins)?;
+        }
         if r.correlator.tasks_over_limit > 0 {
             writeln!(self.out, "   {} records of tasks over the open-task limit ignored", r.correlator.tasks_over_limit)?;
         }
