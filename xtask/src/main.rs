@@ -8,6 +8,7 @@
 //!
 //! The other commands run `setup` first when something is missing, and say what they install.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -31,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo> [args]
   setup            install the apt packages and bpf-linker this project needs (idempotent)
   build            build tprof, the eBPF programs, the example service and test targets
   test [ARGS]      run every test (unit tests, then the root-only end-to-end tests)
-  demo [SECONDS]   run the example service under load and stream tprof's view of it";
+  demo [SECONDS]   run the example service under load and stream tprof's view of it
+  bench probes     per-call probe cost, unattached and attached (table + target/bench/probes.json)";
 
 fn run(args: &[String]) -> Result<()> {
     let cmd = args.first().map(String::as_str).unwrap_or("help");
@@ -50,6 +52,11 @@ fn run(args: &[String]) -> Result<()> {
             setup::ensure()?;
             build()?;
             demo::run(rest)
+        }
+        "bench" => {
+            setup::ensure()?;
+            build()?;
+            bench::run(rest)
         }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

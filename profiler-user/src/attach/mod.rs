@@ -162,8 +162,9 @@ impl Session {
     fn attach_site(&mut self, pid: u32, path: &std::path::Path, site: &ProbeSite) -> Result<()> {
         let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
         let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
-        if args.len() > MAX_USDT_ARGS {
-            bail!("{} arguments, at most {MAX_USDT_ARGS} supported", args.len());
+        let want = discover::tprof_probe_args(probe);
+        if args.len() < want || args.len() > MAX_USDT_ARGS {
+            bail!("{} arguments where tprof:{} takes {want} (ABI v1)", args.len(), site.name);
         }
         if self.next_cookie >= MAX_SITES {
             bail!("more than {MAX_SITES} probe sites in one session");

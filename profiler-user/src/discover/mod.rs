@@ -36,6 +36,18 @@ pub fn tprof_probe_id(name: &str) -> Option<u32> {
     })
 }
 
+/// How many arguments each tprof probe takes (ABI v1). A site with fewer would read
+/// garbage for the missing ones, so it is refused.
+pub fn tprof_probe_args(probe_id: u32) -> usize {
+    match probe_id {
+        probe::TASK_BEGIN => 6,
+        probe::TASK_ATTACH | probe::LOG => 4,
+        probe::TASK_END | probe::TASK_DETACH => 3,
+        probe::REGION_BEGIN | probe::REGION_END => 2,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
