@@ -31,6 +31,11 @@ pub fn target_bin() -> PathBuf {
     bin("TPROF_TARGET_BIN", "tprof-target")
 }
 
+/// The bundled example service (an example of the usdt-probes crate).
+pub fn example_bin() -> PathBuf {
+    bin("TPROF_EXAMPLE_BIN", "examples/example_service")
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no arguments and cannot fail.
     let euid = unsafe { libc::geteuid() };

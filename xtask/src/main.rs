@@ -115,6 +115,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let mut e2e = cargo();
     e2e.args(["test", "-p", "tprof-tests"]).args(extra).args(["--", "--test-threads=1"]);
-    e2e.env("TPROF_BIN", bin_dir().join("tprof")).env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"));
+    e2e.env("TPROF_BIN", bin_dir().join("tprof"))
+        .env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"))
+        .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"));
     status(&mut e2e)
 }

@@ -1,0 +1,68 @@
+//! The bundled example service, two instances (front calls back, passing `traceparent`),
+//! traced by one tprof: a request's trace crosses the two processes and both halves are
+//! joined by trace-id, with the back's work nested under the front's span.
+
+use std::process::{Command, Stdio};
+
+use tprof_tests::*;
+
+fn serve(extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(example_bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof", "--seconds", "120"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start example_service");
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let p = Proc { child, stdin, stdout: rx, stderr: None };
+    let banner = p.expect_line("listening on ", &mut Vec::new());
+    let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
+    (p, addr)
+}
+
+#[test]
+fn one_trace_crosses_two_processes() {
+    require_root();
+    let (back, back_addr) = serve(&[]);
+    let (front, front_addr) = serve(&["--downstream", &back_addr]);
+    let tprof = attach(&[front.pid(), back.pid()], &["--summary-only"]);
+    let load = Command::new(example_bin())
+        .args(["load", "--target", &front_addr, "--rps", "10", "--seconds", "1", "--paths", "/chain"])
+        .output()
+        .expect("run the load generator");
+    assert!(load.status.success(), "load: {}", String::from_utf8_lossy(&load.stderr));
+    tprof.signal(libc::SIGINT);
+    let (out, status) = collect(tprof);
+    assert!(status.success());
+    let fronts: Vec<&serde_json::Value> =
+        out.iter().filter(|v| v["type"] == "summary" && v["name"] == "/chain" && v["pid"] == front.pid()).collect();
+    assert!(fronts.len() >= 5, "about 10 /chain requests in 1 s at 10 rps: {}", fronts.len());
+    for f in fronts {
+        let backs: Vec<&serde_json::Value> = out
+            .iter()
+            .filter(|v| v["type"] == "summary" && v["pid"] == back.pid() && v["trace_id"] == f["trace_id"])
+            .collect();
+        assert_eq!(backs.len(), 1, "the back half of trace {} was traced: {f}", f["trace_id"]);
+        let b = backs[0];
+        assert_eq!(b["name"], "/sleep");
+        assert_eq!(b["parent_span_id"], f["span_id"], "the back's task is a child of the front's span");
+        // The back sleeps 15 ms; the front waits for it, so it is blocked at least as long
+        // (in recvfrom/read on the socket).
+        assert!(ms(b, "blocked_ns") >= 14.9, "{b}");
+        assert!(ms(f, "blocked_ns") >= ms(b, "blocked_ns") - 0.1, "front blocked at least the back's sleep: {f} / {b}");
+        assert!(ms(f, "wall_ns") >= ms(b, "wall_ns"), "the front's span contains the back's: {f} / {b}");
+    }
+    drop(front);
+    drop(back);
+}
