@@ -33,15 +33,10 @@ pub mod probe {
     pub const TASK_DETACH: u32 = 7;
 }
 
-/// Record kinds, the first field of every ring-buffer record.
+/// Record kinds, the first field of every ring-buffer record. A probe's record has the
+/// probe's own number.
 pub mod kind {
-    pub const TASK_BEGIN: u32 = 1;
-    pub const TASK_END: u32 = 2;
-    pub const REGION_BEGIN: u32 = 3;
-    pub const REGION_END: u32 = 4;
-    pub const LOG: u32 = 5;
-    pub const TASK_ATTACH: u32 = 6;
-    pub const TASK_DETACH: u32 = 7;
+    pub use super::probe::{LOG, REGION_BEGIN, REGION_END, TASK_ATTACH, TASK_BEGIN, TASK_DETACH, TASK_END};
     /// A slice of on-CPU time of a thread while it carried a task.
     pub const ON_CPU: u32 = 8;
     /// A thread carrying a task was off the CPU: blocked and/or waiting in the run queue.
