@@ -170,6 +170,9 @@ pub struct OffCpuRecord {
     pub waker_comm: [u8; COMM_LEN],
     /// The waker's own current task, if it had one.
     pub waker_task: TaskId,
+    /// `STACKS` ids of the kernel and user stacks at switch-out (-1: not taken or lost).
+    pub kstack_id: i32,
+    pub ustack_id: i32,
 }
 
 /// Bits of `OffCpuRecord::waker_flags`.
@@ -244,7 +247,9 @@ pub mod anomaly {
     /// A thread carrying a task ran (fired a probe, or was switched out) although its last
     /// switch-in was not seen: the off-CPU interval in between is lost.
     pub const MISSED_SWITCH_IN: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// A blocking stack could not be stored (stack map full or hash collision).
+    pub const STACK_LOST: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Per-CPU interrupt nesting slot in the `IRQ_DEPTH` map.
@@ -272,7 +277,8 @@ pub struct Config {
     pub offsets: KernelOffsets,
     /// Non-zero: also stream syscall records.
     pub syscalls: u32,
-    pub _pad: u32,
+    /// Non-zero: take kernel and user stacks when a task's thread blocks.
+    pub stacks: u32,
 }
 
 // Sizes are part of the ABI: both sides compile these.
@@ -284,7 +290,7 @@ const _: () = assert!(core::mem::size_of::<TaskEndRecord>() == 56);
 const _: () = assert!(core::mem::size_of::<RegionRecord>() == 48 + 16 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<LogRecord>() == 48 + 32 + LOG_KEY_LEN + LOG_VALUE_LEN);
 const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24);
+const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24 + 8);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);

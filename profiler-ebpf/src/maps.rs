@@ -1,7 +1,7 @@
 //! Maps shared by the programs, and the load-time configuration.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace};
 use profiler_common::{kind, Config, UsdtSpec};
 
 use crate::thread::ThreadState;
@@ -11,7 +11,7 @@ use crate::thread::ThreadState;
 pub static CONFIG: Config = Config {
     offsets: profiler_common::KernelOffsets { task_pid: 0, task_tgid: 0, task_flags: 0, _pad: 0 },
     syscalls: 1,
-    _pad: 0,
+    stacks: 1,
 };
 
 pub fn config() -> Config {
@@ -45,6 +45,10 @@ pub static SPAN_DROPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384
 /// depth above zero has no user waker.
 #[map]
 pub static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Kernel and user stacks of blocked task threads, deduplicated by the kernel.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 
 /// Per-CPU counts of expected scheduler events that were not seen (see `anomaly`).
 #[map]

@@ -10,11 +10,27 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
 };
 use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::programs::BtfTracePointContext;
-use profiler_common::{kind, waker, OffCpuRecord, TaskId, IRQ_SLOT, PF_KTHREAD};
+use profiler_common::{anomaly, kind, waker, OffCpuRecord, TaskId, IRQ_SLOT, PF_KTHREAD};
 
-use crate::emit::{emit, header, now};
-use crate::maps::{config, IRQ_DEPTH};
+use crate::emit::{count_anomaly, emit, header, now};
+use crate::maps::{config, IRQ_DEPTH, STACKS};
+
+/// `BPF_F_USER_STACK`: bpf_get_stackid takes the user-space stack.
+const USER_STACK: u64 = 1 << 8;
+
+/// A stack id of the current thread, or -1 (counted) when it could not be stored.
+#[inline(always)]
+fn stack_id(ctx: &BtfTracePointContext, flags: u64) -> i32 {
+    match ctx.get_stackid(&STACKS, flags) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count_anomaly(anomaly::STACK_LOST);
+            -1
+        }
+    }
+}
 use crate::thread;
 
 /// Reads an `i32` field of a `task_struct` at `off`.
@@ -57,6 +73,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 st.state = prev_state as u32;
                 st.offcpu_sys_nr = st.sys_nr;
                 st.waker_task = TaskId::default();
+                st.kstack_id = -1;
+                st.ustack_id = -1;
                 if prev_state == 0 {
                     // Preempted: runnable at once, waiting in the run queue.
                     st.runnable_since = ts;
@@ -64,6 +82,11 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 } else {
                     st.runnable_since = 0;
                     st.waker_flags = 0;
+                    // Blocking: where (prev is current here, so these are its stacks).
+                    if config().stacks != 0 {
+                        st.kstack_id = stack_id(ctx, 0);
+                        st.ustack_id = stack_id(ctx, USER_STACK);
+                    }
                 }
             } else {
                 st.offcpu_since = 0;
@@ -88,6 +111,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     let next_pid = task_field(next, offs.task_tgid).unwrap_or(0);
     let (runnable, state, sys_nr) = (st.runnable_since, st.state, st.offcpu_sys_nr);
     let (flags, wpid, wtid, wcomm, wtask) = (st.waker_flags, st.waker_pid, st.waker_tid, st.waker_comm, st.waker_task);
+    let (kstack_id, ustack_id) = (st.kstack_id, st.ustack_id);
     emit::<OffCpuRecord>(kind::OFF_CPU, &task, |r| {
         // SAFETY: `r` is a reserved ring-buffer slot of the right size.
         unsafe {
@@ -103,6 +127,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 _pad: 0,
                 waker_comm: wcomm,
                 waker_task: wtask,
+                kstack_id,
+                ustack_id,
             })
         }
     });

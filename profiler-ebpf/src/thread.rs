@@ -30,6 +30,9 @@ pub struct ThreadState {
     pub _pad: u32,
     pub waker_comm: [u8; COMM_LEN],
     pub waker_task: TaskId,
+    /// Stack ids taken at the last blocking switch-out (-1: none).
+    pub kstack_id: i32,
+    pub ustack_id: i32,
 }
 
 /// The thread's entry, if it ever ran a task while traced.
@@ -53,6 +56,8 @@ pub fn get_or_insert(tid: u32) -> Option<&'static mut ThreadState> {
     let st = get(tid)?;
     st.sys_nr = -1;
     st.offcpu_sys_nr = -1;
+    st.kstack_id = -1;
+    st.ustack_id = -1;
     Some(st)
 }
 

@@ -65,6 +65,12 @@ pub struct AttachArgs {
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16)]
     pub ring_size: u32,
+    /// Do not take kernel/user stacks when a request's thread blocks.
+    #[arg(long)]
+    pub no_stacks: bool,
+    /// Show symbolized stacks for blocked intervals at least this long.
+    #[arg(long, default_value = "1ms")]
+    pub stack_threshold: String,
     /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
     #[arg(long)]
     pub debug_ebpf: bool,
@@ -115,7 +121,13 @@ impl AttachArgs {
         Ok(AttachOptions {
             pids: self.pids.clone(),
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
-            load: LoadOptions { ring_bytes: self.ring_size * 1024 * 1024, syscalls: !self.no_syscalls, debug_ebpf: self.debug_ebpf },
+            load: LoadOptions {
+                ring_bytes: self.ring_size * 1024 * 1024,
+                syscalls: !self.no_syscalls,
+                stacks: !self.no_stacks,
+                debug_ebpf: self.debug_ebpf,
+            },
+            stack_threshold_ns: parse_duration(&self.stack_threshold)?.as_nanos() as u64,
             filter: Filter {
                 min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
                 trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,

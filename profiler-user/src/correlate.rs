@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::decode::{Meta, Record, TaskKey, Waker};
+use crate::decode::{Meta, Record, StackIds, TaskKey, Waker};
 
 /// Bounds on what one task may hold, so a hostile or buggy target cannot grow tprof.
 pub const MAX_REGIONS: usize = 256;
@@ -35,6 +35,9 @@ pub struct Block {
     pub blocked_ns: u64,
     pub syscall_nr: Option<u32>,
     pub waker: Waker,
+    pub stack_ids: StackIds,
+    /// Symbolized stacks, filled in by the session (off the event path) for long blocks.
+    pub stack: Option<crate::stacks::Stack>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -235,7 +238,7 @@ fn apply(st: &mut TaskState, rec: &Record) {
             }
         }
         Record::OnCpu { meta, start_ns } => st.on_cpu_ns += meta.ts_ns.saturating_sub(*start_ns),
-        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } => {
+        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, stacks, .. } => {
             let end = meta.ts_ns;
             let (blocked, runq) = match (waker, runnable_ns) {
                 (Waker::Preempted, _) => (0, end.saturating_sub(*start_ns)),
@@ -257,6 +260,8 @@ fn apply(st: &mut TaskState, rec: &Record) {
                     blocked_ns: blocked,
                     syscall_nr: *syscall_nr,
                     waker: waker.clone(),
+                    stack_ids: *stacks,
+                    stack: None,
                 });
             }
         }

@@ -37,6 +37,13 @@ pub struct Meta {
     pub task: TaskKey,
 }
 
+/// Where a thread blocked: ids in the kernel's STACKS map (None: not taken, or lost).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackIds {
+    pub kernel: Option<u32>,
+    pub user: Option<u32>,
+}
+
 /// Who made a blocked thread runnable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Waker {
@@ -62,7 +69,16 @@ pub enum Record {
     /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
     OnCpu { meta: Meta, start_ns: u64 },
     /// Off the CPU from `start_ns`; runnable from `runnable_ns` (if known); on again at `meta.ts_ns`.
-    OffCpu { meta: Meta, start_ns: u64, runnable_ns: Option<u64>, state: u32, syscall_nr: Option<u32>, waker: Waker },
+    OffCpu {
+        meta: Meta,
+        start_ns: u64,
+        runnable_ns: Option<u64>,
+        state: u32,
+        syscall_nr: Option<u32>,
+        waker: Waker,
+        /// Ids in the kernel's stack map of the kernel and user stacks at switch-out.
+        stacks: StackIds,
+    },
     Syscall { meta: Meta, nr: u32, start_ns: u64, ret: i64 },
 }
 
@@ -190,6 +206,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
                 state: r.state,
                 syscall_nr: u32::try_from(r.syscall_nr).ok(),
                 waker: waker(&r),
+                stacks: StackIds { kernel: u32::try_from(r.kstack_id).ok(), user: u32::try_from(r.ustack_id).ok() },
             }
         }
         kind::SYSCALL => {
@@ -299,13 +316,14 @@ mod tests {
 
     #[test]
     fn off_cpu_wakers() {
-        let mut r = OffCpuRecord { header: hdr(kind::OFF_CPU), start_ns: 100, runnable_ns: 300, state: 1, syscall_nr: 202, ..Default::default() };
+        let mut r = OffCpuRecord { header: hdr(kind::OFF_CPU), start_ns: 100, runnable_ns: 300, state: 1, syscall_nr: 202, kstack_id: 7, ustack_id: -1, ..Default::default() };
         r.waker_flags = w::SEEN | w::HAS_TASK;
         r.waker_pid = 50;
         r.waker_tid = 51;
         r.waker_comm[..4].copy_from_slice(b"lock");
         r.waker_task = TaskId { trace_hi: 0, trace_lo: 1, span_id: 2 };
-        let Ok(Record::OffCpu { runnable_ns, syscall_nr, waker, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        let Ok(Record::OffCpu { runnable_ns, syscall_nr, waker, stacks, .. }) = decode(&raw_bytes(&r)) else { panic!() };
+        assert_eq!(stacks, StackIds { kernel: Some(7), user: None });
         assert_eq!(runnable_ns, Some(300));
         assert_eq!(syscall_nr, Some(202));
         assert_eq!(

@@ -13,4 +13,5 @@ pub mod export;
 pub mod list;
 pub mod session;
 pub mod sink;
+pub mod stacks;
 pub mod syscall_names;

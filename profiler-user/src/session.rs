@@ -12,7 +12,8 @@ use profiler_common::kind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::attach::{privileges, LoadOptions, Session};
-use crate::correlate::Correlator;
+use crate::correlate::{Correlator, Output};
+use crate::stacks::Symbolizer;
 use crate::decode::decode_with;
 use crate::sink::{Filter, Filtered, SessionReport, Sink};
 
@@ -29,6 +30,8 @@ pub struct AttachOptions {
     pub duration: Option<Duration>,
     pub load: LoadOptions,
     pub filter: Filter,
+    /// Blocks at least this long get symbolized stacks.
+    pub stack_threshold_ns: u64,
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns()`.
@@ -37,6 +40,11 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// The process's mappings now (empty if it is gone).
+fn read_maps(pid: u32) -> Vec<crate::discover::Mapping> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).map(|t| crate::discover::parse_maps(&t)).unwrap_or_default()
 }
 
 fn alive(pid: u32) -> bool {
@@ -69,6 +77,19 @@ struct Pipeline<S: Sink> {
     sink: Filtered<S>,
     report: SessionReport,
     mem: TargetMemory,
+    stacks: Symbolizer,
+}
+
+/// Symbolizes a finished task's long blocks (off the event path), then hands it to the sink.
+fn deliver<S: Sink>(sink: &mut Filtered<S>, stacks: &mut Symbolizer, o: Output<'_>) -> io::Result<()> {
+    match o {
+        Output::Summary(t) if t.blocks.iter().any(|b| b.stack.is_none()) => {
+            let mut t = t.clone();
+            stacks.resolve(&mut t);
+            sink.output(Output::Summary(&t))
+        }
+        other => sink.output(other),
+    }
 }
 
 /// Reads target memory through `/proc/PID/mem`, for strings the kernel could not copy
@@ -104,10 +125,10 @@ impl<S: Sink> Pipeline<S> {
             let mem = &mut self.mem;
             match decode_with(&item, &mut |pid, addr, len| mem.read(pid, addr, len)) {
                 Ok(rec) => {
-                    let sink = &mut self.sink;
+                    let (sink, stacks) = (&mut self.sink, &mut self.stacks);
                     self.corr.push(&rec, &mut |o| {
                         if result.is_ok() {
-                            result = sink.output(o);
+                            result = deliver(sink, stacks, o);
                         }
                     });
                 }
@@ -173,7 +194,11 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
         sink: Filtered::new(sink, opts.filter.clone()),
         report: SessionReport { pids: opts.pids.clone(), ..Default::default() },
         mem: TargetMemory { pids: opts.pids.clone(), ..Default::default() },
+        stacks: Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns),
     };
+    for pid in &opts.pids {
+        p.stacks.update_maps(*pid, read_maps(*pid));
+    }
     let stop_reason = rt.block_on(async {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,6 +223,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
                 for pid in live {
+                    p.stacks.update_maps(pid, read_maps(pid));
                     // A library dlopen'ed since the last scan gets its probes attached.
                     match session.attach_pid(pid) {
                         Ok(0) => {}
@@ -220,15 +246,16 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
             }
         }
     }
-    let sink = &mut p.sink;
+    let (sink, stacks) = (&mut p.sink, &mut p.stacks);
     let mut result = Ok(());
     p.corr.finish(&mut |o| {
         if result.is_ok() {
-            result = sink.output(o);
+            result = deliver(sink, stacks, o);
         }
     });
     let drops = session.kernel_drops().unwrap_or_default();
     let anomalies = session.kernel_anomalies().unwrap_or_default();
+    p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing;
     p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
     p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
     p.report.records = p.corr.stats.records;

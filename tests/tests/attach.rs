@@ -200,3 +200,21 @@ fn async_tasks_moving_between_threads_are_charged_separately() {
         assert!(s["incomplete"].is_null(), "{s}");
     }
 }
+
+#[test]
+fn blocking_stacks_are_symbolized() {
+    // The mutex request blocks ~10 ms in futex: its kernel stack goes through the futex wait
+    // path, and its user stack (frame pointers are on for this workspace) through the
+    // target's own mutex_request function, symbolized from the binary's debug info.
+    let (out, _) = trace(&["mutex:10"], &[]);
+    let s = summary(&out, "mutex");
+    let stack = &s["blocks"][0]["stack"];
+    let names = |side: &str| -> Vec<String> {
+        stack[side].as_array().map(|a| a.iter().filter_map(|f| f["func"].as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let kernel = names("kernel");
+    assert!(kernel.iter().any(|n| n.contains("futex")), "kernel stack through futex: {kernel:?} / {s}");
+    assert!(!kernel.iter().any(|n| n.starts_with("bpf_")), "tprof's own frames are hidden: {kernel:?}");
+    let user = names("user");
+    assert!(user.iter().any(|n| n.contains("mutex_request")), "user stack through mutex_request: {user:?} / {s}");
+}

@@ -43,6 +43,8 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
     pub syscalls: bool,
+    /// Take kernel and user stacks when a task's thread blocks.
+    pub stacks: bool,
     /// Enable the eBPF programs' aya-log diagnostics (otherwise the verifier prunes them).
     pub debug_ebpf: bool,
 }
@@ -82,7 +84,7 @@ impl Session {
     pub fn load(opts: &LoadOptions) -> Result<Session> {
         let obj = ebpf_object()?;
         let offsets = crate::btf::kernel_offsets().context("reading task_struct offsets from the kernel's BTF")?;
-        let config = Config { offsets, syscalls: u32::from(opts.syscalls), _pad: 0 };
+        let config = Config { offsets, syscalls: u32::from(opts.syscalls), stacks: u32::from(opts.stacks) };
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -209,6 +211,11 @@ impl Session {
             out.push(counts.get(&i, 0)?.iter().sum());
         }
         Ok(out)
+    }
+
+    /// Moves the STACKS map out, for the symbolizer.
+    pub fn take_stacks(&mut self) -> Option<aya::maps::StackTraceMap<MapData>> {
+        self.ebpf.take_map("STACKS").and_then(|m| aya::maps::StackTraceMap::try_from(m).ok())
     }
 
     /// Prints the eBPF programs' pending diagnostics (with --debug-ebpf).

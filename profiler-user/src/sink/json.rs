@@ -108,6 +108,17 @@ pub fn event_json(rec: &Record) -> Value {
     Value::Object(o)
 }
 
+fn frames_json(frames: &[crate::stacks::Frame]) -> Value {
+    frames
+        .iter()
+        .map(|f| json!({"addr": format!("{:#x}", f.addr), "func": f.func, "file": f.file, "line": f.line}))
+        .collect()
+}
+
+fn stack_json(s: &crate::stacks::Stack) -> Value {
+    json!({"kernel": frames_json(&s.kernel), "user": frames_json(&s.user), "user_truncated": s.user_truncated})
+}
+
 pub fn summary_json(t: &TaskState) -> Value {
     let (trace, span) = ids(&t.key);
     let syscalls: Vec<Value> = t
@@ -126,7 +137,8 @@ pub fn summary_json(t: &TaskState) -> Value {
         .blocks
         .iter()
         .map(|b| json!({"tid": b.tid, "start_ns": b.start_ns, "blocked_ns": b.blocked_ns,
-            "syscall": b.syscall_nr.map(syscall_name), "waker": waker_json(&b.waker)}))
+            "syscall": b.syscall_nr.map(syscall_name), "waker": waker_json(&b.waker),
+            "stack": b.stack.as_ref().map(stack_json)}))
         .collect();
     let logs: Vec<Value> = t.logs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
     json!({
@@ -156,7 +168,8 @@ impl<W: Write> Sink for JsonSink<W> {
         self.line(&json!({
             "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,
             "records": r.records, "undecodable": r.undecodable, "kernel_drops": drops,
-            "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins, "tasks_ended": r.correlator.tasks_ended,
+            "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins,
+            "stacks_lost": r.stacks_lost, "tasks_ended": r.correlator.tasks_ended,
             "tasks_over_limit": r.correlator.tasks_over_limit, "filtered_events": r.filtered_events,
             "warnings": r.warnings, "stop_reason": r.stop_reason,
         }))?;

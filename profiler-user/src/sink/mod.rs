@@ -23,6 +23,8 @@ pub struct SessionReport {
     /// Switch-ins of task-carrying threads the scheduler programs did not see (their
     /// off-CPU time shows as "unscheduled").
     pub missed_switch_ins: u64,
+    /// Blocking stacks that could not be stored or read back.
+    pub stacks_lost: u64,
     pub correlator: CorrelatorStats,
     /// Events held back by --min-latency and discarded (task was fast, or buffer full).
     pub filtered_events: u64,

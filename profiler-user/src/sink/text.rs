@@ -119,6 +119,17 @@ impl<W: Write> Sink for TextSink<W> {
         for b in &t.blocks {
             let inside = b.syscall_nr.map(|n| format!(" in {}", syscall_name(n))).unwrap_or_default();
             writeln!(self.out, "   blocked {} ms{inside} (tid {}), {}", ms(b.blocked_ns), b.tid, describe_waker(&b.waker))?;
+            if let Some(s) = &b.stack {
+                for (i, f) in s.kernel.iter().take(8).enumerate() {
+                    writeln!(self.out, "      {} {}", if i == 0 { "kernel:" } else { "       " }, escape(&f.display()))?;
+                }
+                for (i, f) in s.user.iter().take(12).enumerate() {
+                    writeln!(self.out, "      {} {}", if i == 0 { "user:  " } else { "       " }, escape(&f.display()))?;
+                }
+                if s.user_truncated {
+                    writeln!(self.out, "      (user stack likely truncated: code without frame pointers)")?;
+                }
+            }
         }
         if !t.logs.is_empty() {
             let list: Vec<String> = t.logs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();
@@ -147,6 +158,9 @@ impl<W: Write> Sink for TextSink<W> {
         }
         if r.missed_switch_ins > 0 {
             writeln!(self.out, "   {} switch-ins of traced threads were not seen: their off-CPU time shows as unscheduled", r.missed_switch_ins)?;
+        }
+        if r.stacks_lost > 0 {
+            writeln!(self.out, "   {} blocking stacks lost (stack map full or collision)", r.stacks_lost)?;
         }
         if r.correlator.tasks_over_limit > 0 {
             writeln!(self.out, "   {} records of tasks over the open-task limit ignored", r.correlator.tasks_over_limit)?;
