@@ -185,6 +185,10 @@ pub mod waker {
     pub const HAS_TASK: u32 = 4;
     /// The thread was preempted (runnable at switch-out), not woken.
     pub const PREEMPTED: u32 = 8;
+    /// Woken from a softirq that ran while `waker_pid`/`waker_tid` was in a syscall on that
+    /// CPU (e.g. a loopback send processes the receive path right away): most likely that
+    /// thread's own doing, though an interrupt arriving then would look the same.
+    pub const SOFTIRQ: u32 = 16;
 }
 
 /// `SYSCALL`: syscall `nr` ran from `start_ns` to `header.ts_ns` and returned `ret`.
@@ -252,8 +256,10 @@ pub mod anomaly {
     pub const COUNT: u32 = 2;
 }
 
-/// Per-CPU interrupt nesting slot in the `IRQ_DEPTH` map.
-pub const IRQ_SLOT: u32 = 0;
+/// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer
+/// expiry), and softirqs.
+pub const IRQ_HARD: u32 = 0;
+pub const IRQ_SOFT: u32 = 1;
 
 /// Offsets into `struct task_struct`, read from the running kernel's BTF by userspace and
 /// passed to the eBPF programs as a global.

@@ -44,7 +44,7 @@ pub static SPAN_DROPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384
 /// Per-CPU interrupt nesting depth (hardirq, softirq, hrtimer expiry): a wakeup seen at a
 /// depth above zero has no user waker.
 #[map]
-pub static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
 /// Kernel and user stacks of blocked task threads, deduplicated by the kernel.
 #[map]

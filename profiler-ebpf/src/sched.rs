@@ -12,7 +12,7 @@ use aya_ebpf::helpers::{
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::programs::BtfTracePointContext;
-use profiler_common::{anomaly, kind, waker, OffCpuRecord, TaskId, IRQ_SLOT, PF_KTHREAD};
+use profiler_common::{anomaly, kind, waker, OffCpuRecord, TaskId, IRQ_HARD, IRQ_SOFT, PF_KTHREAD};
 
 use crate::emit::{count_anomaly, emit, header, now};
 use crate::maps::{config, IRQ_DEPTH, STACKS};
@@ -52,9 +52,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     // Nobody schedules from interrupt context: heal a depth left behind by an irq entry
     // whose exit program missed it.
-    if let Some(p) = IRQ_DEPTH.get_ptr_mut(IRQ_SLOT) {
-        // SAFETY: per-CPU slot of this CPU.
-        unsafe { *p = 0 };
+    for slot in [IRQ_HARD, IRQ_SOFT] {
+        if let Some(p) = IRQ_DEPTH.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot of this CPU.
+            unsafe { *p = 0 };
+        }
     }
     let next: u64 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
@@ -152,19 +154,22 @@ fn try_sched_waking(ctx: &BtfTracePointContext) -> Option<()> {
     st.runnable_since = now();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (wpid, wtid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // SAFETY: per-CPU slot written only by this CPU's irq programs.
-    let in_irq = IRQ_DEPTH.get(IRQ_SLOT).map(|d| *d > 0).unwrap_or(false);
+    let depth = |slot| IRQ_DEPTH.get(slot).map(|d| *d > 0).unwrap_or(false);
+    let (in_hardirq, in_softirq) = (depth(IRQ_HARD), depth(IRQ_SOFT));
     // SAFETY: helper returning the current task pointer.
     let cur = unsafe { bpf_get_current_task() };
     let kthread = task_field(cur, offs.task_flags).map(|f| f & PF_KTHREAD != 0).unwrap_or(false);
-    if in_irq || kthread || wtid == 0 {
+    // A softirq counts as the interrupted thread's doing only when that thread is a traced
+    // one in the middle of a syscall (a loopback send runs the receive path right there).
+    let softirq_by_syscall = in_softirq && thread::get(wtid).is_some_and(|w| w.sys_nr >= 0);
+    if in_hardirq || kthread || wtid == 0 || (in_softirq && !softirq_by_syscall) {
         st.waker_flags = waker::SEEN | waker::KERNEL;
         st.waker_pid = 0;
         st.waker_tid = 0;
         st.waker_comm = [0; 16];
         return Some(());
     }
-    let mut flags = waker::SEEN;
+    let mut flags = if in_softirq { waker::SEEN | waker::SOFTIRQ } else { waker::SEEN };
     st.waker_pid = wpid;
     st.waker_tid = wtid;
     st.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -177,8 +182,8 @@ fn try_sched_waking(ctx: &BtfTracePointContext) -> Option<()> {
 }
 
 #[inline(always)]
-fn irq_depth_add(delta: i32) {
-    if let Some(p) = IRQ_DEPTH.get_ptr_mut(IRQ_SLOT) {
+fn irq_depth_add(slot: u32, delta: i32) {
+    if let Some(p) = IRQ_DEPTH.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot; interrupts on this CPU nest, they do not race.
         unsafe {
             let v = *p as i32 + delta;
@@ -188,18 +193,18 @@ fn irq_depth_add(delta: i32) {
 }
 
 macro_rules! irq_edge {
-    ($name:ident, $tp:literal, $delta:expr) => {
+    ($name:ident, $tp:literal, $slot:expr, $delta:expr) => {
         #[btf_tracepoint(function = $tp)]
         pub fn $name(_ctx: BtfTracePointContext) -> i32 {
-            irq_depth_add($delta);
+            irq_depth_add($slot, $delta);
             0
         }
     };
 }
 
-irq_edge!(irq_handler_entry, "irq_handler_entry", 1);
-irq_edge!(irq_handler_exit, "irq_handler_exit", -1);
-irq_edge!(softirq_entry, "softirq_entry", 1);
-irq_edge!(softirq_exit, "softirq_exit", -1);
-irq_edge!(hrtimer_expire_entry, "hrtimer_expire_entry", 1);
-irq_edge!(hrtimer_expire_exit, "hrtimer_expire_exit", -1);
+irq_edge!(irq_handler_entry, "irq_handler_entry", IRQ_HARD, 1);
+irq_edge!(irq_handler_exit, "irq_handler_exit", IRQ_HARD, -1);
+irq_edge!(hrtimer_expire_entry, "hrtimer_expire_entry", IRQ_HARD, 1);
+irq_edge!(hrtimer_expire_exit, "hrtimer_expire_exit", IRQ_HARD, -1);
+irq_edge!(softirq_entry, "softirq_entry", IRQ_SOFT, 1);
+irq_edge!(softirq_exit, "softirq_exit", IRQ_SOFT, -1);

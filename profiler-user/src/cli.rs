@@ -71,6 +71,21 @@ pub struct AttachArgs {
     /// Show symbolized stacks for blocked intervals at least this long.
     #[arg(long, default_value = "1ms")]
     pub stack_threshold: String,
+    /// Write a Perfetto trace (open it in ui.perfetto.dev) at the end of the session.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Write OTLP/JSON spans (one ExportTraceServiceRequest per line).
+    #[arg(long, value_name = "FILE")]
+    pub otlp_file: Option<PathBuf>,
+    /// Send OTLP/HTTP JSON spans to this collector (e.g. http://127.0.0.1:4318).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Write Zipkin v2 JSON spans.
+    #[arg(long, value_name = "FILE")]
+    pub zipkin_file: Option<PathBuf>,
+    /// Send Zipkin v2 JSON spans to this server (e.g. http://127.0.0.1:9411).
+    #[arg(long, value_name = "URL")]
+    pub zipkin_endpoint: Option<String>,
     /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
     #[arg(long)]
     pub debug_ebpf: bool,
@@ -114,6 +129,34 @@ pub fn parse_trace_id(s: &str) -> Result<u128> {
 }
 
 impl AttachArgs {
+    /// The sinks these flags ask for: the terminal stream plus any exporters.
+    pub fn sinks<W: std::io::Write + 'static>(&self, out: W) -> Result<crate::sink::tee::Tee> {
+        use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink, WallClock};
+        use crate::sink::{json::JsonSink, text::TextSink};
+        let primary: Box<dyn crate::sink::Sink> = match self.format {
+            Format::Text => Box::new(TextSink::new(out, crate::session::monotonic_ns())),
+            Format::Json => Box::new(JsonSink::new(out)),
+        };
+        let mut tee = crate::sink::tee::Tee::new(primary, !self.summary_only);
+        let clock = WallClock::now();
+        if let Some(p) = &self.perfetto {
+            tee.add("perfetto", Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
+        }
+        if self.otlp_file.is_some() || self.otlp_endpoint.is_some() {
+            let s = OtlpSink::new(self.otlp_file.as_deref(), self.otlp_endpoint.as_deref(), clock)
+                .context("OTLP export")?
+                .with_pids(&self.pids);
+            tee.add("otlp", Box::new(s));
+        }
+        if self.zipkin_file.is_some() || self.zipkin_endpoint.is_some() {
+            let s = ZipkinSink::new(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), clock)
+                .context("Zipkin export")?
+                .with_pids(&self.pids);
+            tee.add("zipkin", Box::new(s));
+        }
+        Ok(tee)
+    }
+
     pub fn to_options(&self) -> Result<AttachOptions> {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
@@ -132,7 +175,13 @@ impl AttachArgs {
                 min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
                 trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,
                 task_name: self.task.clone(),
-                events: !self.summary_only,
+                // Exporters need every event even when the terminal shows summaries only.
+                events: !self.summary_only
+                    || self.perfetto.is_some()
+                    || self.otlp_file.is_some()
+                    || self.otlp_endpoint.is_some()
+                    || self.zipkin_file.is_some()
+                    || self.zipkin_endpoint.is_some(),
             },
         })
     }

@@ -72,7 +72,7 @@ pub struct TaskState {
     /// Regions/logs over the caps, not kept.
     pub truncated: u64,
     pub threads: Vec<u32>,
-    open_regions: Vec<usize>,
+    pub(crate) open_regions: Vec<usize>,
 }
 
 impl TaskState {

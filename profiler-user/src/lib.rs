@@ -14,4 +14,5 @@ pub mod list;
 pub mod session;
 pub mod sink;
 pub mod stacks;
+pub mod stats;
 pub mod syscall_names;

@@ -4,9 +4,8 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tprof::cli::{Cli, Command, Format};
-use tprof::session::{self, monotonic_ns};
-use tprof::sink::{json::JsonSink, text::TextSink};
+use tprof::cli::{Cli, Command};
+use tprof::session;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,11 +36,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => {
             let opts = args.to_options()?;
-            let out = io::BufWriter::new(io::stdout().lock());
-            let report = match args.format {
-                Format::Text => session::run(opts, TextSink::new(out, monotonic_ns()))?,
-                Format::Json => session::run(opts, JsonSink::new(out))?,
-            };
+            let sinks = args.sinks(io::BufWriter::new(io::stdout()))?;
+            let report = session::run(opts, sinks)?;
             for w in &report.warnings {
                 log::info!("{w}");
             }

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::attach::{privileges, LoadOptions, Session};
 use crate::correlate::{Correlator, Output};
 use crate::stacks::Symbolizer;
+use crate::stats::Stats;
 use crate::decode::decode_with;
 use crate::sink::{Filter, Filtered, SessionReport, Sink};
 
@@ -81,7 +82,10 @@ struct Pipeline<S: Sink> {
 }
 
 /// Symbolizes a finished task's long blocks (off the event path), then hands it to the sink.
-fn deliver<S: Sink>(sink: &mut Filtered<S>, stacks: &mut Symbolizer, o: Output<'_>) -> io::Result<()> {
+fn deliver<S: Sink>(sink: &mut Filtered<S>, stacks: &mut Symbolizer, stats: &mut Stats, o: Output<'_>) -> io::Result<()> {
+    if let Output::Summary(t) = &o {
+        stats.add(t);
+    }
     match o {
         Output::Summary(t) if t.blocks.iter().any(|b| b.stack.is_none()) => {
             let mut t = t.clone();
@@ -125,10 +129,10 @@ impl<S: Sink> Pipeline<S> {
             let mem = &mut self.mem;
             match decode_with(&item, &mut |pid, addr, len| mem.read(pid, addr, len)) {
                 Ok(rec) => {
-                    let (sink, stacks) = (&mut self.sink, &mut self.stacks);
+                    let (sink, stacks, stats) = (&mut self.sink, &mut self.stacks, &mut self.report.stats);
                     self.corr.push(&rec, &mut |o| {
                         if result.is_ok() {
-                            result = deliver(sink, stacks, o);
+                            result = deliver(sink, stacks, stats, o);
                         }
                     });
                 }
@@ -246,11 +250,11 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
             }
         }
     }
-    let (sink, stacks) = (&mut p.sink, &mut p.stacks);
+    let (sink, stacks, stats) = (&mut p.sink, &mut p.stacks, &mut p.report.stats);
     let mut result = Ok(());
     p.corr.finish(&mut |o| {
         if result.is_ok() {
-            result = deliver(sink, stacks, o);
+            result = deliver(sink, stacks, stats, o);
         }
     });
     let drops = session.kernel_drops().unwrap_or_default();

@@ -21,6 +21,14 @@ const APT_PACKAGES: [&str; 8] = [
     "bpftrace",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Python packages the export tests validate against (published schemas, offline), with a
+/// module each that proves the package is importable.
+const PIP_PACKAGES: [(&str, &str); 4] = [
+    ("perfetto==0.59.1", "perfetto.protos.perfetto.trace.perfetto_trace_pb2"),
+    ("protobuf>=6.31.1", "google.protobuf.json_format"),
+    ("opentelemetry-proto", "opentelemetry.proto.collector.trace.v1.trace_service_pb2"),
+    ("jsonschema", "jsonschema"),
+];
 const BPF_SYSROOT: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 
 fn apt_installed(pkg: &str) -> bool {
@@ -48,7 +56,20 @@ fn missing() -> Vec<String> {
     if !bpf_linker_ok() {
         m.push(format!("bpf-linker {BPF_LINKER_VERSION} (LLVM 22)"));
     }
+    m.extend(missing_pip().into_iter().map(|p| format!("python package {p}")));
     m
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn missing_pip() -> Vec<&'static str> {
+    PIP_PACKAGES.iter().filter(|(_, module)| !python_has(module)).map(|(pkg, _)| *pkg).collect()
 }
 
 /// Runs setup if anything is missing (the other commands call this first).
@@ -93,6 +114,18 @@ pub fn run() -> Result<()> {
         )?;
         if !bpf_linker_ok() {
             bail!("bpf-linker was installed but `bpf-linker --version` does not run: is ~/.cargo/bin on PATH?");
+        }
+    }
+    let pip = missing_pip();
+    if !pip.is_empty() {
+        eprintln!("xtask: installing python packages: {}", pip.join(" "));
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(&pip);
+        if status(&mut cmd).is_err() {
+            // Debian's system python refuses user installs without this flag.
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--break-system-packages"]).args(&pip);
+            status(&mut cmd).context("pip install of the schema packages failed")?;
         }
     }
     let left = missing();

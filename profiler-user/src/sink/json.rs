@@ -164,6 +164,16 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn finish(&mut self, r: &SessionReport) -> io::Result<()> {
+        for (name, s) in &r.stats.by_name {
+            let h = &s.wall;
+            self.line(&json!({
+                "type": "task_stats", "name": name, "count": h.count, "incomplete": s.incomplete,
+                "p50_ns": h.quantile(0.5), "p90_ns": h.quantile(0.9), "p99_ns": h.quantile(0.99), "max_ns": h.max_ns,
+                "mean_ns": h.mean(), "avg_on_cpu_ns": s.avg(s.on_cpu_ns), "avg_runq_ns": s.avg(s.runq_ns),
+                "avg_blocked_ns": s.avg(s.blocked_ns), "avg_unscheduled_ns": s.avg(s.unscheduled_ns),
+                "avg_syscall_ns": s.avg(s.syscall_ns),
+            }))?;
+        }
         let drops: Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect();
         self.line(&json!({
             "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,

@@ -1,6 +1,7 @@
 //! Where correlated output goes: one trait, several formats, and the filters in front.
 
 pub mod json;
+pub mod tee;
 pub mod text;
 
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ pub struct SessionReport {
     pub missed_switch_ins: u64,
     /// Blocking stacks that could not be stored or read back.
     pub stacks_lost: u64,
+    /// Per task type latency percentiles and average breakdown (all tasks seen).
+    pub stats: crate::stats::Stats,
     pub correlator: CorrelatorStats,
     /// Events held back by --min-latency and discarded (task was fast, or buffer full).
     pub filtered_events: u64,

@@ -142,6 +142,28 @@ impl<W: Write> Sink for TextSink<W> {
     }
 
     fn finish(&mut self, r: &SessionReport) -> io::Result<()> {
+        if !r.stats.by_name.is_empty() {
+            writeln!(self.out, "-- per task type (ms): count   p50   p90   p99   max | avg on-cpu run-queue blocked unscheduled syscalls")?;
+            for (name, s) in &r.stats.by_name {
+                let h = &s.wall;
+                writeln!(
+                    self.out,
+                    "   {:<24} {:>6} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>7}{}",
+                    escape(name),
+                    h.count,
+                    ms(h.quantile(0.5)),
+                    ms(h.quantile(0.9)),
+                    ms(h.quantile(0.99)),
+                    ms(h.max_ns),
+                    ms(s.avg(s.on_cpu_ns)),
+                    ms(s.avg(s.runq_ns)),
+                    ms(s.avg(s.blocked_ns)),
+                    ms(s.avg(s.unscheduled_ns)),
+                    ms(s.avg(s.syscall_ns)),
+                    if s.incomplete > 0 { format!("  (+{} incomplete)", s.incomplete) } else { String::new() },
+                )?;
+            }
+        }
         writeln!(
             self.out,
             "-- tprof: {} ms, pids {:?}, {} probe sites, {} records, {} tasks ended, {} kernel records lost{}",

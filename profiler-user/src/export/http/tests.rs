@@ -1,0 +1,165 @@
+//! The HTTP client against tiny loopback servers whose answers are scripted.
+
+use super::*;
+use std::io::BufRead;
+use std::net::TcpListener;
+
+/// A request as the server saw it.
+#[derive(Debug)]
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+fn read_request(s: &mut TcpStream) -> Seen {
+    let mut r = io::BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read request line") == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len = content_length(head.as_bytes()).expect("request has Content-Length");
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).expect("read body");
+    Seen { head, body }
+}
+
+/// Serves one connection per status in `statuses`, then returns what it was sent.
+fn serve(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<Seen>>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for code in statuses {
+            let (mut s, _) = l.accept().expect("accept");
+            seen.push(read_request(&mut s));
+            let body = format!("status {code}");
+            let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).expect("respond");
+        }
+        seen
+    });
+    (port, h)
+}
+
+fn fast() -> Config {
+    Config {
+        queue: 4,
+        attempts: 5,
+        backoff_min: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+fn exporter(port: u16, cfg: Config) -> Exporter {
+    let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}"), "/v1/traces").expect("url");
+    Exporter::with_config(ep, "test", cfg).expect("exporter")
+}
+
+#[test]
+fn urls() {
+    let e = Endpoint::parse("http://collector:4318", "/v1/traces").unwrap();
+    assert_eq!(e, Endpoint { host: "collector".into(), port: 4318, path: "/v1/traces".into() });
+    let e = Endpoint::parse("http://127.0.0.1:9411/", "/api/v2/spans").unwrap();
+    assert_eq!(e.path, "/api/v2/spans");
+    let e = Endpoint::parse("HTTP://[::1]:8080/custom/path", "/v1/traces").unwrap();
+    assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("[::1]", 8080, "/custom/path"));
+    let e = Endpoint::parse("localhost", "/x").unwrap();
+    assert_eq!((e.port, e.path.as_str()), (80, "/x"));
+    let err = Endpoint::parse("https://otel.example:4318", "/v1/traces").unwrap_err().to_string();
+    assert!(err.contains("https is not supported"), "{err}");
+    assert!(Endpoint::parse("http://:4318", "/").is_err());
+    assert!(Endpoint::parse("http://h:99999", "/").is_err());
+    assert!(Endpoint::parse("grpc://h:4317", "/").is_err());
+}
+
+#[test]
+fn success_posts_json_with_length_and_close() {
+    let (port, server) = serve(vec![200]);
+    let ex = exporter(port, fast());
+    ex.send(br#"{"resourceSpans":[]}"#.to_vec());
+    let stats = ex.close(Duration::from_secs(5));
+    assert_eq!(stats, ExportStats { sent: 1, ..Default::default() });
+    let seen = server.join().expect("server");
+    let head = seen[0].head.to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/traces http/1.1\r\n"), "{head}");
+    for h in ["content-type: application/json", "connection: close", &format!("host: 127.0.0.1:{port}")] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+    assert_eq!(seen[0].body, br#"{"resourceSpans":[]}"#);
+}
+
+#[test]
+fn unavailable_then_ok_is_retried() {
+    let (port, server) = serve(vec![503, 429, 200]);
+    let ex = exporter(port, fast());
+    ex.send(b"[]".to_vec());
+    let stats = ex.close(Duration::from_secs(5));
+    assert_eq!(stats, ExportStats { sent: 1, retries: 2, ..Default::default() });
+    let seen = server.join().expect("server");
+    assert!(seen.iter().all(|s| s.body == b"[]"), "every retry resends the batch");
+}
+
+#[test]
+fn bad_request_is_not_retried() {
+    let (port, server) = serve(vec![400, 200]);
+    let ex = exporter(port, fast());
+    ex.send(b"{}".to_vec());
+    ex.send(b"{}".to_vec());
+    let stats = ex.close(Duration::from_secs(5));
+    assert_eq!(stats, ExportStats { sent: 1, failed: 1, ..Default::default() });
+    assert_eq!(server.join().expect("server").len(), 2);
+}
+
+#[test]
+fn unreachable_endpoint_fails_quickly_without_blocking() {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let ex = exporter(port, fast());
+    let t = Instant::now();
+    ex.send(b"{}".to_vec());
+    assert!(t.elapsed() < Duration::from_millis(50), "send blocked");
+    let stats = ex.close(Duration::from_secs(5));
+    assert_eq!(stats, ExportStats { failed: 1, retries: 4, ..Default::default() });
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+}
+
+#[test]
+fn full_queue_drops_without_blocking_and_close_honours_its_timeout() {
+    // Accepts connections (the kernel's backlog does) but never answers.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let cfg = Config { queue: 2, timeout: Duration::from_secs(2), ..fast() };
+    let ex = exporter(port, cfg);
+    let t = Instant::now();
+    for _ in 0..20 {
+        ex.send(b"{}".to_vec());
+    }
+    assert!(t.elapsed() < Duration::from_millis(100), "send blocked: {:?}", t.elapsed());
+    let s = ex.stats();
+    // One batch in flight at most, two queued: the rest dropped.
+    assert!(s.dropped_queue_full >= 17, "{s:?}");
+    let t = Instant::now();
+    let s = ex.close(Duration::from_millis(200));
+    assert!(t.elapsed() < Duration::from_millis(500), "close overran: {:?}", t.elapsed());
+    assert_eq!(s.sent, 0);
+    assert_eq!(s.failed + s.dropped_queue_full, 20, "{s:?}");
+    drop(l);
+}
+
+#[test]
+fn delivery_writes_one_line_per_batch() {
+    let dir = std::env::temp_dir().join(format!("tprof-delivery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let path = dir.join("out.ndjson");
+    let mut d = Delivery::new("test", Some(&path), None, "/").expect("delivery");
+    d.ship(b"[1]".to_vec()).expect("ship");
+    d.ship(b"[2]".to_vec()).expect("ship");
+    assert_eq!(d.close(Duration::from_secs(1)), None);
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "[1]\n[2]\n");
+    assert!(Delivery::new("test", None, None, "/").is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

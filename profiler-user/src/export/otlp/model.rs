@@ -1,0 +1,255 @@
+//! The format-neutral span model both exporters render: a task's ledger turned into a task
+//! span and its region spans, in Unix-epoch nanoseconds. See [`super`] for the mapping.
+
+use std::collections::HashMap;
+
+use super::region_span_id;
+use crate::correlate::{TaskState, MAX_LOGS};
+use crate::decode::{Record, TaskKey, Waker};
+use crate::export::WallClock;
+use crate::sink::{ms, syscall_name};
+
+/// Tasks (and pids) whose first-seen time and comm are remembered at once.
+const MAX_TRACKED: usize = 100_000;
+
+/// An attribute value, rendered per format (OTLP AnyValue, Zipkin string tag).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Attr {
+    Int(u64),
+    Str(String),
+    Bool(bool),
+    Ints(Vec<u64>),
+}
+
+/// A point in a span's life: a block or a log.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct EventData {
+    pub name: &'static str,
+    pub unix_ns: u64,
+    pub attrs: Vec<(String, Attr)>,
+    /// One-line description, for formats without event attributes (Zipkin annotations).
+    pub text: String,
+}
+
+/// One span, format-neutral, in Unix-epoch nanoseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SpanData {
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// 0: none.
+    pub parent_span_id: u64,
+    pub name: String,
+    pub pid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub attrs: Vec<(String, Attr)>,
+    pub events: Vec<EventData>,
+    /// Spans of other tasks this one is linked to (its wakers).
+    pub links: Vec<TaskKey>,
+}
+
+#[derive(Default)]
+struct TaskSeen {
+    first_ns: u64,
+    log_ns: Vec<u64>,
+}
+
+/// Turns task ledgers into [`SpanData`]: shared by the OTLP and Zipkin sinks.
+pub(crate) struct SpanBuilder {
+    clock: WallClock,
+    pub host: Option<String>,
+    services: HashMap<u32, String>,
+    seen: HashMap<TaskKey, TaskSeen>,
+    /// CLOCK_MONOTONIC now: the end of tasks still open at session end.
+    pub now_mono: fn() -> u64,
+    /// Tasks not exported: no time at all was seen for them.
+    pub skipped: u64,
+}
+
+pub(crate) fn kv(k: &str, v: Attr) -> (String, Attr) {
+    (k.to_string(), v)
+}
+
+impl SpanBuilder {
+    pub fn new(clock: WallClock) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string());
+        SpanBuilder {
+            clock,
+            host: host.filter(|h| !h.is_empty()),
+            services: HashMap::new(),
+            seen: HashMap::new(),
+            now_mono: crate::session::monotonic_ns,
+            skipped: 0,
+        }
+    }
+
+    /// Notes what a summary does not carry: when the task was first seen, when it logged.
+    pub fn event(&mut self, rec: &Record) {
+        let m = rec.meta();
+        self.service(m.pid);
+        if !self.seen.contains_key(&m.task) && self.seen.len() >= MAX_TRACKED {
+            return;
+        }
+        let s = self.seen.entry(m.task).or_insert(TaskSeen { first_ns: m.ts_ns, log_ns: Vec::new() });
+        s.first_ns = s.first_ns.min(m.ts_ns);
+        if matches!(rec, Record::Log { .. }) && s.log_ns.len() < MAX_LOGS {
+            s.log_ns.push(m.ts_ns);
+        }
+    }
+
+    /// Reads the comms of `pids` now, while they surely run (a summary may come after exit).
+    pub fn preload(&mut self, pids: &[u32]) {
+        for pid in pids {
+            self.service(*pid);
+        }
+    }
+
+    /// The process's `service.name`: its comm, read from /proc at first sight, else `pid-N`.
+    pub fn service(&mut self, pid: u32) -> String {
+        if let Some(s) = self.services.get(&pid) {
+            return s.clone();
+        }
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim_end_matches('\n').to_string())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| format!("pid-{pid}"));
+        if self.services.len() < MAX_TRACKED {
+            self.services.insert(pid, name.clone());
+        }
+        name
+    }
+
+    /// The task span and its region spans (task first), or None (counted in `skipped`) when
+    /// no time at all is known for it.
+    pub fn build(&mut self, t: &TaskState) -> Option<Vec<SpanData>> {
+        let seen = self.seen.remove(&t.key);
+        self.service(t.pid);
+        let earliest = t.regions.iter().map(|r| r.start_ns).chain(t.blocks.iter().map(|b| b.start_ns)).min();
+        let Some(begin) = t.begin_ns.or(seen.as_ref().map(|s| s.first_ns)).or(earliest) else {
+            self.skipped += 1;
+            return None;
+        };
+        let end = t.end_ns.unwrap_or_else(|| (self.now_mono)()).max(begin);
+        let unix = |ns: u64| self.clock.unix_ns(ns);
+        let i = |n: u64| Attr::Int(n);
+        let mut attrs = vec![
+            kv("tprof.on_cpu_ns", i(t.on_cpu_ns)),
+            kv("tprof.runq_ns", i(t.runq_ns)),
+            kv("tprof.blocked_ns", i(t.blocked_ns)),
+        ];
+        if let Some(u) = t.unscheduled_ns() {
+            attrs.push(kv("tprof.unscheduled_ns", i(u)));
+        }
+        attrs.push(kv("tprof.syscall_ns", i(t.syscall_ns())));
+        attrs.push(kv("tprof.pid", i(u64::from(t.pid))));
+        attrs.push(kv("tprof.threads", Attr::Ints(t.threads.iter().map(|x| u64::from(*x)).collect())));
+        let mut top: Vec<_> = t.syscalls.iter().collect();
+        top.sort_by_key(|(_, s)| std::cmp::Reverse(s.total_ns));
+        let top: Vec<String> =
+            top.iter().take(5).map(|(nr, s)| format!("{} {}x {} ms", syscall_name(**nr), s.count, ms(s.total_ns))).collect();
+        if !top.is_empty() {
+            attrs.push(kv("tprof.top_syscalls", Attr::Str(top.join(", "))));
+        }
+        if let Some(why) = t.incomplete() {
+            attrs.push(kv("tprof.incomplete", Attr::Str(why)));
+        }
+        attrs.push(kv("tprof.dropped_records", i(t.dropped)));
+        if t.truncated > 0 {
+            attrs.push(kv("tprof.truncated", i(t.truncated)));
+        }
+        let mut events = Vec::new();
+        let mut links = Vec::new();
+        for b in &t.blocks {
+            let mut a = vec![kv("tprof.blocked_ns", i(b.blocked_ns)), kv("tprof.tid", i(u64::from(b.tid)))];
+            let sys = b.syscall_nr.map(syscall_name);
+            if let Some(s) = &sys {
+                a.push(kv("tprof.syscall", Attr::Str(s.clone())));
+            }
+            let (kind, who) = match &b.waker {
+                Waker::Unknown => ("unknown", "no wakeup seen".to_string()),
+                Waker::Preempted => ("preempted", "preempted".to_string()),
+                Waker::Kernel => ("kernel", "woken by the kernel".to_string()),
+                Waker::Thread { pid, tid, comm, task } => {
+                    a.push(kv("tprof.waker.pid", i(u64::from(*pid))));
+                    a.push(kv("tprof.waker.tid", i(u64::from(*tid))));
+                    a.push(kv("tprof.waker.comm", Attr::Str(comm.clone())));
+                    let mut who = format!("woken by pid {pid} tid {tid} ({comm})");
+                    if let Some(k) = task {
+                        a.push(kv("tprof.waker.trace_id", Attr::Str(k.trace_hex())));
+                        a.push(kv("tprof.waker.span_id", Attr::Str(k.span_hex())));
+                        who.push_str(&format!(" [span {}]", k.span_hex()));
+                        if k.span_id != 0 && k.trace_id != 0 && *k != t.key && !links.contains(k) {
+                            links.push(*k);
+                        }
+                    }
+                    ("thread", who)
+                }
+            };
+            a.push(kv("tprof.waker.kind", Attr::Str(kind.into())));
+            if let Some(st) = &b.stack {
+                let frames = |f: &[crate::stacks::Frame]| f.iter().map(|x| x.display()).collect::<Vec<_>>().join("\n");
+                if !st.user.is_empty() {
+                    a.push(kv("tprof.stack.user", Attr::Str(frames(&st.user))));
+                }
+                if !st.kernel.is_empty() {
+                    a.push(kv("tprof.stack.kernel", Attr::Str(frames(&st.kernel))));
+                }
+                if st.user_truncated {
+                    a.push(kv("tprof.stack.user_truncated", Attr::Bool(true)));
+                }
+            }
+            let text = format!("blocked {} ms in {} (tid {}), {who}", ms(b.blocked_ns), sys.as_deref().unwrap_or("no syscall"), b.tid);
+            events.push(EventData { name: "blocked", unix_ns: unix(b.start_ns.clamp(begin, end)), attrs: a, text });
+        }
+        let log_ns = seen.map(|s| s.log_ns).unwrap_or_default();
+        for (n, (k, v)) in t.logs.iter().enumerate() {
+            let key = if k.is_empty() { "tprof.log" } else { k.as_str() };
+            let mut a = vec![kv(key, Attr::Str(v.clone()))];
+            // Log times come from the events; in summary-only mode there are none.
+            let at = log_ns.get(n).copied().unwrap_or_else(|| {
+                a.push(kv("tprof.log_time_unknown", Attr::Bool(true)));
+                begin
+            });
+            events.push(EventData { name: "log", unix_ns: unix(at.clamp(begin, end)), attrs: a, text: format!("{k}={v}") });
+        }
+        events.sort_by_key(|e| e.unix_ns);
+        let mut spans = vec![SpanData {
+            trace_id: t.key.trace_id,
+            span_id: t.key.span_id,
+            parent_span_id: t.parent_span_id,
+            name: if t.name.is_empty() { format!("task {}", t.key.span_hex()) } else { t.name.clone() },
+            pid: t.pid,
+            start_ns: unix(begin),
+            end_ns: unix(end),
+            attrs,
+            events,
+            links,
+        }];
+        for (n, r) in t.regions.iter().enumerate() {
+            // The enclosing region: the last one before it, one level up.
+            let parent = match r.depth.checked_sub(1) {
+                Some(d) => t.regions[..n].iter().rposition(|p| p.depth == d).map(|j| region_span_id(t.key.span_id, j)),
+                None => None,
+            };
+            let mut attrs = vec![kv("tprof.region.depth", i(u64::from(r.depth)))];
+            if r.end_ns.is_none() {
+                attrs.push(kv("tprof.incomplete", Attr::Str("region did not end while traced".into())));
+            }
+            let start = r.start_ns.clamp(begin, end);
+            spans.push(SpanData {
+                trace_id: t.key.trace_id,
+                span_id: region_span_id(t.key.span_id, n),
+                parent_span_id: parent.unwrap_or(t.key.span_id),
+                name: r.name.clone(),
+                pid: t.pid,
+                start_ns: unix(start),
+                end_ns: unix(r.end_ns.unwrap_or(end).clamp(start, end)),
+                attrs,
+                events: Vec::new(),
+                links: Vec::new(),
+            });
+        }
+        Some(spans)
+    }
+}
