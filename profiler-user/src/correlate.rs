@@ -8,7 +8,7 @@
 //! charge. Wall time not covered by on-CPU, run-queue or blocked time is time when no
 //! thread worked for the task (an async task waiting in its executor).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::decode::{Meta, Record, StackIds, TaskKey, Waker};
 
@@ -27,6 +27,22 @@ pub struct RegionSpan {
     pub depth: u32,
 }
 
+/// One hop of a wake-up chain: what the waker's own task was blocked on just before it
+/// woke the task downstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    pub task: TaskKey,
+    pub name: Option<String>,
+    pub blocked_ns: u64,
+    pub syscall_nr: Option<u32>,
+    pub waker: Waker,
+}
+
+/// Hops followed from a blocked task back through its wakers' tasks.
+pub const MAX_CHAIN: usize = 3;
+/// Task names and last blocks remembered for chains (oldest forgotten first).
+pub const MAX_REMEMBERED: usize = 65_536;
+
 /// One off-CPU interval that blocked the task, kept for the "why slow" line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -38,6 +54,10 @@ pub struct Block {
     pub stack_ids: StackIds,
     /// Symbolized stacks, filled in by the session (off the event path) for long blocks.
     pub stack: Option<crate::stacks::Stack>,
+    /// Name of the waker's task, when tprof saw it begin.
+    pub waker_task_name: Option<String>,
+    /// What the waker's task was itself blocked on before it woke this one, and so on.
+    pub chain: Vec<ChainLink>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,6 +87,8 @@ pub struct TaskState {
     pub logs: Vec<(String, String)>,
     /// Longest blocks, longest first.
     pub blocks: Vec<Block>,
+    /// Blocked time charged to the tasks whose threads woke this one (at most 8 tasks).
+    pub waited_on: Vec<(TaskKey, Option<String>, u64)>,
     /// Records the kernel could not queue for this task.
     pub dropped: u64,
     /// Regions/logs over the caps, not kept.
@@ -140,9 +162,50 @@ pub struct CorrelatorStats {
     pub tasks_over_limit: u64,
 }
 
+/// The last blocked interval of a task, for wake-up chains.
+#[derive(Clone, Debug)]
+struct LastBlock {
+    /// When it became runnable (the wakeup) and when it ran again.
+    runnable_ns: u64,
+    end_ns: u64,
+    blocked_ns: u64,
+    syscall_nr: Option<u32>,
+    waker: Waker,
+}
+
+/// A bounded map that forgets its oldest keys first.
+struct Remembered<V> {
+    map: HashMap<TaskKey, V>,
+    order: VecDeque<TaskKey>,
+}
+
+impl<V> Default for Remembered<V> {
+    fn default() -> Self {
+        Remembered { map: HashMap::new(), order: VecDeque::new() }
+    }
+}
+
+impl<V> Remembered<V> {
+    fn insert(&mut self, k: TaskKey, v: V) {
+        if self.map.insert(k, v).is_none() {
+            self.order.push_back(k);
+            if self.order.len() > MAX_REMEMBERED {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+    fn get(&self, k: &TaskKey) -> Option<&V> {
+        self.map.get(k)
+    }
+}
+
 #[derive(Default)]
 pub struct Correlator {
     tasks: HashMap<TaskKey, TaskState>,
+    names: Remembered<String>,
+    last_blocks: Remembered<LastBlock>,
     pub stats: CorrelatorStats,
 }
 
@@ -170,6 +233,12 @@ impl Correlator {
         let st = self.tasks.entry(meta.task).or_insert_with(|| TaskState::new(meta.task, &meta));
         st.note_thread(meta.tid);
         apply(st, rec);
+        if let Record::TaskBegin { name, .. } = rec {
+            self.names.insert(meta.task, name.clone());
+        }
+        if let Record::OffCpu { .. } = rec {
+            link_chain(st, &self.names, &mut self.last_blocks, rec);
+        }
         out(Output::Event(rec, st));
         if matches!(rec, Record::TaskEnd { .. }) {
             if let Some(done) = self.tasks.remove(&meta.task) {
@@ -186,6 +255,45 @@ impl Correlator {
         for t in &open {
             out(Output::Summary(t));
         }
+    }
+}
+
+/// Names the waker's task of the block just added (the last one ending at `rec`'s time),
+/// follows the wakers' own last blocks back up to MAX_CHAIN hops, charges the wait to the
+/// waker's task, and remembers this block for chains that pass through this task.
+fn link_chain(st: &mut TaskState, names: &Remembered<String>, last: &mut Remembered<LastBlock>, rec: &Record) {
+    let Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } = rec else { return };
+    let end = meta.ts_ns;
+    let runnable = runnable_ns.unwrap_or(end).clamp(*start_ns, end);
+    let blocked = runnable - start_ns;
+    if blocked == 0 {
+        return;
+    }
+    last.insert(st.key, LastBlock { runnable_ns: runnable, end_ns: end, blocked_ns: blocked, syscall_nr: *syscall_nr, waker: waker.clone() });
+    let Waker::Thread { task: Some(wk), .. } = waker else { return };
+    let wname = names.get(wk).cloned();
+    if let Some(w) = st.waited_on.iter_mut().find(|w| w.0 == *wk) {
+        w.2 += blocked;
+    } else if st.waited_on.len() < 8 {
+        st.waited_on.push((*wk, wname.clone(), blocked));
+    }
+    // Chain: each hop's block must have ended (its task ran again) before it woke the next
+    // task, and after that next task started waiting: otherwise it is not why it waited.
+    let mut chain = Vec::new();
+    let (mut cur, mut window) = (*wk, (*start_ns, runnable));
+    while chain.len() < MAX_CHAIN {
+        let Some(lb) = last.get(&cur) else { break };
+        if lb.end_ns > window.1 || lb.end_ns < window.0 || cur == st.key {
+            break;
+        }
+        chain.push(ChainLink { task: cur, name: names.get(&cur).cloned(), blocked_ns: lb.blocked_ns, syscall_nr: lb.syscall_nr, waker: lb.waker.clone() });
+        let Waker::Thread { task: Some(next), .. } = &lb.waker else { break };
+        window = (lb.runnable_ns.saturating_sub(lb.blocked_ns), lb.runnable_ns);
+        cur = *next;
+    }
+    if let Some(b) = st.blocks.iter_mut().find(|b| b.start_ns == *start_ns && b.tid == meta.tid) {
+        b.waker_task_name = wname;
+        b.chain = chain;
     }
 }
 
@@ -262,6 +370,8 @@ fn apply(st: &mut TaskState, rec: &Record) {
                     waker: waker.clone(),
                     stack_ids: *stacks,
                     stack: None,
+                    waker_task_name: None,
+                    chain: Vec::new(),
                 });
             }
         }

@@ -53,8 +53,9 @@ pub enum Waker {
     Preempted,
     /// Woken from interrupt context or by a kernel thread: no user waker.
     Kernel,
-    /// Woken by this user thread, which may itself be working for a task.
-    Thread { pid: u32, tid: u32, comm: String, task: Option<TaskKey> },
+    /// Woken by this user thread, which may itself be working for a task. `via_softirq`:
+    /// from a softirq that ran inside that thread's syscall (e.g. a loopback send).
+    Thread { pid: u32, tid: u32, comm: String, task: Option<TaskKey>, via_softirq: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +235,7 @@ fn waker(r: &OffCpuRecord) -> Waker {
             tid: r.waker_tid,
             comm: String::from_utf8_lossy(&r.waker_comm[..comm_len]).into_owned(),
             task: (f & w::HAS_TASK != 0).then(|| TaskKey::from_raw(&r.waker_task)),
+            via_softirq: f & w::SOFTIRQ != 0,
         }
     }
 }
@@ -328,7 +330,7 @@ mod tests {
         assert_eq!(syscall_nr, Some(202));
         assert_eq!(
             waker,
-            Waker::Thread { pid: 50, tid: 51, comm: "lock".into(), task: Some(TaskKey { trace_id: 1, span_id: 2 }) }
+            Waker::Thread { pid: 50, tid: 51, comm: "lock".into(), task: Some(TaskKey { trace_id: 1, span_id: 2 }), via_softirq: false }
         );
         r.waker_flags = w::SEEN | w::KERNEL;
         r.syscall_nr = -1;

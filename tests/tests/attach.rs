@@ -218,3 +218,23 @@ fn blocking_stacks_are_symbolized() {
     let user = names("user");
     assert!(user.iter().any(|n| n.contains("mutex_request")), "user stack through mutex_request: {user:?} / {s}");
 }
+
+#[test]
+fn wakeup_chain_crosses_threads_and_processes() {
+    // front waits on a channel for back (another thread); back first waits ~10 ms for a
+    // pipe that a child process writes. front's block is charged to back, and its chain
+    // shows back's own wait on the pipe, woken by the child process.
+    let (out, lines) = trace(&["chain:10"], &[]);
+    let front = summary(&out, "front");
+    let back_span = fact(&lines, "back task", "span");
+    let writer: u64 = fact(&lines, "chain writer", "pid").parse().expect("writer pid");
+    let block = &front["blocks"][0];
+    assert_eq!(block["waker"]["span_id"], back_span.as_str(), "front woken by back's thread: {front}");
+    assert_eq!(block["waker_task_name"], "back");
+    assert_eq!(front["waited_on"][0]["name"], "back", "{front}");
+    let link = &block["chain"][0];
+    assert_eq!(link["span_id"], back_span.as_str(), "{front}");
+    assert_eq!(link["syscall"], "read", "back was blocked reading the pipe: {front}");
+    assert!(link["blocked_ns"].as_u64().unwrap_or(0) as f64 / 1e6 >= 9.5, "{front}");
+    assert_eq!(link["waker"]["pid"].as_u64(), Some(writer), "woken by the writer process: {front}");
+}

@@ -111,3 +111,45 @@ fn longest_blocks_are_kept_in_order() {
     let kept: Vec<u64> = s[0].blocks.iter().map(|b| b.blocked_ns).collect();
     assert_eq!(kept, [50, 30, 20]);
 }
+
+#[test]
+fn wakeup_chain_follows_the_wakers_own_blocks() {
+    // A waits 10 ms on a futex; B's thread wakes it at t=12. B itself had been blocked in
+    // read (0) from t=3 to t=11, woken by a thread of task C. A's block names B, charges the
+    // wait to B, and its chain shows B's read, woken by C.
+    let ms = 1_000_000;
+    let key = |span| TaskKey { trace_id: 0xabc, span_id: span };
+    let m = |ts, tid, span| Meta { cpu: 0, ts_ns: ts, pid: 100, tid, task: key(span) };
+    let thread = |tid, span| Waker::Thread { pid: 100, tid, comm: "w".into(), task: Some(key(span)), via_softirq: false };
+    let recs = [
+        Record::TaskBegin { meta: m(0, 7, 1), parent_span_id: 0, name: "A".into(), name_flags: 0 },
+        Record::TaskBegin { meta: m(0, 8, 2), parent_span_id: 0, name: "B".into(), name_flags: 0 },
+        Record::OffCpu { meta: m(11 * ms, 8, 2), start_ns: 3 * ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(0), waker: thread(9, 3), stacks: Default::default() },
+        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 2 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default() },
+        Record::TaskEnd { meta: m(13 * ms, 7, 1), dropped: 0 },
+    ];
+    let (s, _) = run(&recs);
+    let a = s.iter().find(|t| t.name == "A").expect("A ended");
+    let b = &a.blocks[0];
+    assert_eq!(b.waker_task_name.as_deref(), Some("B"));
+    assert_eq!(a.waited_on, vec![(key(2), Some("B".to_string()), 10 * ms)]);
+    assert_eq!(b.chain.len(), 1, "{:?}", b.chain);
+    assert_eq!((b.chain[0].task, b.chain[0].blocked_ns, b.chain[0].syscall_nr), (key(2), 8 * ms, Some(0)));
+    assert_eq!(b.chain[0].waker, thread(9, 3));
+}
+
+#[test]
+fn unrelated_earlier_block_is_not_a_chain_link() {
+    // B's last block ended before A started waiting: it is not why A waited.
+    let ms = 1_000_000;
+    let key = |span| TaskKey { trace_id: 0xabc, span_id: span };
+    let m = |ts, tid, span| Meta { cpu: 0, ts_ns: ts, pid: 100, tid, task: key(span) };
+    let thread = |tid, span| Waker::Thread { pid: 100, tid, comm: "w".into(), task: Some(key(span)), via_softirq: false };
+    let recs = [
+        Record::OffCpu { meta: m(2 * ms, 8, 2), start_ns: ms, runnable_ns: Some(2 * ms), state: 1, syscall_nr: Some(0), waker: Waker::Kernel, stacks: Default::default() },
+        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 5 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default() },
+    ];
+    let (s, _) = run(&recs);
+    let a = s.iter().find(|t| t.key == key(1)).expect("A");
+    assert!(a.blocks[0].chain.is_empty(), "{:?}", a.blocks[0].chain);
+}

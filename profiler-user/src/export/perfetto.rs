@@ -120,7 +120,7 @@ fn waker_desc(w: &Waker) -> String {
         Waker::Unknown => "unknown".into(),
         Waker::Preempted => "preempted".into(),
         Waker::Kernel => "kernel (interrupt or kernel thread)".into(),
-        Waker::Thread { pid, tid, comm, task } => {
+        Waker::Thread { pid, tid, comm, task, .. } => {
             let span = task.map(|t| format!(" task span {:.8}", t.span_hex())).unwrap_or_default();
             format!("pid {pid} tid {tid} ({comm}){span}")
         }
@@ -240,7 +240,7 @@ impl PerfettoSink {
             let name = if matches!(waker, Waker::Preempted) { "run queue (preempted)" } else { "run queue" };
             last = self.push(thread, r, end, false, body(name, "off-cpu", &args)).or(last);
         }
-        let (Waker::Thread { pid, tid, comm, task }, Some(_)) = (waker, runnable_ns) else { return };
+        let (Waker::Thread { pid, tid, comm, task, .. }, Some(_)) = (waker, runnable_ns) else { return };
         let key = TrackKey::Thread(*pid, *tid);
         let wt = self.track(key, *pid);
         if let Some(t) = self.tracks.get_mut(&key).filter(|t| t.name.starts_with("tid ") && !comm.is_empty()) {
@@ -513,7 +513,7 @@ mod tests {
         let off = |tid, task, start_ns, runnable_ns, ts, syscall_nr, waker| Record::OffCpu {
             meta: meta(tid, task, ts), start_ns, runnable_ns, state: 1, syscall_nr, waker, stacks: Default::default(),
         };
-        let waker = Waker::Thread { pid: 4_000_000, tid: 12, comm: "worker".into(), task: Some(B) };
+        let waker = Waker::Thread { pid: 4_000_000, tid: 12, comm: "worker".into(), task: Some(B), via_softirq: false };
         vec![
             begin(12, B, 900, "POST /b"),
             begin(11, A, 1_000, "GET /a"),

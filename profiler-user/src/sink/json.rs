@@ -30,8 +30,8 @@ fn waker_json(w: &Waker) -> Value {
         Waker::Unknown => json!({"kind": "unknown"}),
         Waker::Preempted => json!({"kind": "preempted"}),
         Waker::Kernel => json!({"kind": "kernel"}),
-        Waker::Thread { pid, tid, comm, task } => json!({
-            "kind": "thread", "pid": pid, "tid": tid, "comm": comm,
+        Waker::Thread { pid, tid, comm, task, via_softirq } => json!({
+            "kind": "thread", "pid": pid, "tid": tid, "comm": comm, "via_softirq": via_softirq,
             "trace_id": task.map(|t| t.trace_hex()), "span_id": task.map(|t| t.span_hex()),
         }),
     }
@@ -138,7 +138,10 @@ pub fn summary_json(t: &TaskState) -> Value {
         .iter()
         .map(|b| json!({"tid": b.tid, "start_ns": b.start_ns, "blocked_ns": b.blocked_ns,
             "syscall": b.syscall_nr.map(syscall_name), "waker": waker_json(&b.waker),
-            "stack": b.stack.as_ref().map(stack_json)}))
+            "stack": b.stack.as_ref().map(stack_json), "waker_task_name": b.waker_task_name,
+            "chain": b.chain.iter().map(|l| json!({"trace_id": l.task.trace_hex(), "span_id": l.task.span_hex(),
+                "name": l.name, "blocked_ns": l.blocked_ns, "syscall": l.syscall_nr.map(syscall_name),
+                "waker": waker_json(&l.waker)})).collect::<Vec<_>>()}))
         .collect();
     let logs: Vec<Value> = t.logs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
     json!({
@@ -149,7 +152,8 @@ pub fn summary_json(t: &TaskState) -> Value {
         "on_cpu_ns": t.on_cpu_ns, "runq_ns": t.runq_ns, "blocked_ns": t.blocked_ns,
         "unscheduled_ns": t.unscheduled_ns(), "syscall_ns": t.syscall_ns(),
         "blocked_in_syscall_ns": blocked_in, "syscalls": syscalls, "regions": regions,
-        "blocks": blocks, "logs": logs, "dropped": t.dropped, "truncated": t.truncated,
+        "blocks": blocks, "logs": logs,
+        "waited_on": t.waited_on.iter().map(|(k, n, ns)| json!({"trace_id": k.trace_hex(), "span_id": k.span_hex(), "name": n, "blocked_ns": ns})).collect::<Vec<_>>(), "dropped": t.dropped, "truncated": t.truncated,
         "incomplete": t.incomplete(),
     })
 }

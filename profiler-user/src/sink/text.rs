@@ -32,8 +32,9 @@ pub fn describe_waker(w: &Waker) -> String {
         Waker::Unknown => "waker not seen".into(),
         Waker::Preempted => "preempted".into(),
         Waker::Kernel => "woken by the kernel (interrupt or kernel thread)".into(),
-        Waker::Thread { pid, tid, comm, task } => {
-            let mut s = format!("woken by pid {pid} tid {tid} ({})", escape(comm));
+        Waker::Thread { pid, tid, comm, task, via_softirq } => {
+            let how = if *via_softirq { "woken via a softirq during the syscall of" } else { "woken by" };
+            let mut s = format!("{how} pid {pid} tid {tid} ({})", escape(comm));
             if let Some(t) = task {
                 s.push_str(&format!(" [task span {:.8}]", t.span_hex()));
             }
@@ -118,7 +119,19 @@ impl<W: Write> Sink for TextSink<W> {
         }
         for b in &t.blocks {
             let inside = b.syscall_nr.map(|n| format!(" in {}", syscall_name(n))).unwrap_or_default();
-            writeln!(self.out, "   blocked {} ms{inside} (tid {}), {}", ms(b.blocked_ns), b.tid, describe_waker(&b.waker))?;
+            let named = b.waker_task_name.as_deref().map(|n| format!(" \"{}\"", escape(n))).unwrap_or_default();
+            writeln!(self.out, "   blocked {} ms{inside} (tid {}), {}{named}", ms(b.blocked_ns), b.tid, describe_waker(&b.waker))?;
+            for link in &b.chain {
+                let inside = link.syscall_nr.map(|n| format!(" in {}", syscall_name(n))).unwrap_or_default();
+                let name = link.name.as_deref().map(escape).unwrap_or_else(|| "?".into());
+                writeln!(
+                    self.out,
+                    "      <- which was itself blocked {} ms{inside} in task \"{name}\" span {:.8}, {}",
+                    ms(link.blocked_ns),
+                    link.task.span_hex(),
+                    describe_waker(&link.waker)
+                )?;
+            }
             if let Some(s) = &b.stack {
                 for (i, f) in s.kernel.iter().take(8).enumerate() {
                     writeln!(self.out, "      {} {}", if i == 0 { "kernel:" } else { "       " }, escape(&f.display()))?;
@@ -130,6 +143,14 @@ impl<W: Write> Sink for TextSink<W> {
                     writeln!(self.out, "      (user stack likely truncated: code without frame pointers)")?;
                 }
             }
+        }
+        if !t.waited_on.is_empty() {
+            let list: Vec<String> = t
+                .waited_on
+                .iter()
+                .map(|(k, n, ns)| format!("\"{}\" span {:.8} {} ms", escape(n.as_deref().unwrap_or("?")), k.span_hex(), ms(*ns)))
+                .collect();
+            writeln!(self.out, "   waited on tasks: {}", list.join(", "))?;
         }
         if !t.logs.is_empty() {
             let list: Vec<String> = t.logs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();

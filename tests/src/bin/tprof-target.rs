@@ -10,7 +10,8 @@
 //! `enabled` (prints whether a tracer armed the probes' semaphores), `wait` (waits for
 //! another line on stdin), `nest:N` (N nested tasks),
 //! `flood:N` (N region pairs back to back, to overflow the ring buffer), `async:MS` (two
-//! async tasks spinning MS per poll, 3 polls each, moved between two worker threads).
+//! async tasks spinning MS per poll, 3 polls each, moved between two worker threads),
+//! `chain:MS` (task front waits for task back, which waits MS for a child process).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -155,6 +156,51 @@ fn async_request(ms: u64) {
     }
 }
 
+/// Spawns the pipe-writer child and waits until it runs; returns it with its pipes.
+fn spawn_writer(ms: u64) -> (std::process::Child, std::process::ChildStdin, std::process::ChildStdout) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "tprof-target".into());
+    let mut child = Command::new(exe)
+        .arg("--pipe-writer")
+        .arg(ms.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning the pipe writer: {e}"));
+    let (Some(to_child), Some(mut from_child)) = (child.stdin.take(), child.stdout.take()) else {
+        panic!("pipe writer has no stdio");
+    };
+    let mut ready = [0u8; 1];
+    let _ = from_child.read_exact(&mut ready);
+    (child, to_child, from_child)
+}
+
+/// A wake-up chain: task "front" waits on a channel for task "back" (another thread), which
+/// first waits MS for a pipe that a child process writes.
+fn chain_request(ms: u64) {
+    let (mut child, mut to_child, mut from_child) = spawn_writer(ms);
+    println!("chain writer pid {}", child.id());
+    let (tx, rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let back = std::thread::spawn(move || {
+        let task = Task::new("back");
+        println!("back task span {:016x} tid {}", task.context().span_id(), gettid());
+        let _ = started_rx.recv();
+        let _ = to_child.write_all(b"g");
+        let _ = to_child.flush();
+        let mut buf = [0u8; 1];
+        let _ = from_child.read_exact(&mut buf);
+        let _ = tx.send(());
+        drop(task);
+    });
+    let task = Task::new("front");
+    println!("front task span {:016x} tid {}", task.context().span_id(), gettid());
+    let _ = started_tx.send(());
+    let _ = rx.recv();
+    drop(task);
+    let _ = back.join();
+    let _ = child.wait();
+}
+
 fn pipe_writer(ms: u64) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b"r");
@@ -192,6 +238,7 @@ fn main() {
             "mutex" => mutex_request(ms),
             "async" => async_request(ms),
             "pipe" => pipe_request(ms),
+            "chain" => chain_request(ms),
             "flood" => {
                 // N region pairs as fast as possible: far more than a small ring buffer
                 // holds between two polls. The pause lets tprof drain before the task ends.

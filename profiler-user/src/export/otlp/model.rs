@@ -170,7 +170,7 @@ impl SpanBuilder {
                 Waker::Unknown => ("unknown", "no wakeup seen".to_string()),
                 Waker::Preempted => ("preempted", "preempted".to_string()),
                 Waker::Kernel => ("kernel", "woken by the kernel".to_string()),
-                Waker::Thread { pid, tid, comm, task } => {
+                Waker::Thread { pid, tid, comm, task, .. } => {
                     a.push(kv("tprof.waker.pid", i(u64::from(*pid))));
                     a.push(kv("tprof.waker.tid", i(u64::from(*tid))));
                     a.push(kv("tprof.waker.comm", Attr::Str(comm.clone())));

@@ -35,7 +35,7 @@ pub(crate) fn validate(script: &str, files: &[&Path]) -> String {
 }
 
 fn block(start_ns: u64, blocked_ns: u64, waker: Waker) -> Block {
-    Block { tid: 11, start_ns, blocked_ns, syscall_nr: Some(202), waker, stack_ids: Default::default(), stack: None }
+    Block { tid: 11, start_ns, blocked_ns, syscall_nr: Some(202), waker, stack_ids: Default::default(), stack: None, waker_task_name: None, chain: Vec::new() }
 }
 
 /// Ledgers covering what the exporters must handle: nested regions, logs, blocks with each
@@ -60,7 +60,7 @@ pub(crate) fn sample_tasks(base: u64) -> Vec<TaskState> {
     ];
     done.logs = vec![("rows".into(), "12".into()), ("rows".into(), "12".into()), (String::new(), "x\"y\n".into())];
     done.blocks = vec![
-        block(base + 4 * MS, 15 * MS, Waker::Thread { pid: 1, tid: 2, comm: "pool".into(), task: Some(waker_task) }),
+        block(base + 4 * MS, 15 * MS, Waker::Thread { pid: 1, tid: 2, comm: "pool".into(), task: Some(waker_task), via_softirq: false }),
         block(base + 22 * MS, 4 * MS, Waker::Kernel),
         block(base + 27 * MS, MS, Waker::Unknown),
     ];
