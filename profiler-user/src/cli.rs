@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::attach::LoadOptions;
 use crate::session::AttachOptions;
+use crate::sink::tee::Tee;
 use crate::sink::Filter;
 
 /// tprof: per-request latency profiler. Joins what the kernel does (CPU, run queue,
@@ -26,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Attach to running processes and stream each request's kernel story.
     Attach(AttachArgs),
+    /// Attach and record the session compactly to a file, for `tprof report`.
+    Record(RecordArgs),
+    /// Produce the reports of a recording offline (no root, no running processes needed).
+    Report(ReportArgs),
     /// List the USDT probes of a process or a binary (any provider).
     List(ListArgs),
 }
@@ -36,14 +41,35 @@ pub enum Format {
     Json,
 }
 
+/// What to trace and how.
 #[derive(Args, Debug)]
-pub struct AttachArgs {
+pub struct TargetArgs {
     /// Process to trace (repeatable).
     #[arg(short, long = "pid", required = true)]
     pub pids: Vec<u32>,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or the target exits.
     #[arg(short, long)]
     pub duration: Option<String>,
+    /// Do not trace syscalls.
+    #[arg(long)]
+    pub no_syscalls: bool,
+    /// Do not take kernel/user stacks when a request's thread blocks.
+    #[arg(long)]
+    pub no_stacks: bool,
+    /// Show symbolized stacks for blocked intervals at least this long.
+    #[arg(long, default_value = "1ms")]
+    pub stack_threshold: String,
+    /// Kernel ring buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16)]
+    pub ring_size: u32,
+    /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
+    #[arg(long)]
+    pub debug_ebpf: bool,
+}
+
+/// What to show and where to export it.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -59,18 +85,6 @@ pub struct AttachArgs {
     /// Print only per-request summaries, not every event.
     #[arg(long)]
     pub summary_only: bool,
-    /// Do not trace syscalls.
-    #[arg(long)]
-    pub no_syscalls: bool,
-    /// Kernel ring buffer size in MiB (power of two).
-    #[arg(long, default_value_t = 16)]
-    pub ring_size: u32,
-    /// Do not take kernel/user stacks when a request's thread blocks.
-    #[arg(long)]
-    pub no_stacks: bool,
-    /// Show symbolized stacks for blocked intervals at least this long.
-    #[arg(long, default_value = "1ms")]
-    pub stack_threshold: String,
     /// Write a Perfetto trace (open it in ui.perfetto.dev) at the end of the session.
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
@@ -86,9 +100,31 @@ pub struct AttachArgs {
     /// Send Zipkin v2 JSON spans to this server (e.g. http://127.0.0.1:9411).
     #[arg(long, value_name = "URL")]
     pub zipkin_endpoint: Option<String>,
-    /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
-    #[arg(long)]
-    pub debug_ebpf: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The recording to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A recording made by `tprof record -o FILE`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +135,78 @@ pub struct ListArgs {
     /// An ELF file.
     #[arg(short, long)]
     pub binary: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    fn exports(&self) -> bool {
+        self.perfetto.is_some()
+            || self.otlp_file.is_some()
+            || self.otlp_endpoint.is_some()
+            || self.zipkin_file.is_some()
+            || self.zipkin_endpoint.is_some()
+    }
+
+    pub fn filter(&self) -> Result<Filter> {
+        Ok(Filter {
+            min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
+            trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,
+            task_name: self.task.clone(),
+            // Exporters need every event even when the terminal shows summaries only.
+            events: !self.summary_only || self.exports(),
+        })
+    }
+
+    /// The sinks these flags ask for: the terminal stream plus any exporters. Files are
+    /// given to the user who ran sudo.
+    pub fn sinks<W: std::io::Write + 'static>(&self, out: W, pids: &[u32]) -> Result<Tee> {
+        use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink, WallClock};
+        use crate::sink::{give_to_invoking_user, json::JsonSink, text::TextSink};
+        let primary: Box<dyn crate::sink::Sink> = match self.format {
+            Format::Text => Box::new(TextSink::new(out, crate::session::monotonic_ns())),
+            Format::Json => Box::new(JsonSink::new(out)),
+        };
+        let mut tee = Tee::new(primary, !self.summary_only);
+        let clock = WallClock::now();
+        if let Some(p) = &self.perfetto {
+            tee.add("perfetto", Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
+        }
+        if self.otlp_file.is_some() || self.otlp_endpoint.is_some() {
+            let s = OtlpSink::new(self.otlp_file.as_deref(), self.otlp_endpoint.as_deref(), clock)
+                .context("OTLP export")?
+                .with_pids(pids);
+            tee.add("otlp", Box::new(s));
+        }
+        if self.zipkin_file.is_some() || self.zipkin_endpoint.is_some() {
+            let s = ZipkinSink::new(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), clock)
+                .context("Zipkin export")?
+                .with_pids(pids);
+            tee.add("zipkin", Box::new(s));
+        }
+        for p in [&self.perfetto, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
+            give_to_invoking_user(p);
+        }
+        Ok(tee)
+    }
+}
+
+impl TargetArgs {
+    pub fn to_options(&self, filter: Filter) -> Result<AttachOptions> {
+        if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
+            bail!("--ring-size must be a power of two between 1 and 1024 MiB");
+        }
+        Ok(AttachOptions {
+            pids: self.pids.clone(),
+            duration: self.duration.as_deref().map(parse_duration).transpose()?,
+            load: LoadOptions {
+                ring_bytes: self.ring_size * 1024 * 1024,
+                syscalls: !self.no_syscalls,
+                stacks: !self.no_stacks,
+                debug_ebpf: self.debug_ebpf,
+            },
+            filter,
+            stack_threshold_ns: parse_duration(&self.stack_threshold)?.as_nanos() as u64,
+        })
+    }
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `3m`, `250us`; a bare number is seconds.
@@ -128,65 +236,6 @@ pub fn parse_trace_id(s: &str) -> Result<u128> {
     u128::from_str_radix(s, 16).with_context(|| format!("trace-id {s:?}"))
 }
 
-impl AttachArgs {
-    /// The sinks these flags ask for: the terminal stream plus any exporters.
-    pub fn sinks<W: std::io::Write + 'static>(&self, out: W) -> Result<crate::sink::tee::Tee> {
-        use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink, WallClock};
-        use crate::sink::{json::JsonSink, text::TextSink};
-        let primary: Box<dyn crate::sink::Sink> = match self.format {
-            Format::Text => Box::new(TextSink::new(out, crate::session::monotonic_ns())),
-            Format::Json => Box::new(JsonSink::new(out)),
-        };
-        let mut tee = crate::sink::tee::Tee::new(primary, !self.summary_only);
-        let clock = WallClock::now();
-        if let Some(p) = &self.perfetto {
-            tee.add("perfetto", Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
-        }
-        if self.otlp_file.is_some() || self.otlp_endpoint.is_some() {
-            let s = OtlpSink::new(self.otlp_file.as_deref(), self.otlp_endpoint.as_deref(), clock)
-                .context("OTLP export")?
-                .with_pids(&self.pids);
-            tee.add("otlp", Box::new(s));
-        }
-        if self.zipkin_file.is_some() || self.zipkin_endpoint.is_some() {
-            let s = ZipkinSink::new(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), clock)
-                .context("Zipkin export")?
-                .with_pids(&self.pids);
-            tee.add("zipkin", Box::new(s));
-        }
-        Ok(tee)
-    }
-
-    pub fn to_options(&self) -> Result<AttachOptions> {
-        if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
-            bail!("--ring-size must be a power of two between 1 and 1024 MiB");
-        }
-        Ok(AttachOptions {
-            pids: self.pids.clone(),
-            duration: self.duration.as_deref().map(parse_duration).transpose()?,
-            load: LoadOptions {
-                ring_bytes: self.ring_size * 1024 * 1024,
-                syscalls: !self.no_syscalls,
-                stacks: !self.no_stacks,
-                debug_ebpf: self.debug_ebpf,
-            },
-            stack_threshold_ns: parse_duration(&self.stack_threshold)?.as_nanos() as u64,
-            filter: Filter {
-                min_latency_ns: self.min_latency.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as u64),
-                trace_id: self.trace_id.as_deref().map(parse_trace_id).transpose()?,
-                task_name: self.task.clone(),
-                // Exporters need every event even when the terminal shows summaries only.
-                events: !self.summary_only
-                    || self.perfetto.is_some()
-                    || self.otlp_file.is_some()
-                    || self.otlp_endpoint.is_some()
-                    || self.zipkin_file.is_some()
-                    || self.zipkin_endpoint.is_some(),
-            },
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,12 +263,17 @@ mod tests {
     fn flags_validate() {
         let cli = Cli::try_parse_from(["tprof", "attach", "--pid", "1", "--min-latency", "5ms", "--format", "json"]).unwrap();
         let Command::Attach(a) = cli.command else { panic!("attach") };
-        let o = a.to_options().unwrap();
+        let o = a.target.to_options(a.output.filter().unwrap()).unwrap();
         assert_eq!(o.filter.min_latency_ns, Some(5_000_000));
-        assert_eq!(a.format, Format::Json);
+        assert_eq!(a.output.format, Format::Json);
         assert!(Cli::try_parse_from(["tprof", "attach"]).is_err(), "--pid is required");
         let cli = Cli::try_parse_from(["tprof", "attach", "--pid", "1", "--ring-size", "3"]).unwrap();
         let Command::Attach(a) = cli.command else { panic!("attach") };
-        assert!(a.to_options().is_err());
+        assert!(a.target.to_options(Filter::default()).is_err());
+        let cli = Cli::try_parse_from(["tprof", "record", "--pid", "1", "-o", "/tmp/x"]).unwrap();
+        assert!(matches!(cli.command, Command::Record(_)));
+        let cli = Cli::try_parse_from(["tprof", "report", "/tmp/x", "--summary-only", "--perfetto", "/tmp/y"]).unwrap();
+        let Command::Report(r) = cli.command else { panic!("report") };
+        assert!(r.output.filter().unwrap().events, "exports keep events flowing under --summary-only");
     }
 }

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
-    if matches!(&cli.command, Command::Attach(a) if a.debug_ebpf) {
+    if matches!(&cli.command, Command::Attach(a) if a.target.debug_ebpf) || matches!(&cli.command, Command::Record(r) if r.target.debug_ebpf) {
         // aya-log records carry the eBPF crate's module paths as their target.
         logger.filter_module("profiler", log::LevelFilter::Debug);
     }
@@ -35,12 +35,33 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => {
-            let opts = args.to_options()?;
-            let sinks = args.sinks(io::BufWriter::new(io::stdout()))?;
-            let report = session::run(opts, sinks)?;
+            let opts = args.target.to_options(args.output.filter()?)?;
+            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &args.target.pids)?;
+            let report = session::run(opts, sinks, None)?;
             for w in &report.warnings {
                 log::info!("{w}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record(args) => {
+            let opts = args.target.to_options(tprof::sink::Filter { events: false, ..Default::default() })?;
+            let recorder = tprof::record::Recorder::create(&args.output, &args.target.pids)?;
+            let report = session::run(opts, tprof::sink::NullSink, Some(recorder))?;
+            let _ = writeln!(
+                io::stderr(),
+                "tprof: recorded {} records, {} tasks, {} kernel records lost, to {} ({}); read it with `tprof report {}`",
+                report.records,
+                report.correlator.tasks_ended,
+                report.total_kernel_drops(),
+                args.output.display(),
+                report.stop_reason,
+                args.output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &[])?;
+            tprof::report::run(&args.file, sinks, args.output.filter()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::List(args) => {

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::RingBuf;
-use profiler_common::kind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::attach::{privileges, LoadOptions, Session};
-use crate::correlate::{Correlator, Output};
+use crate::pipeline::{Pipeline, Stacks};
+use crate::record::Recorder;
+use crate::sink::{kind_name, Filter, SessionReport, Sink};
 use crate::stacks::Symbolizer;
-use crate::stats::Stats;
-use crate::decode::decode_with;
-use crate::sink::{Filter, Filtered, SessionReport, Sink};
 
 /// How often the ring buffer is drained.
 const POLL: Duration = Duration::from_millis(20);
@@ -56,46 +54,6 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Kind names for the drop report, indexed by record kind.
-fn kind_name(k: u32) -> &'static str {
-    match k {
-        kind::TASK_BEGIN => "task_begin",
-        kind::TASK_END => "task_end",
-        kind::REGION_BEGIN => "region_begin",
-        kind::REGION_END => "region_end",
-        kind::LOG => "log",
-        kind::TASK_ATTACH => "task_attach",
-        kind::TASK_DETACH => "task_detach",
-        kind::ON_CPU => "on_cpu",
-        kind::OFF_CPU => "off_cpu",
-        kind::SYSCALL => "syscall",
-        _ => "unknown",
-    }
-}
-
-struct Pipeline<S: Sink> {
-    corr: Correlator,
-    sink: Filtered<S>,
-    report: SessionReport,
-    mem: TargetMemory,
-    stacks: Symbolizer,
-}
-
-/// Symbolizes a finished task's long blocks (off the event path), then hands it to the sink.
-fn deliver<S: Sink>(sink: &mut Filtered<S>, stacks: &mut Symbolizer, stats: &mut Stats, o: Output<'_>) -> io::Result<()> {
-    if let Output::Summary(t) = &o {
-        stats.add(t);
-    }
-    match o {
-        Output::Summary(t) if t.blocks.iter().any(|b| b.stack.is_none()) => {
-            let mut t = t.clone();
-            stacks.resolve(&mut t);
-            sink.output(Output::Summary(&t))
-        }
-        other => sink.output(other),
-    }
-}
-
 /// Reads target memory through `/proc/PID/mem`, for strings the kernel could not copy
 /// (a page not yet faulted in). Only the traced pids are read, at most 128 bytes at a time.
 #[derive(Default)]
@@ -118,42 +76,21 @@ impl TargetMemory {
     }
 }
 
-impl<S: Sink> Pipeline<S> {
-    /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-    fn drain(&mut self, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
-        let mut n = 0;
-        let mut result = Ok(());
-        while n < MAX_BATCH {
-            let Some(item) = ring.next() else { break };
-            n += 1;
-            let mem = &mut self.mem;
-            match decode_with(&item, &mut |pid, addr, len| mem.read(pid, addr, len)) {
-                Ok(rec) => {
-                    let (sink, stacks, stats) = (&mut self.sink, &mut self.stacks, &mut self.report.stats);
-                    self.corr.push(&rec, &mut |o| {
-                        if result.is_ok() {
-                            result = deliver(sink, stacks, stats, o);
-                        }
-                    });
-                }
-                Err(e) => {
-                    self.report.undecodable += 1;
-                    log::debug!("undecodable record: {e}");
-                }
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        result?;
-        self.sink.inner.flush()?;
-        Ok(n)
+/// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
+fn drain<S: Sink>(p: &mut Pipeline<S>, mem: &mut TargetMemory, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
+    let mut n = 0;
+    while n < MAX_BATCH {
+        let Some(item) = ring.next() else { break };
+        n += 1;
+        p.push(&item, &mut |pid, addr, len| mem.read(pid, addr, len))?;
     }
+    p.flush()?;
+    Ok(n)
 }
 
-/// Attaches to `opts.pids` and streams into `sink` until stopped. Returns the final report
-/// (also written to the sink).
-pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
+/// Attaches to `opts.pids` and streams into `sink` (and `recorder`, for `tprof record`)
+/// until stopped. Returns the final report (also written to the sink).
+pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) -> Result<SessionReport> {
     privileges::check()?;
     // Signal handlers first: a Ctrl-C at any point from here on is a clean stop that still
     // reports what was captured (the default action would kill tprof mid-way).
@@ -193,16 +130,13 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
     let ring = session.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
     let mut ring = RingBuf::try_from(ring).context("opening the EVENTS ring buffer")?;
     let start = Instant::now();
-    let mut p = Pipeline {
-        corr: Correlator::new(),
-        sink: Filtered::new(sink, opts.filter.clone()),
-        report: SessionReport { pids: opts.pids.clone(), ..Default::default() },
-        mem: TargetMemory { pids: opts.pids.clone(), ..Default::default() },
-        stacks: Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns),
-    };
+    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns);
     for pid in &opts.pids {
-        p.stacks.update_maps(*pid, read_maps(*pid));
+        symbolizer.update_maps(*pid, read_maps(*pid));
     }
+    let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(symbolizer), recorder);
+    p.report.pids = opts.pids.clone();
+    let mut mem = TargetMemory { pids: opts.pids.clone(), ..Default::default() };
     let stop_reason = rt.block_on(async {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -213,7 +147,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
                 _ = sigint.recv() => return Ok::<_, anyhow::Error>("interrupted (SIGINT)".to_string()),
                 _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
             }
-            if let Err(e) = p.drain(&mut ring) {
+            if let Err(e) = drain(&mut p, &mut mem, &mut ring) {
                 return Ok(output_stop(e)?);
             }
             session.flush_ebpf_log();
@@ -227,7 +161,9 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
                 for pid in live {
-                    p.stacks.update_maps(pid, read_maps(pid));
+                    if let Stacks::Live(s) = &mut p.stacks {
+                        s.update_maps(pid, read_maps(pid));
+                    }
                     // A library dlopen'ed since the last scan gets its probes attached.
                     match session.attach_pid(pid) {
                         Ok(0) => {}
@@ -241,7 +177,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
     // Final drain: whatever the kernel queued before we stopped is still reported.
     let mut stop_reason = stop_reason;
     loop {
-        match p.drain(&mut ring) {
+        match drain(&mut p, &mut mem, &mut ring) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -250,29 +186,16 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S) -> Result<SessionReport> {
             }
         }
     }
-    let (sink, stacks, stats) = (&mut p.sink, &mut p.stacks, &mut p.report.stats);
-    let mut result = Ok(());
-    p.corr.finish(&mut |o| {
-        if result.is_ok() {
-            result = deliver(sink, stacks, stats, o);
-        }
-    });
     let drops = session.kernel_drops().unwrap_or_default();
     let anomalies = session.kernel_anomalies().unwrap_or_default();
-    p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing;
+    p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing();
     p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
     p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
-    p.report.records = p.corr.stats.records;
-    p.report.correlator = p.corr.stats.clone();
     p.report.sites = session.sites.len();
     p.report.duration_ns = start.elapsed().as_nanos() as u64;
-    p.report.filtered_events = p.sink.discarded;
     p.report.warnings = session.warnings.clone();
     p.report.stop_reason = stop_reason;
-    if result.is_ok() {
-        result = p.sink.inner.finish(&p.report);
-    }
-    match result {
+    match p.finish() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         other => other.context("writing output")?,
     }

@@ -16,7 +16,7 @@ use crate::correlate::TaskState;
 use crate::discover::Mapping;
 
 /// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub addr: u64,
     pub func: Option<String>,
@@ -40,7 +40,7 @@ impl Frame {
 }
 
 /// A blocked thread's stacks, innermost frame first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stack {
     pub kernel: Vec<Frame>,
     pub user: Vec<Frame>,

@@ -141,8 +141,9 @@ fn filters_select_tasks() {
     assert!(!out.iter().any(|v| v["name"] == "outer"), "events of a fast task are dropped");
     let (out, _) = trace(&["sleep:1", "regions"], &["--task", "regions", "--summary-only"]);
     let types: Vec<&str> = out.iter().filter_map(|v| v["type"].as_str()).collect();
-    assert_eq!(types, ["summary", "session"]);
+    assert_eq!(types, ["summary", "task_stats", "session"]);
     assert_eq!(out[0]["name"], "regions");
+    assert_eq!(out[1]["name"], "regions", "statistics follow the task filter");
 }
 
 #[test]

@@ -81,7 +81,8 @@ impl<S: Sink> Filtered<S> {
         Filtered { inner, filter, held: HashMap::new(), discarded: 0 }
     }
 
-    fn wanted(&self, task: &TaskState) -> bool {
+    /// Whether the trace-id and task-name filters select this task (min-latency aside).
+    pub fn wanted(&self, task: &TaskState) -> bool {
         if self.filter.trace_id.is_some_and(|t| t != task.key.trace_id) {
             return false;
         }
@@ -126,6 +127,50 @@ impl<S: Sink> Filtered<S> {
                 self.inner.summary(task)
             }
         }
+    }
+}
+
+/// Record kind names, indexed by kind (for drop reports).
+pub const KIND_NAMES: [&str; 11] = [
+    "unknown", "task_begin", "task_end", "region_begin", "region_end", "log", "task_attach", "task_detach", "on_cpu",
+    "off_cpu", "syscall",
+];
+
+pub fn kind_name(k: u32) -> &'static str {
+    KIND_NAMES.get(k as usize).copied().unwrap_or("unknown")
+}
+
+pub fn kind_by_name(name: &str) -> Option<&'static str> {
+    KIND_NAMES.iter().copied().find(|k| *k == name)
+}
+
+/// Discards everything (`tprof record` has no terminal stream).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn event(&mut self, _: &Record, _: &TaskState) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, _: &TaskState) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self, _: &SessionReport) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Files tprof writes under sudo belong to the user who ran sudo, not to root.
+pub fn give_to_invoking_user(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else { return };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    // SAFETY: chown with a NUL-terminated path we own and plain integer ids.
+    if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+        log::warn!("cannot give {} to uid {uid}: {}", path.display(), io::Error::last_os_error());
     }
 }
 

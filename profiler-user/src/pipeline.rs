@@ -1,0 +1,152 @@
+//! decode -> correlate -> (stacks) -> sinks, for a live session and for `tprof report`
+//! alike: both feed it raw ring-buffer records; only where late strings and stacks come from
+//! differs.
+
+use std::collections::HashMap;
+use std::io;
+
+use crate::correlate::{Correlator, Output, TaskState};
+use crate::decode::{decode_with, LateReader};
+use crate::record::Recorder;
+use crate::sink::{Filter, Filtered, SessionReport, Sink};
+use crate::stacks::{Stack, Symbolizer};
+use crate::stats::Stats;
+
+/// Where blocking stacks come from.
+pub enum Stacks {
+    /// Symbolized live from the kernel's stack map.
+    Live(Symbolizer),
+    /// Read back from a recording: (span-id, block start) -> stack.
+    Recorded(HashMap<(u64, u64), Stack>),
+    Off,
+}
+
+impl Stacks {
+    fn resolve(&mut self, t: &mut TaskState) {
+        match self {
+            Stacks::Live(s) => s.resolve(t),
+            Stacks::Recorded(table) => {
+                for b in &mut t.blocks {
+                    if let Some(s) = table.get(&(t.key.span_id, b.start_ns)) {
+                        b.stack = Some(s.clone());
+                    }
+                }
+            }
+            Stacks::Off => {}
+        }
+    }
+
+    /// Stacks that could not be read back from the kernel.
+    pub fn missing(&self) -> u64 {
+        match self {
+            Stacks::Live(s) => s.missing,
+            _ => 0,
+        }
+    }
+}
+
+pub struct Pipeline<S: Sink> {
+    pub corr: Correlator,
+    pub sink: Filtered<S>,
+    pub report: SessionReport,
+    pub stacks: Stacks,
+    /// With `tprof record`: every raw record, late string and stack also goes to the file.
+    pub recorder: Option<Recorder>,
+}
+
+/// Symbolizes a finished task's long blocks (off the event path), records them, feeds the
+/// statistics, then hands the task to the sinks.
+fn deliver<S: Sink>(
+    sink: &mut Filtered<S>,
+    stacks: &mut Stacks,
+    stats: &mut Stats,
+    recorder: &mut Option<Recorder>,
+    o: Output<'_>,
+) -> io::Result<()> {
+    match o {
+        Output::Summary(t) => {
+            // Statistics follow the task and trace filters, but not --min-latency: the
+            // percentiles of a task type must include its fast requests.
+            if sink.wanted(t) {
+                stats.add(t);
+            }
+            if t.blocks.iter().all(|b| b.stack.is_some()) {
+                return sink.output(Output::Summary(t));
+            }
+            let mut t = t.clone();
+            stacks.resolve(&mut t);
+            if let Some(r) = recorder {
+                for b in &t.blocks {
+                    if let Some(s) = &b.stack {
+                        r.stack(t.key.span_id, b.start_ns, s)?;
+                    }
+                }
+            }
+            sink.output(Output::Summary(&t))
+        }
+        other => sink.output(other),
+    }
+}
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(sink: S, filter: Filter, stacks: Stacks, recorder: Option<Recorder>) -> Self {
+        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder }
+    }
+
+    /// One raw ring-buffer record. Err only for output (sink or recording) errors.
+    pub fn push(&mut self, bytes: &[u8], late: LateReader<'_>) -> io::Result<()> {
+        let mut late_reads = Vec::new();
+        let decoded = decode_with(bytes, &mut |pid, addr, len| {
+            let got = late(pid, addr, len);
+            if let Some(b) = &got {
+                late_reads.push((pid, addr, b.clone()));
+            }
+            got
+        });
+        if let Some(r) = &mut self.recorder {
+            for (pid, addr, b) in &late_reads {
+                r.late(*pid, *addr, b)?;
+            }
+            r.raw(bytes)?;
+        }
+        let rec = match decoded {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.report.undecodable += 1;
+                log::debug!("undecodable record: {e}");
+                return Ok(());
+            }
+        };
+        let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let mut result = Ok(());
+        self.corr.push(&rec, &mut |o| {
+            if result.is_ok() {
+                result = deliver(sink, stacks, stats, recorder, o);
+            }
+        });
+        result
+    }
+
+    /// Summaries of the tasks still open, then the final report to the sinks (and the file).
+    pub fn finish(&mut self) -> io::Result<()> {
+        let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let mut result = Ok(());
+        self.corr.finish(&mut |o| {
+            if result.is_ok() {
+                result = deliver(sink, stacks, stats, recorder, o);
+            }
+        });
+        result?;
+        self.report.records = self.corr.stats.records;
+        self.report.correlator = self.corr.stats.clone();
+        self.report.filtered_events = self.sink.discarded;
+        if let Some(r) = &mut self.recorder {
+            r.trailer(&self.report)?;
+        }
+        self.sink.inner.finish(&self.report)
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.sink.inner.flush()
+    }
+}

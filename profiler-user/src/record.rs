@@ -1,0 +1,178 @@
+//! `tprof record` files, and reading them back for `tprof report`.
+//!
+//! Format v1: the magic `TPROFREC`, a little-endian `u32` format version, the `u32` record
+//! ABI version of profiler-common, then frames `tag: u8, len: u32, bytes`:
+//! 1 = a raw ring-buffer record (exactly as the kernel wrote it: compact, and decoded by
+//! the same decoder), 2 = a string userspace read late from `/proc/PID/mem` (`pid u32,
+//! addr u64, bytes`), 3 = a symbolized blocking stack (JSON `{span_id, start_ns, stack}`),
+//! 4 = the live session's report (JSON), 5 = the header (JSON: pids, tprof version).
+//! Stacks and late strings are resolved while recording, so a report needs neither the
+//! processes nor their binaries.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::sink::SessionReport;
+use crate::stacks::Stack;
+
+const MAGIC: &[u8; 8] = b"TPROFREC";
+const FORMAT: u32 = 1;
+/// Largest frame accepted when reading (a raw record is a few hundred bytes).
+const MAX_FRAME: u32 = 16 << 20;
+
+pub mod tag {
+    pub const RAW: u8 = 1;
+    pub const LATE: u8 = 2;
+    pub const STACK: u8 = 3;
+    pub const REPORT: u8 = 4;
+    pub const HEADER: u8 = 5;
+}
+
+pub struct Recorder {
+    out: BufWriter<File>,
+    pub bytes: u64,
+    pub raw_records: u64,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, pids: &[u32]) -> Result<Recorder> {
+        let file = File::create(path).with_context(|| format!("creating the recording {}", path.display()))?;
+        crate::sink::give_to_invoking_user(path);
+        let mut r = Recorder { out: BufWriter::new(file), bytes: 0, raw_records: 0 };
+        r.out.write_all(MAGIC)?;
+        r.out.write_all(&FORMAT.to_le_bytes())?;
+        r.out.write_all(&profiler_common::RECORD_ABI_VERSION.to_le_bytes())?;
+        let header = json!({"pids": pids, "tprof_version": env!("CARGO_PKG_VERSION")});
+        r.frame(tag::HEADER, header.to_string().as_bytes())?;
+        Ok(r)
+    }
+
+    fn frame(&mut self, tag: u8, bytes: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("frame too large"))?;
+        self.out.write_all(&[tag])?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(bytes)?;
+        self.bytes += 5 + u64::from(len);
+        Ok(())
+    }
+
+    pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.raw_records += 1;
+        self.frame(tag::RAW, bytes)
+    }
+
+    pub fn late(&mut self, pid: u32, addr: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut b = Vec::with_capacity(12 + bytes.len());
+        b.extend_from_slice(&pid.to_le_bytes());
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(bytes);
+        self.frame(tag::LATE, &b)
+    }
+
+    pub fn stack(&mut self, span_id: u64, start_ns: u64, stack: &Stack) -> io::Result<()> {
+        let v = json!({"span_id": span_id, "start_ns": start_ns, "stack": stack});
+        self.frame(tag::STACK, v.to_string().as_bytes())
+    }
+
+    pub fn trailer(&mut self, r: &SessionReport) -> io::Result<()> {
+        let drops: serde_json::Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
+        let v = json!({
+            "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns, "kernel_drops": drops,
+            "missed_switch_ins": r.missed_switch_ins, "stacks_lost": r.stacks_lost,
+            "warnings": r.warnings, "stop_reason": r.stop_reason,
+        });
+        self.frame(tag::REPORT, v.to_string().as_bytes())?;
+        self.out.flush()
+    }
+}
+
+/// Iterates the frames of a recording.
+pub struct Frames {
+    input: BufReader<File>,
+}
+
+impl Frames {
+    pub fn open(path: &Path) -> Result<Frames> {
+        let file = File::open(path).with_context(|| format!("opening the recording {}", path.display()))?;
+        let mut input = BufReader::new(file);
+        let mut head = [0u8; 16];
+        input.read_exact(&mut head).with_context(|| format!("{} is too short to be a tprof recording", path.display()))?;
+        if &head[..8] != MAGIC {
+            bail!("{} is not a tprof recording (made by `tprof record -o FILE`)", path.display());
+        }
+        let format = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        let abi = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+        if format != FORMAT || abi != profiler_common::RECORD_ABI_VERSION {
+            bail!("{}: recording format {format} / record ABI {abi}; this tprof reads format {FORMAT} / ABI {}", path.display(), profiler_common::RECORD_ABI_VERSION);
+        }
+        Ok(Frames { input })
+    }
+
+    /// The next frame; Ok(None) at the end. A truncated last frame (tprof killed while
+    /// recording) ends the iteration with an error the caller reports.
+    pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let mut hdr = [0u8; 5];
+        match self.input.read(&mut hdr[..1])? {
+            0 => return Ok(None),
+            _ => self.input.read_exact(&mut hdr[1..]).context("truncated frame header")?,
+        }
+        let len = u32::from_le_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]);
+        if len > MAX_FRAME {
+            bail!("frame of {len} bytes: corrupt recording");
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.input.read_exact(&mut buf).context("truncated frame")?;
+        Ok(Some((hdr[0], buf)))
+    }
+}
+
+/// What a report needs before replaying records: late strings, stacks, the live report.
+#[derive(Default)]
+pub struct Tables {
+    pub late: HashMap<(u32, u64), Vec<u8>>,
+    pub stacks: HashMap<(u64, u64), Stack>,
+    pub report: Option<Value>,
+    pub header: Option<Value>,
+    /// Why the first pass stopped early, if it did.
+    pub truncated: Option<String>,
+}
+
+/// First pass over a recording.
+pub fn read_tables(path: &Path) -> Result<Tables> {
+    let mut frames = Frames::open(path)?;
+    let mut t = Tables::default();
+    loop {
+        let (tag, bytes) = match frames.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                t.truncated = Some(format!("{e:#}"));
+                break;
+            }
+        };
+        match tag {
+            tag::LATE if bytes.len() >= 12 => {
+                let pid = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&bytes[4..12]);
+                t.late.insert((pid, u64::from_le_bytes(a)), bytes[12..].to_vec());
+            }
+            tag::STACK => {
+                let v: Value = serde_json::from_slice(&bytes).context("stack frame")?;
+                let stack: Stack = serde_json::from_value(v["stack"].clone()).context("stack frame")?;
+                if let (Some(span), Some(start)) = (v["span_id"].as_u64(), v["start_ns"].as_u64()) {
+                    t.stacks.insert((span, start), stack);
+                }
+            }
+            tag::REPORT => t.report = serde_json::from_slice(&bytes).ok(),
+            tag::HEADER => t.header = serde_json::from_slice(&bytes).ok(),
+            _ => {}
+        }
+    }
+    Ok(t)
+}
