@@ -191,9 +191,12 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing();
     p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
     p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
+    for (prog, n) in session.program_misses() {
+        p.report.warnings.push(format!("the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"));
+    }
     p.report.sites = session.sites.len();
     p.report.duration_ns = start.elapsed().as_nanos() as u64;
-    p.report.warnings = session.warnings.clone();
+    p.report.warnings.extend(session.warnings.iter().cloned());
     p.report.stop_reason = stop_reason;
     match p.finish() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}

@@ -36,6 +36,7 @@ fn check(opt: &str) {
     assert!(target.wait().success());
     let (out, status) = collect(tprof);
     assert!(status.success());
+    let sess = session(&out).clone();
     assert!(lines.iter().any(|l| l == "tprof probes armed"), "TPROF_ENABLED() is true while attached: {lines:?}");
 
     let requests: Vec<&String> = lines.iter().filter(|l| l.starts_with("request ")).collect();
@@ -57,10 +58,10 @@ fn check(opt: &str) {
         assert_eq!(r["name"], "db");
         let dur = (r["end_ns"].as_u64().unwrap_or(0) - r["start_ns"].as_u64().unwrap_or(0)) as f64 / 1e6;
         assert!(dur >= (20 + 10 * i) as f64, "{opt}: db region {dur} ms");
-        assert!(ms(s, "blocked_ns") >= (20 + 10 * i) as f64 - 0.1, "{s}");
+        assert!(ms(s, "blocked_ns") >= (20 + 10 * i) as f64 - 0.1, "{s}\nsession: {sess}");
     }
     let bg = summary(&out, "background");
-    assert!(ms(bg, "blocked_ns") >= 4.9, "the attached slice (5 ms sleep) is charged to the background task: {bg}");
+    assert!(ms(bg, "blocked_ns") >= 4.9, "the attached slice (5 ms sleep) is charged to the background task: {bg}\nsession: {sess}");
     assert_eq!(session(&out)["missed_switch_ins"], 0, "{out:#?}");
     assert_eq!(session(&out)["warnings"].as_array().map(Vec::len), Some(0), "every C probe site attached: {out:#?}");
 }

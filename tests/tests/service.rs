@@ -48,6 +48,7 @@ fn one_trace_crosses_two_processes() {
     let fronts: Vec<&serde_json::Value> =
         out.iter().filter(|v| v["type"] == "summary" && v["name"] == "/chain" && v["pid"] == front.pid()).collect();
     assert!(fronts.len() >= 5, "about 10 /chain requests in 1 s at 10 rps: {}", fronts.len());
+    let mut charged = 0;
     for f in fronts {
         let backs: Vec<&serde_json::Value> = out
             .iter()
@@ -57,12 +58,19 @@ fn one_trace_crosses_two_processes() {
         let b = backs[0];
         assert_eq!(b["name"], "/sleep");
         assert_eq!(b["parent_span_id"], f["span_id"], "the back's task is a child of the front's span");
-        // The back sleeps 15 ms; the front waits for it, so it is blocked at least as long
-        // (in recvfrom/read on the socket).
+        // The back sleeps 15 ms; the front's span contains the back's (the back may start
+        // sleeping before the front reaches its recv, so the front's block can be shorter).
         assert!(ms(b, "blocked_ns") >= 14.9, "{b}");
-        assert!(ms(f, "blocked_ns") >= ms(b, "blocked_ns") - 0.1, "front blocked at least the back's sleep: {f} / {b}");
         assert!(ms(f, "wall_ns") >= ms(b, "wall_ns"), "the front's span contains the back's: {f} / {b}");
+        // The front's wait ends when the back's thread answers: charged to the back's task
+        // when the loopback receive runs in the back's send (usual); if the kernel deferred
+        // it to ksoftirqd, the waker is the kernel, so this is counted, not required each time.
+        let waited: Vec<&serde_json::Value> = f["waited_on"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        if waited.iter().any(|w| w["span_id"] == b["span_id"]) {
+            charged += 1;
+        }
     }
+    assert!(charged >= 1, "no front wait was charged to its back task");
     drop(front);
     drop(back);
 }

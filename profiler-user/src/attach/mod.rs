@@ -213,6 +213,20 @@ impl Session {
         Ok(out)
     }
 
+    /// Runs of each program the kernel skipped because another BPF program was already
+    /// running on that CPU (`recursion_misses` of `bpf_prog_info`): events lost silently by
+    /// the kernel, reported so they are not silent here.
+    pub fn program_misses(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (name, prog) in self.ebpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            if let Some(n) = recursion_misses(fd.as_fd()).filter(|n| *n > 0) {
+                out.push((name.to_string(), n));
+            }
+        }
+        out
+    }
+
     /// Moves the STACKS map out, for the symbolizer.
     pub fn take_stacks(&mut self) -> Option<aya::maps::StackTraceMap<MapData>> {
         self.ebpf.take_map("STACKS").and_then(|m| aya::maps::StackTraceMap::try_from(m).ok())
@@ -230,4 +244,19 @@ impl Session {
     }
 }
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+/// `recursion_misses` of a program, read with BPF_OBJ_GET_INFO_BY_FD (kernel >= 5.12).
+fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info, up to and including recursion_misses (u64 at offset 208).
+    let mut info = [0u64; 28];
+    let mut attr = [0u8; 16];
+    attr[0..4].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&((info.len() * 8) as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr points the kernel at `info`, a buffer of the size it declares, which
+    // outlives the call; the kernel writes at most that many bytes.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_ptr(), attr.len() as libc::c_uint) };
+    (rc == 0).then_some(info[26])
+}
