@@ -253,7 +253,9 @@ pub mod anomaly {
     pub const MISSED_SWITCH_IN: u32 = 0;
     /// A blocking stack could not be stored (stack map full or hash collision).
     pub const STACK_LOST: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A thread could not be tracked: the kernel's thread map was full.
+    pub const THREADS_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer

@@ -1,7 +1,7 @@
 //! Maps shared by the programs, and the load-time configuration.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace};
 use profiler_common::{kind, Config, UsdtSpec};
 
 use crate::thread::ThreadState;
@@ -25,9 +25,12 @@ pub fn config() -> Config {
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// tid -> what the thread is doing for which task. Only threads of traced processes that
-/// ran a task are here, so an untraced thread costs one failed lookup.
+/// ran a task are here, so an untraced thread costs one failed lookup. A plain
+/// (preallocated) hash, not an LRU: an LRU may evict a live thread's entry, which silently
+/// loses its scheduler events. Entries go when their thread exits (sched_process_exit);
+/// when the map is full, new threads are counted (anomaly THREADS_FULL) and not tracked.
 #[map]
-pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(65536, 0);
+pub static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(32768, 0);
 
 /// Attach cookie -> how to read that USDT site's arguments.
 #[map]

@@ -208,3 +208,13 @@ irq_edge!(hrtimer_expire_entry, "hrtimer_expire_entry", IRQ_HARD, 1);
 irq_edge!(hrtimer_expire_exit, "hrtimer_expire_exit", IRQ_HARD, -1);
 irq_edge!(softirq_entry, "softirq_entry", IRQ_SOFT, 1);
 irq_edge!(softirq_exit, "softirq_exit", IRQ_SOFT, -1);
+
+/// A thread exits: forget it (the kernel map only holds live threads).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if thread::get(tid).is_some() {
+        let _ = crate::maps::THREADS.remove(tid);
+    }
+    0
+}

@@ -52,7 +52,11 @@ pub fn get_or_insert(tid: u32) -> Option<&'static mut ThreadState> {
     }
     // SAFETY: per-CPU scratch slot that nobody writes: it stays zeroed.
     let zero = unsafe { &*ZERO_THREAD.get_ptr(0)? };
-    THREADS.insert(tid, zero, 0).ok()?;
+    // BPF_NOEXIST: never replace an entry another CPU just created.
+    if THREADS.insert(tid, zero, 1).is_err() && get(tid).is_none() {
+        count_anomaly(profiler_common::anomaly::THREADS_FULL);
+        return None;
+    }
     let st = get(tid)?;
     st.sys_nr = -1;
     st.offcpu_sys_nr = -1;

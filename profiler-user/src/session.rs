@@ -189,6 +189,10 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     let drops = session.kernel_drops().unwrap_or_default();
     let anomalies = session.kernel_anomalies().unwrap_or_default();
     p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing();
+    let full = anomalies.get(profiler_common::anomaly::THREADS_FULL as usize).copied().unwrap_or(0);
+    if full > 0 {
+        p.report.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
+    }
     p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
     p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
     for (prog, n) in session.program_misses() {

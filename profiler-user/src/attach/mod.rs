@@ -22,7 +22,7 @@ static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The tp_btf programs and the tracepoints they attach to. Interrupt exits attach before
 /// their entries, so that no entry is ever counted without its exit.
-const TRACEPOINTS: [&str; 10] = [
+const TRACEPOINTS: [&str; 11] = [
     "irq_handler_exit",
     "softirq_exit",
     "hrtimer_expire_exit",
@@ -33,6 +33,7 @@ const TRACEPOINTS: [&str; 10] = [
     "sched_waking",
     "sys_enter",
     "sys_exit",
+    "sched_process_exit",
 ];
 const USDT_PROGRAM: &str = "tprof_usdt";
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
