@@ -189,6 +189,9 @@ pub mod waker {
     /// CPU (e.g. a loopback send processes the receive path right away): most likely that
     /// thread's own doing, though an interrupt arriving then would look the same.
     pub const SOFTIRQ: u32 = 16;
+    /// The switch-in of this interval was not seen: it ends at the thread's next sign of
+    /// life instead (counted as `anomaly::MISSED_SWITCH_IN`).
+    pub const END_INFERRED: u32 = 32;
 }
 
 /// `SYSCALL`: syscall `nr` ran from `start_ns` to `header.ts_ns` and returned `ret`.

@@ -68,10 +68,9 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     if prev_tid != 0 {
         if let Some(st) = thread::get(prev_tid) {
             if st.depth > 0 {
-                st.running(ts);
+                st.running(prev_pid, prev_tid, ts);
                 st.cut_slice(prev_pid, prev_tid, ts);
                 st.oncpu_since = 0;
-                st.offcpu_since = ts;
                 st.state = prev_state as u32;
                 st.offcpu_sys_nr = st.sys_nr;
                 st.waker_task = TaskId::default();
@@ -84,11 +83,14 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 } else {
                     st.runnable_since = 0;
                     st.waker_flags = 0;
+                }
+                // After the resets: a wakeup racing on another CPU (sched_waking checks
+                // offcpu_since) must not have its runnable time and waker overwritten.
+                st.offcpu_since = ts;
+                if prev_state != 0 && config().stacks != 0 {
                     // Blocking: where (prev is current here, so these are its stacks).
-                    if config().stacks != 0 {
-                        st.kstack_id = stack_id(ctx, 0);
-                        st.ustack_id = stack_id(ctx, USER_STACK);
-                    }
+                    st.kstack_id = stack_id(ctx, 0);
+                    st.ustack_id = stack_id(ctx, USER_STACK);
                 }
             } else {
                 st.offcpu_since = 0;
@@ -103,7 +105,9 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         return Some(());
     }
     let st = thread::get(next_tid)?;
-    let Some(task) = st.top() else { return Some(()) };
+    if st.top().is_none() {
+        return Some(());
+    }
     let start = st.offcpu_since;
     st.offcpu_since = 0;
     st.oncpu_since = ts;
@@ -111,29 +115,9 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         return Some(());
     }
     let next_pid = task_field(next, offs.task_tgid).unwrap_or(0);
-    let (runnable, state, sys_nr) = (st.runnable_since, st.state, st.offcpu_sys_nr);
-    let (flags, wpid, wtid, wcomm, wtask) = (st.waker_flags, st.waker_pid, st.waker_tid, st.waker_comm, st.waker_task);
-    let (kstack_id, ustack_id) = (st.kstack_id, st.ustack_id);
-    emit::<OffCpuRecord>(kind::OFF_CPU, &task, |r| {
-        // SAFETY: `r` is a reserved ring-buffer slot of the right size.
-        unsafe {
-            r.write(OffCpuRecord {
-                header: header(kind::OFF_CPU, ts, next_pid, next_tid, &task),
-                start_ns: start,
-                runnable_ns: runnable,
-                state,
-                syscall_nr: sys_nr,
-                waker_flags: flags,
-                waker_pid: wpid,
-                waker_tid: wtid,
-                _pad: 0,
-                waker_comm: wcomm,
-                waker_task: wtask,
-                kstack_id,
-                ustack_id,
-            })
-        }
-    });
+    st.offcpu_since = start;
+    st.emit_off_cpu(next_pid, next_tid, ts, 0);
+    st.offcpu_since = 0;
     Some(())
 }
 

@@ -1,6 +1,6 @@
 //! Per-thread state: the stack of tasks the thread works for, and its scheduling state.
 
-use profiler_common::{kind, OnCpuRecord, TaskId, COMM_LEN, TASK_STACK_DEPTH};
+use profiler_common::{kind, OffCpuRecord, OnCpuRecord, TaskId, COMM_LEN, TASK_STACK_DEPTH};
 
 use crate::emit::{count_anomaly, emit, header};
 use crate::maps::{THREADS, ZERO_THREAD};
@@ -116,14 +116,45 @@ impl ThreadState {
     /// The thread is running now: if its switch-in was never seen, count that and resume
     /// the ledger from `now` rather than losing every later slice.
     #[inline(always)]
-    pub fn running(&mut self, now: u64) {
-        if self.offcpu_since != 0 {
-            count_anomaly(profiler_common::anomaly::MISSED_SWITCH_IN);
-            self.offcpu_since = 0;
-            if self.oncpu_since == 0 {
-                self.oncpu_since = now;
-            }
+    pub fn running(&mut self, pid: u32, tid: u32, now: u64) {
+        if self.offcpu_since == 0 {
+            return;
         }
+        count_anomaly(profiler_common::anomaly::MISSED_SWITCH_IN);
+        // Still account for the interval, flagged: it ends at this sign of life.
+        self.emit_off_cpu(pid, tid, now, profiler_common::waker::END_INFERRED);
+        self.offcpu_since = 0;
+        self.oncpu_since = now;
+    }
+
+    /// Emits the off-CPU interval that started at `offcpu_since` and ends at `now`.
+    #[inline(always)]
+    pub fn emit_off_cpu(&self, pid: u32, tid: u32, now: u64, extra_flags: u32) {
+        let Some(task) = self.top() else { return };
+        let start = self.offcpu_since;
+        if start == 0 {
+            return;
+        }
+        emit::<OffCpuRecord>(kind::OFF_CPU, &task, |r| {
+            // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+            unsafe {
+                r.write(OffCpuRecord {
+                    header: header(kind::OFF_CPU, now, pid, tid, &task),
+                    start_ns: start,
+                    runnable_ns: self.runnable_since,
+                    state: self.state,
+                    syscall_nr: self.offcpu_sys_nr,
+                    waker_flags: self.waker_flags | extra_flags,
+                    waker_pid: self.waker_pid,
+                    waker_tid: self.waker_tid,
+                    _pad: 0,
+                    waker_comm: self.waker_comm,
+                    waker_task: self.waker_task,
+                    kstack_id: self.kstack_id,
+                    ustack_id: self.ustack_id,
+                })
+            }
+        });
     }
 
     /// Ends the innermost task's on-CPU slice at `now` (if one is open) and starts a new one.

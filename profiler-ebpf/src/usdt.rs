@@ -33,6 +33,8 @@ fn read_reg(ctx: &ProbeContext, off: u16) -> Option<u64> {
     if off > PT_REGS_SIZE - 8 {
         return None;
     }
+    // Through the helper: LLVM merges per-register context loads into one load at a
+    // computed offset, which the verifier rejects ("dereference of modified ctx ptr").
     // SAFETY: ctx.regs points at the probed thread's saved registers; the offset is bounded
     // by the size of pt_regs and the helper checks the read.
     unsafe { bpf_probe_read_kernel((ctx.regs as *const u8).add(off as usize) as *const u64).ok() }
@@ -195,7 +197,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
 /// Returns false when the task could not be pushed (stack full).
 #[inline(always)]
 fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
-    st.running(ts);
+    st.running(pid, tid, ts);
     st.cut_slice(pid, tid, ts);
     let pushed = st.push(task);
     st.oncpu_since = ts;
@@ -205,7 +207,7 @@ fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> boo
 /// The thread stops work for `span_id`: its last slice ends here, the outer task resumes.
 #[inline(always)]
 fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
-    st.running(ts);
+    st.running(pid, tid, ts);
     if st.top().map(|t| t.span_id) == Some(span_id) {
         st.cut_slice(pid, tid, ts);
     }

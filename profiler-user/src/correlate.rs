@@ -93,6 +93,9 @@ pub struct TaskState {
     pub dropped: u64,
     /// Regions/logs over the caps, not kept.
     pub truncated: u64,
+    /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
+    /// sign of life: upper bounds).
+    pub inferred: u64,
     pub threads: Vec<u32>,
     pub(crate) open_regions: Vec<usize>,
 }
@@ -126,6 +129,9 @@ impl TaskState {
         }
         if self.dropped > 0 {
             why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
+        }
+        if self.inferred > 0 {
+            why.push(format!("{} off-CPU intervals end at an inferred time (switch-in not seen)", self.inferred));
         }
         (!why.is_empty()).then(|| why.join(", "))
     }
@@ -346,7 +352,8 @@ fn apply(st: &mut TaskState, rec: &Record) {
             }
         }
         Record::OnCpu { meta, start_ns } => st.on_cpu_ns += meta.ts_ns.saturating_sub(*start_ns),
-        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, stacks, .. } => {
+        Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, stacks, end_inferred, .. } => {
+            st.inferred += u64::from(*end_inferred);
             let end = meta.ts_ns;
             let (blocked, runq) = match (waker, runnable_ns) {
                 (Waker::Preempted, _) => (0, end.saturating_sub(*start_ns)),

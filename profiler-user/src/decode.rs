@@ -79,6 +79,9 @@ pub enum Record {
         waker: Waker,
         /// Ids in the kernel's stack map of the kernel and user stacks at switch-out.
         stacks: StackIds,
+        /// The switch-in was not seen: the interval ends at the thread's next sign of life
+        /// (a probe or a switch-out), an upper bound.
+        end_inferred: bool,
     },
     Syscall { meta: Meta, nr: u32, start_ns: u64, ret: i64 },
 }
@@ -208,6 +211,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
                 syscall_nr: u32::try_from(r.syscall_nr).ok(),
                 waker: waker(&r),
                 stacks: StackIds { kernel: u32::try_from(r.kstack_id).ok(), user: u32::try_from(r.ustack_id).ok() },
+                end_inferred: r.waker_flags & profiler_common::waker::END_INFERRED != 0,
             }
         }
         kind::SYSCALL => {

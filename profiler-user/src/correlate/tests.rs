@@ -34,11 +34,11 @@ fn sleep_spin_and_wait_add_up_to_wall() {
         Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
         Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0 },
         // 20 ms asleep in nanosleep (35), woken by the kernel, 1 ms in the run queue.
-        Record::OffCpu { meta: meta(23 * ms, 7), start_ns: 2 * ms, runnable_ns: Some(22 * ms), state: 1, syscall_nr: Some(35), waker: Waker::Kernel, stacks: Default::default() },
+        Record::OffCpu { meta: meta(23 * ms, 7), start_ns: 2 * ms, runnable_ns: Some(22 * ms), state: 1, syscall_nr: Some(35), waker: Waker::Kernel, stacks: Default::default(), end_inferred: false },
         Record::Syscall { meta: meta(23 * ms + 10, 7), nr: 35, start_ns: 2 * ms - 10, ret: 0 },
         Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms },
         // Preempted for 2 ms: all run queue.
-        Record::OffCpu { meta: meta(32 * ms, 7), start_ns: 30 * ms, runnable_ns: Some(30 * ms), state: 0, syscall_nr: None, waker: Waker::Preempted, stacks: Default::default() },
+        Record::OffCpu { meta: meta(32 * ms, 7), start_ns: 30 * ms, runnable_ns: Some(30 * ms), state: 0, syscall_nr: None, waker: Waker::Preempted, stacks: Default::default(), end_inferred: false },
         Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms },
         Record::TaskEnd { meta: meta(33 * ms, 7), dropped: 0 },
     ];
@@ -105,7 +105,7 @@ fn longest_blocks_are_kept_in_order() {
     let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 }];
     for (i, d) in [5u64, 50, 1, 20, 30].iter().enumerate() {
         let start = i as u64 * 1000;
-        recs.push(Record::OffCpu { meta: meta(start + d, 7), start_ns: start, runnable_ns: None, state: 1, syscall_nr: None, waker: Waker::Unknown, stacks: Default::default() });
+        recs.push(Record::OffCpu { meta: meta(start + d, 7), start_ns: start, runnable_ns: None, state: 1, syscall_nr: None, waker: Waker::Unknown, stacks: Default::default(), end_inferred: false });
     }
     let (s, _) = run(&recs);
     let kept: Vec<u64> = s[0].blocks.iter().map(|b| b.blocked_ns).collect();
@@ -124,8 +124,8 @@ fn wakeup_chain_follows_the_wakers_own_blocks() {
     let recs = [
         Record::TaskBegin { meta: m(0, 7, 1), parent_span_id: 0, name: "A".into(), name_flags: 0 },
         Record::TaskBegin { meta: m(0, 8, 2), parent_span_id: 0, name: "B".into(), name_flags: 0 },
-        Record::OffCpu { meta: m(11 * ms, 8, 2), start_ns: 3 * ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(0), waker: thread(9, 3), stacks: Default::default() },
-        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 2 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default() },
+        Record::OffCpu { meta: m(11 * ms, 8, 2), start_ns: 3 * ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(0), waker: thread(9, 3), stacks: Default::default(), end_inferred: false },
+        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 2 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default(), end_inferred: false },
         Record::TaskEnd { meta: m(13 * ms, 7, 1), dropped: 0 },
     ];
     let (s, _) = run(&recs);
@@ -146,8 +146,8 @@ fn unrelated_earlier_block_is_not_a_chain_link() {
     let m = |ts, tid, span| Meta { cpu: 0, ts_ns: ts, pid: 100, tid, task: key(span) };
     let thread = |tid, span| Waker::Thread { pid: 100, tid, comm: "w".into(), task: Some(key(span)), via_softirq: false };
     let recs = [
-        Record::OffCpu { meta: m(2 * ms, 8, 2), start_ns: ms, runnable_ns: Some(2 * ms), state: 1, syscall_nr: Some(0), waker: Waker::Kernel, stacks: Default::default() },
-        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 5 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default() },
+        Record::OffCpu { meta: m(2 * ms, 8, 2), start_ns: ms, runnable_ns: Some(2 * ms), state: 1, syscall_nr: Some(0), waker: Waker::Kernel, stacks: Default::default(), end_inferred: false },
+        Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 5 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default(), end_inferred: false },
     ];
     let (s, _) = run(&recs);
     let a = s.iter().find(|t| t.key == key(1)).expect("A");

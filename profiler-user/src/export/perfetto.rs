@@ -511,7 +511,7 @@ mod tests {
             meta: meta(tid, task, ts), parent_span_id: 0, name: name.into(), name_flags: 0,
         };
         let off = |tid, task, start_ns, runnable_ns, ts, syscall_nr, waker| Record::OffCpu {
-            meta: meta(tid, task, ts), start_ns, runnable_ns, state: 1, syscall_nr, waker, stacks: Default::default(),
+            meta: meta(tid, task, ts), start_ns, runnable_ns, state: 1, syscall_nr, waker, stacks: Default::default(), end_inferred: false,
         };
         let waker = Waker::Thread { pid: 4_000_000, tid: 12, comm: "worker".into(), task: Some(B), via_softirq: false };
         vec![

@@ -86,7 +86,8 @@ pub fn event_json(rec: &Record) -> Value {
             put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
             "on_cpu"
         }
-        Record::OffCpu { start_ns, runnable_ns, state, syscall_nr, waker, .. } => {
+        Record::OffCpu { start_ns, runnable_ns, state, syscall_nr, waker, end_inferred, .. } => {
+            put("end_inferred", (*end_inferred).into());
             put("start_ns", (*start_ns).into());
             put("runnable_ns", (*runnable_ns).into());
             put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
