@@ -223,7 +223,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "m" => v * 60.0,
         _ => bail!("bad duration unit {unit:?} in {s:?}: use ns, us, ms, s or m"),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         bail!("duration {s:?} out of range");
     }
     Ok(Duration::from_secs_f64(secs))

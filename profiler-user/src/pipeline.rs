@@ -15,7 +15,7 @@ use crate::stats::Stats;
 /// Where blocking stacks come from.
 pub enum Stacks {
     /// Symbolized live from the kernel's stack map.
-    Live(Symbolizer),
+    Live(Box<Symbolizer>),
     /// Read back from a recording: (span-id, block start) -> stack.
     Recorded(HashMap<(u64, u64), Stack>),
     Off,

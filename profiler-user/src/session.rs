@@ -134,7 +134,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     for pid in &opts.pids {
         symbolizer.update_maps(*pid, read_maps(*pid));
     }
-    let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(symbolizer), recorder);
+    let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
     p.report.pids = opts.pids.clone();
     let mut mem = TargetMemory { pids: opts.pids.clone(), ..Default::default() };
     let stop_reason = rt.block_on(async {
@@ -148,7 +148,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
                 _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
             }
             if let Err(e) = drain(&mut p, &mut mem, &mut ring) {
-                return Ok(output_stop(e)?);
+                return output_stop(e);
             }
             session.flush_ebpf_log();
             if opts.duration.is_some_and(|d| start.elapsed() >= d) {

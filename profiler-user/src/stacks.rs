@@ -131,8 +131,8 @@ impl Symbolizer {
             return f.clone();
         }
         let addrs = self.addrs(id);
-        let mut kernel = Kernel::default();
-        kernel.vmlinux = MaybeDefault::None;
+        // Symbols from kallsyms only: looking for a vmlinux with debug info is slow.
+        let kernel = Kernel { vmlinux: MaybeDefault::None, ..Default::default() };
         let frames = self.symbolize(&Source::Kernel(kernel), &addrs);
         if self.kernel_cache.len() >= MAX_CACHED {
             self.kernel_cache.clear();

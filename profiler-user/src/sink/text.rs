@@ -99,7 +99,7 @@ impl<W: Write> Sink for TextSink<W> {
             ms(t.syscall_ns()),
         )?;
         let mut top: Vec<_> = t.syscalls.iter().collect();
-        top.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns));
+        top.sort_by_key(|s| std::cmp::Reverse(s.1.total_ns));
         if !top.is_empty() {
             let list: Vec<String> =
                 top.iter().take(5).map(|(nr, s)| format!("{} {}x {} ms", syscall_name(**nr), s.count, ms(s.total_ns))).collect();
