@@ -20,11 +20,20 @@ use crate::thread::{self, ThreadState};
 /// Size of `struct pt_regs` on x86_64; register offsets must lie below it.
 const PT_REGS_SIZE: u16 = 168;
 
-/// Sleepable, so that strings on pages the target has not touched yet (a freshly
-/// dlopen'ed library's .rodata) are faulted in by `bpf_copy_from_user` instead of lost.
+/// For the probes that pass strings (task_begin, region_begin/end, log). Sleepable, so
+/// that strings on pages the target has not touched yet (a freshly dlopen'ed library's
+/// .rodata) are faulted in by `bpf_copy_from_user` instead of lost.
 #[uprobe(sleepable)]
 pub fn tprof_usdt(ctx: ProbeContext) -> u32 {
-    let _ = try_usdt(&ctx);
+    let _ = try_usdt::<true>(&ctx);
+    0
+}
+
+/// For the probes without strings (task_end, task_attach/detach: once per poll in async
+/// services): not sleepable, which is cheaper per hit.
+#[uprobe]
+pub fn tprof_usdt_fast(ctx: ProbeContext) -> u32 {
+    let _ = try_usdt::<false>(&ctx);
     0
 }
 
@@ -92,7 +101,7 @@ fn narrow(v: u64, size: u8, signed: u8) -> u64 {
 
 /// Copies at most `N` bytes of a target string into `dst` and describes it.
 #[inline(always)]
-fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
+fn read_str<const N: usize, const SLEEPABLE: bool>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
     let mut flags = 0;
     let n = if len > N as u64 {
         flags |= strflag::TRUNCATED;
@@ -108,17 +117,22 @@ fn read_str<const N: usize>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
         out.flags |= strflag::UNREADABLE;
         return out;
     };
-    // SAFETY: the helper checks the target address (faulting the page in if needed); the
-    // destination is a bounded slice of the reserved record.
-    let rc = unsafe { bpf_copy_from_user(buf.as_mut_ptr().cast(), buf.len() as u32, ptr as *const c_void) };
-    if rc != 0 {
+    let ok = if SLEEPABLE {
+        // SAFETY: the helper checks the target address (faulting the page in if needed);
+        // the destination is a bounded slice of the reserved record.
+        unsafe { bpf_copy_from_user(buf.as_mut_ptr().cast(), buf.len() as u32, ptr as *const c_void) == 0 }
+    } else {
+        // SAFETY: the helper checks the target address; no fault is taken.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(ptr as *const u8, buf).is_ok() }
+    };
+    if !ok {
         // Keep `len` (the bytes wanted): userspace retries from /proc/PID/mem.
         out.flags |= strflag::UNREADABLE;
     }
     out
 }
 
-fn try_usdt(ctx: &ProbeContext) -> Option<()> {
+fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
     // SAFETY: helper reading the attach cookie of the running program.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let Some(spec) = USDT_SPECS.get(cookie as u32) else {
@@ -153,7 +167,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
                 r.parent_span_id = args[3];
-                r.name = read_str(name_ptr, name_len, &mut r.name_buf);
+                r.name = read_str::<NAME_LEN, SLEEPABLE>(name_ptr, name_len, &mut r.name_buf);
             });
         }
         probe::TASK_END | probe::TASK_DETACH => {
@@ -175,7 +189,7 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
-                r.name = read_str::<NAME_LEN>(args[0], args[1], &mut r.name_buf);
+                r.name = read_str::<NAME_LEN, SLEEPABLE>(args[0], args[1], &mut r.name_buf);
             });
         }
         probe::LOG => {
@@ -184,8 +198,8 @@ fn try_usdt(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(kind::LOG, ts, pid, tid, &task);
-                r.key = read_str::<LOG_KEY_LEN>(args[0], args[1], &mut r.key_buf);
-                r.value = read_str::<LOG_VALUE_LEN>(args[2], args[3], &mut r.value_buf);
+                r.key = read_str::<LOG_KEY_LEN, SLEEPABLE>(args[0], args[1], &mut r.key_buf);
+                r.value = read_str::<LOG_VALUE_LEN, SLEEPABLE>(args[2], args[3], &mut r.value_buf);
             });
         }
         _ => {}

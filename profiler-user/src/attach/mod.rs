@@ -35,7 +35,18 @@ const TRACEPOINTS: [&str; 11] = [
     "sys_exit",
     "sched_process_exit",
 ];
+/// The USDT programs: sleepable for the probes that pass strings, plain for the others.
 const USDT_PROGRAM: &str = "tprof_usdt";
+const USDT_FAST_PROGRAM: &str = "tprof_usdt_fast";
+
+/// The program that handles `probe` (see the eBPF side's docs for why there are two).
+fn usdt_program(probe: u32) -> &'static str {
+    use profiler_common::probe::*;
+    match probe {
+        TASK_BEGIN | REGION_BEGIN | REGION_END | LOG => USDT_PROGRAM,
+        _ => USDT_FAST_PROGRAM,
+    }
+}
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
 pub const MAX_SITES: u32 = 4096;
 
@@ -105,12 +116,14 @@ impl Session {
             prog.load(tp, &btf).with_context(|| format!("loading tp_btf program {tp} (verifier output above)"))?;
             prog.attach().with_context(|| format!("attaching tp_btf/{tp}"))?;
         }
-        let usdt: &mut UProbe = ebpf
-            .program_mut(USDT_PROGRAM)
-            .ok_or_else(|| anyhow!("eBPF object lacks program {USDT_PROGRAM}"))?
-            .try_into()
-            .context("tprof_usdt is not a uprobe program")?;
-        usdt.load().context("loading the USDT program")?;
+        for name in [USDT_PROGRAM, USDT_FAST_PROGRAM] {
+            let usdt: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
+                .try_into()
+                .with_context(|| format!("{name} is not a uprobe program"))?;
+            usdt.load().with_context(|| format!("loading the USDT program {name}"))?;
+        }
         let logger = if opts.debug_ebpf {
             Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger (--debug-ebpf)")?)
         } else {
@@ -178,11 +191,8 @@ impl Session {
         let mut specs: Array<&mut MapData, UsdtSpec> =
             Array::try_from(self.ebpf.map_mut("USDT_SPECS").ok_or_else(|| anyhow!("no USDT_SPECS map"))?)?;
         specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
-        let prog: &UProbe = self
-            .ebpf
-            .program(USDT_PROGRAM)
-            .ok_or_else(|| anyhow!("no {USDT_PROGRAM} program"))?
-            .try_into()?;
+        let name = usdt_program(probe);
+        let prog: &UProbe = self.ebpf.program(name).ok_or_else(|| anyhow!("no {name} program"))?.try_into()?;
         let fd = prog.fd()?.as_fd();
         let link = uprobe::attach(fd, self.pmu_type, path, site.file_offset, site.semaphore_offset, pid, u64::from(cookie))?;
         self.next_cookie += 1;
