@@ -202,3 +202,18 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     }
     0
 }
+
+/// A thread execs: the tasks it carried belonged to the old program; nothing after this is
+/// theirs (their summaries say they did not end while traced). At exec the thread takes the
+/// thread-group leader's id, so both ids are forgotten.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    let old_pid: u32 = ctx.arg::<u64>(1) as u32;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    for t in [old_pid, tid] {
+        if thread::get(t).is_some() {
+            let _ = crate::maps::THREADS.remove(t);
+        }
+    }
+    0
+}

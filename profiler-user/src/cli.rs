@@ -33,6 +33,8 @@ pub enum Command {
     Report(ReportArgs),
     /// List the USDT probes of a process or a binary (any provider).
     List(ListArgs),
+    /// Check what this host supports (kernel, BTF, capabilities, uprobes, eBPF features).
+    Doctor,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -168,19 +170,22 @@ impl OutputArgs {
         let mut tee = Tee::new(primary, !self.summary_only);
         let clock = WallClock::now();
         if let Some(p) = &self.perfetto {
-            tee.add("perfetto", Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
+            let name = format!("perfetto export to {}", p.display());
+            tee.add(&name, Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
         }
         if self.otlp_file.is_some() || self.otlp_endpoint.is_some() {
             let s = OtlpSink::new(self.otlp_file.as_deref(), self.otlp_endpoint.as_deref(), clock)
                 .context("OTLP export")?
                 .with_pids(pids);
-            tee.add("otlp", Box::new(s));
+            let to = self.otlp_file.as_deref().map(|p| p.display().to_string()).or(self.otlp_endpoint.clone()).unwrap_or_default();
+            tee.add(&format!("OTLP export to {to}"), Box::new(s));
         }
         if self.zipkin_file.is_some() || self.zipkin_endpoint.is_some() {
             let s = ZipkinSink::new(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), clock)
                 .context("Zipkin export")?
                 .with_pids(pids);
-            tee.add("zipkin", Box::new(s));
+            let to = self.zipkin_file.as_deref().map(|p| p.display().to_string()).or(self.zipkin_endpoint.clone()).unwrap_or_default();
+            tee.add(&format!("Zipkin export to {to}"), Box::new(s));
         }
         for p in [&self.perfetto, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
             give_to_invoking_user(p);

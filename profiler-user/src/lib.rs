@@ -9,6 +9,7 @@ pub mod cli;
 pub mod correlate;
 pub mod decode;
 pub mod discover;
+pub mod doctor;
 pub mod export;
 pub mod list;
 pub mod pipeline;

@@ -64,6 +64,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tprof::report::run(&args.file, sinks, args.output.filter()?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor => {
+            let ok = tprof::doctor::run(&mut io::stdout().lock())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::List(args) => {
             let mut out = io::stdout().lock();
             let n = tprof::list::run(args.pid, args.binary.as_deref(), &mut out)?;

@@ -35,6 +35,7 @@ pub mod tag {
 
 pub struct Recorder {
     out: BufWriter<File>,
+    path: std::path::PathBuf,
     pub bytes: u64,
     pub raw_records: u64,
 }
@@ -43,7 +44,7 @@ impl Recorder {
     pub fn create(path: &Path, pids: &[u32]) -> Result<Recorder> {
         let file = File::create(path).with_context(|| format!("creating the recording {}", path.display()))?;
         crate::sink::give_to_invoking_user(path);
-        let mut r = Recorder { out: BufWriter::new(file), bytes: 0, raw_records: 0 };
+        let mut r = Recorder { out: BufWriter::new(file), path: path.to_path_buf(), bytes: 0, raw_records: 0 };
         r.out.write_all(MAGIC)?;
         r.out.write_all(&FORMAT.to_le_bytes())?;
         r.out.write_all(&profiler_common::RECORD_ABI_VERSION.to_le_bytes())?;
@@ -54,11 +55,19 @@ impl Recorder {
 
     fn frame(&mut self, tag: u8, bytes: &[u8]) -> io::Result<()> {
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("frame too large"))?;
-        self.out.write_all(&[tag])?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(bytes)?;
+        let write = |out: &mut BufWriter<File>| -> io::Result<()> {
+            out.write_all(&[tag])?;
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(bytes)
+        };
+        write(&mut self.out).map_err(|e| self.named(e))?;
         self.bytes += 5 + u64::from(len);
         Ok(())
+    }
+
+    /// The error, naming the recording (e.g. a full disk).
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("writing the recording {}: {e}", self.path.display()))
     }
 
     pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -87,7 +96,7 @@ impl Recorder {
             "warnings": r.warnings, "stop_reason": r.stop_reason,
         });
         self.frame(tag::REPORT, v.to_string().as_bytes())?;
-        self.out.flush()
+        self.out.flush().map_err(|e| self.named(e))
     }
 }
 

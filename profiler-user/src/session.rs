@@ -21,7 +21,9 @@ const POLL: Duration = Duration::from_millis(20);
 /// How often targets are checked for exit and rescanned for new libraries.
 const RESCAN: Duration = Duration::from_millis(500);
 /// Most records handled per drain before checking signals again (stays responsive under load).
-const MAX_BATCH: usize = 1 << 20;
+const MAX_BATCH: usize = 1 << 16;
+/// Longest final drain after a stop.
+const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
@@ -54,24 +56,31 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Reads target memory through `/proc/PID/mem`, for strings the kernel could not copy
-/// (a page not yet faulted in). Only the traced pids are read, at most 128 bytes at a time.
+/// Reads target memory with `process_vm_readv` (which honours the target's page
+/// protections), for strings the kernel could not copy (a page not yet faulted in). Only
+/// the traced pids are read, at most 128 bytes at a time.
 #[derive(Default)]
 struct TargetMemory {
     pids: Vec<u32>,
-    files: std::collections::HashMap<u32, Option<std::fs::File>>,
 }
 
 impl TargetMemory {
     fn read(&mut self, pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         if !self.pids.contains(&pid) || len > 128 {
             return None;
         }
-        let file = self.files.entry(pid).or_insert_with(|| std::fs::File::open(format!("/proc/{pid}/mem")).ok()).as_ref()?;
         let mut buf = vec![0u8; len];
-        let n = file.read_at(&mut buf, addr).ok()?;
-        buf.truncate(n);
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+        // SAFETY: `local` describes `buf`, which we own and which outlives the call; the
+        // remote range is only read, by the kernel, with the target's page protections.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        // An empty or failed read is a failure (the target exited, or the memory is not
+        // readable), never an empty string.
+        if n <= 0 {
+            return None;
+        }
+        buf.truncate(n as usize);
         Some(buf)
     }
 }
@@ -174,11 +183,25 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
             }
         }
     })?;
-    // Final drain: whatever the kernel queued before we stopped is still reported.
+    // Stop new USDT events first (in parallel: see detach_usdt), then the final drain:
+    // whatever the kernel queued before we stopped is still reported. Bounded in time, so
+    // a target that floods the scheduler programs cannot keep tprof from stopping; what is
+    // left in the ring then is counted, not silently dropped.
     let mut stop_reason = stop_reason;
+    session.detach_usdt();
+    let deadline = Instant::now() + FINAL_DRAIN;
     loop {
         match drain(&mut p, &mut mem, &mut ring) {
             Ok(0) => break,
+            Ok(_) if Instant::now() >= deadline => {
+                let mut left = 0u64;
+                while ring.next().is_some() {
+                    left += 1;
+                }
+                p.report.warnings.push(format!("stopped draining after {} s: {left} queued records discarded", FINAL_DRAIN.as_secs()));
+                p.report.undrained = left;
+                break;
+            }
             Ok(_) => {}
             Err(e) => {
                 stop_reason = output_stop(e)?;

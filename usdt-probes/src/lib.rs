@@ -33,3 +33,14 @@ pub mod probe {
 
 #[cfg(test)]
 mod tests;
+
+// Optional integrations, each behind its cargo feature (the default build has neither).
+#[cfg(feature = "tracing")]
+mod tracing_layer;
+#[cfg(feature = "tracing")]
+pub use tracing_layer::TprofLayer;
+
+#[cfg(feature = "tower")]
+pub mod http;
+#[cfg(feature = "tower")]
+pub use crate::http::{TprofClientLayer, TprofHttpLayer};

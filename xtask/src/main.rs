@@ -108,6 +108,10 @@ fn test(extra: &[String]) -> Result<()> {
     let mut unit = cargo();
     unit.args(["test", "--workspace", "--exclude", "tprof-tests"]).args(extra);
     status(&mut unit)?;
+    // usdt-probes' optional integrations (tracing, tower) are tested with their features on.
+    let mut features = cargo();
+    features.args(["test", "-p", "usdt-probes", "--all-features"]).args(extra);
+    status(&mut features)?;
     // End-to-end: real eBPF on real processes. They need root (CAP_BPF, CAP_PERFMON) and run
     // one at a time, so that timing-sensitive workloads do not compete for the 2 CPUs.
     if !is_root() {
@@ -117,6 +121,7 @@ fn test(extra: &[String]) -> Result<()> {
     e2e.args(["test", "-p", "tprof-tests"]).args(extra).args(["--", "--test-threads=1"]);
     e2e.env("TPROF_BIN", bin_dir().join("tprof"))
         .env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"))
-        .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"));
+        .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"))
+        .env("TPROF_FAULT_TARGET_BIN", bin_dir().join("fault-target"));
     status(&mut e2e)
 }

@@ -7,6 +7,7 @@ pub mod privileges;
 pub mod uprobe;
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,7 +23,7 @@ static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The tp_btf programs and the tracepoints they attach to. Interrupt exits attach before
 /// their entries, so that no entry is ever counted without its exit.
-const TRACEPOINTS: [&str; 11] = [
+const TRACEPOINTS: [&str; 12] = [
     "irq_handler_exit",
     "softirq_exit",
     "hrtimer_expire_exit",
@@ -34,6 +35,7 @@ const TRACEPOINTS: [&str; 11] = [
     "sys_enter",
     "sys_exit",
     "sched_process_exit",
+    "sched_process_exec",
 ];
 /// The USDT programs: sleepable for the probes that pass strings, plain for the others.
 const USDT_PROGRAM: &str = "tprof_usdt";
@@ -78,7 +80,9 @@ pub struct Session {
     pub sites: Vec<AttachedSite>,
     /// Problems that did not stop the session (a bad note, an unsupported argument spec).
     pub warnings: Vec<String>,
-    scanned: HashSet<(u32, PathBuf)>,
+    /// Files already attached, by (pid, device, inode): a binary replaced or deleted while
+    /// attached shows up under another path (`/proc/PID/exe`) but is the same file.
+    scanned: HashSet<(u32, u64, u64)>,
     next_cookie: u32,
     pmu_type: u32,
 }
@@ -147,11 +151,12 @@ impl Session {
         let files = discover::executable_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
         let mut attached = 0;
         for file in files {
-            if !self.scanned.insert((pid, file.clone())) {
-                continue;
-            }
             // Resolve through the target's root so targets in other mount namespaces work.
             let path = if file.starts_with("/proc/") { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !self.scanned.insert((pid, meta.dev(), meta.ino())) {
+                continue;
+            }
             let report = match discover::read_notes_from_path(&path) {
                 Ok(r) => r,
                 Err(e) => {
@@ -250,6 +255,26 @@ impl Session {
         }
     }
 
+    /// Detaches every USDT site (disarming the semaphores as the links go), on parallel
+    /// threads. Each detach of a perf-event uprobe waits for an RCU grace period in the
+    /// kernel (~0.1 s here, under a global mutex, so parallelism helps little): BPF
+    /// uprobe_multi links would make it one wait per binary, but aya 0.14 cannot load
+    /// uprobe.multi programs.
+    pub fn detach_usdt(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        let per_thread = links.len().div_ceil(64).max(1);
+        let mut chunks: Vec<Vec<uprobe::UprobeLink>> = Vec::new();
+        let mut it = links.into_iter().peekable();
+        while it.peek().is_some() {
+            chunks.push(it.by_ref().take(per_thread).collect());
+        }
+        std::thread::scope(|s| {
+            for chunk in chunks {
+                s.spawn(move || drop(chunk));
+            }
+        });
+    }
+
     pub fn attached_links(&self) -> usize {
         self.links.len()
     }
@@ -270,4 +295,10 @@ fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
     // outlives the call; the kernel writes at most that many bytes.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_ptr(), attr.len() as libc::c_uint) };
     (rc == 0).then_some(info[26])
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.detach_usdt();
+    }
 }

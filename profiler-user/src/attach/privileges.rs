@@ -54,7 +54,8 @@ pub fn check_pid(pid: u32) -> Result<String> {
         bail!("pid 0 is not a process");
     }
     let comm = match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(c) => c.trim().to_string(),
+        // The name is the target's to choose: never print its control characters raw.
+        Ok(c) => crate::sink::escape(c.trim_end_matches('\n')),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("no process with pid {pid} (is it still running?)"),
         Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/comm")),
     };

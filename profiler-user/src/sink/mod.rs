@@ -26,6 +26,8 @@ pub struct SessionReport {
     pub missed_switch_ins: u64,
     /// Blocking stacks that could not be stored or read back.
     pub stacks_lost: u64,
+    /// Records still queued in the kernel when the final drain ran out of time.
+    pub undrained: u64,
     /// Per task type latency percentiles and average breakdown (all tasks seen).
     pub stats: crate::stats::Stats,
     pub correlator: CorrelatorStats,
@@ -38,7 +40,7 @@ pub struct SessionReport {
 
 impl SessionReport {
     pub fn total_kernel_drops(&self) -> u64 {
-        self.kernel_drops.iter().map(|(_, n)| n).sum()
+        self.kernel_drops.iter().map(|(_, n)| n).sum::<u64>() + self.undrained
     }
 }
 

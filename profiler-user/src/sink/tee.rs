@@ -60,11 +60,18 @@ impl Sink for Tee {
         self.primary.summary(task)
     }
 
+    /// Ends every sink. An exporter that failed (now or earlier) makes this an error after
+    /// the terminal stream is complete, so tprof exits non-zero with a truncated export.
     fn finish(&mut self, report: &SessionReport) -> io::Result<()> {
         self.each(|s| s.finish(report));
         let mut report = report.clone();
         report.warnings.extend(self.failed.iter().cloned());
-        self.primary.finish(&report)
+        self.primary.finish(&report)?;
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(self.failed.join("; ")))
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
