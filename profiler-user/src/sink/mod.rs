@@ -21,8 +21,8 @@ pub struct SessionReport {
     pub undecodable: u64,
     /// Records lost in the kernel (ring buffer full), by kind name.
     pub kernel_drops: Vec<(&'static str, u64)>,
-    /// Switch-ins of task-carrying threads the scheduler programs did not see (their
-    /// off-CPU time shows as "unscheduled").
+    /// Switch-ins of task-carrying threads the scheduler programs did not see (those
+    /// off-CPU intervals end at the thread's next sign of life, flagged `end_inferred`).
     pub missed_switch_ins: u64,
     /// Blocking stacks that could not be stored or read back.
     pub stacks_lost: u64,

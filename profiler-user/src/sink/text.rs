@@ -200,7 +200,7 @@ impl<W: Write> Sink for TextSink<W> {
             writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
         }
         if r.missed_switch_ins > 0 {
-            writeln!(self.out, "   {} switch-ins of traced threads were not seen: their off-CPU time shows as unscheduled", r.missed_switch_ins)?;
+            writeln!(self.out, "   {} switch-ins of traced threads were not seen (another BPF tracer attaching?): those off-CPU intervals end at the next sign of life", r.missed_switch_ins)?;
         }
         if r.stacks_lost > 0 {
             writeln!(self.out, "   {} blocking stacks lost (stack map full or collision)", r.stacks_lost)?;
