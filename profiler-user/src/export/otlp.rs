@@ -42,7 +42,8 @@ use crate::decode::Record;
 use crate::sink::{SessionReport, Sink};
 
 mod model;
-pub(crate) use model::{Attr, SpanBuilder, SpanData};
+pub use model::Attr;
+pub use model::{SpanBuilder, SpanData};
 use model::kv;
 
 /// Longest a finished span waits before it is shipped.
@@ -193,18 +194,28 @@ impl Batcher {
     }
 }
 
-/// `--otlp-file` / `--otlp-endpoint`.
-pub struct OtlpSink {
-    batch: Batcher,
+/// How a batch of spans is encoded for one tracing backend.
+pub trait SpanFormat {
+    /// For messages (`otlp export: ...`).
+    const NAME: &'static str;
+    /// Path added to an endpoint given without one.
+    const DEFAULT_PATH: &'static str;
+    fn encode(spans: &[SpanData], builder: &mut SpanBuilder) -> io::Result<Vec<u8>>;
 }
 
-impl OtlpSink {
-    /// Spans go to `file` (NDJSON of `ExportTraceServiceRequest`, created or truncated)
-    /// and/or `endpoint` (`http://host:port`, to which `/v1/traces` is added when it has no
-    /// path; https is not supported). At least one is required.
+/// A sink that batches finished tasks as spans in format `F` to a file and/or endpoint.
+pub struct SpanSink<F: SpanFormat> {
+    batch: Batcher,
+    _format: std::marker::PhantomData<F>,
+}
+
+impl<F: SpanFormat> SpanSink<F> {
+    /// Spans go to `file` (NDJSON, one request body per line, created or truncated) and/or
+    /// `endpoint` (`http://host:port`, to which the format's default path is added when it
+    /// has no path; https is not supported). At least one is required.
     pub fn new(file: Option<&Path>, endpoint: Option<&str>, clock: WallClock) -> anyhow::Result<Self> {
-        let out = Delivery::new("otlp", file, endpoint, "/v1/traces")?;
-        Ok(OtlpSink { batch: Batcher::new(clock, out) })
+        let out = Delivery::new(F::NAME, file, endpoint, F::DEFAULT_PATH)?;
+        Ok(SpanSink { batch: Batcher::new(clock, out), _format: std::marker::PhantomData })
     }
 
     /// Names the traced processes' resources after their comms, read now (without this,
@@ -224,12 +235,12 @@ impl OtlpSink {
         if spans.is_empty() {
             return Ok(());
         }
-        let body = serde_json::to_vec(&request_json(&spans, &mut self.batch.builder))?;
+        let body = F::encode(&spans, &mut self.batch.builder)?;
         self.batch.out.ship(body)
     }
 }
 
-impl Sink for OtlpSink {
+impl<F: SpanFormat> Sink for SpanSink<F> {
     fn event(&mut self, rec: &Record, _task: &TaskState) -> io::Result<()> {
         self.batch.builder.event(rec);
         Ok(())
@@ -244,7 +255,7 @@ impl Sink for OtlpSink {
 
     fn finish(&mut self, _report: &SessionReport) -> io::Result<()> {
         let r = self.ship().and_then(|()| self.batch.out.flush());
-        self.batch.close("otlp");
+        self.batch.close(F::NAME);
         r
     }
 
@@ -255,6 +266,20 @@ impl Sink for OtlpSink {
         self.batch.out.flush()
     }
 }
+
+/// OTLP/JSON: one `ExportTraceServiceRequest` per batch, POSTed to `/v1/traces`.
+pub struct Otlp;
+
+impl SpanFormat for Otlp {
+    const NAME: &'static str = "otlp";
+    const DEFAULT_PATH: &'static str = "/v1/traces";
+    fn encode(spans: &[SpanData], builder: &mut SpanBuilder) -> io::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&request_json(spans, builder))?)
+    }
+}
+
+/// `--otlp-file` / `--otlp-endpoint`.
+pub type OtlpSink = SpanSink<Otlp>;
 
 #[cfg(test)]
 pub(crate) mod tests;

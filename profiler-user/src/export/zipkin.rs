@@ -18,16 +18,11 @@
 //! [`region_span_id`]: super::otlp::region_span_id
 
 use std::io;
-use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::http::{Delivery, ExportStats};
-use super::otlp::{Attr, Batcher, SpanData};
-use super::WallClock;
-use crate::correlate::TaskState;
-use crate::decode::Record;
-use crate::sink::{SessionReport, Sink};
+use super::otlp::{Attr, SpanBuilder, SpanData, SpanFormat, SpanSink};
+
 
 fn tag(a: &Attr) -> String {
     match a {
@@ -71,70 +66,20 @@ pub(crate) fn span_json(s: &SpanData, service: &str) -> Value {
     v
 }
 
+/// Zipkin v2 JSON: one array of spans per batch, POSTed to `/api/v2/spans`.
+pub struct Zipkin;
+
+impl SpanFormat for Zipkin {
+    const NAME: &'static str = "zipkin";
+    const DEFAULT_PATH: &'static str = "/api/v2/spans";
+    fn encode(spans: &[SpanData], builder: &mut SpanBuilder) -> io::Result<Vec<u8>> {
+        let list: Vec<Value> = spans.iter().map(|s| span_json(s, &builder.service(s.pid))).collect();
+        Ok(serde_json::to_vec(&list)?)
+    }
+}
+
 /// `--zipkin-file` / `--zipkin-endpoint`.
-pub struct ZipkinSink {
-    batch: Batcher,
-}
-
-impl ZipkinSink {
-    /// Spans go to `file` (NDJSON: one array of spans per line, created or truncated)
-    /// and/or `endpoint` (`http://host:port`, to which `/api/v2/spans` is added when it has
-    /// no path; https is not supported). At least one is required.
-    pub fn new(file: Option<&Path>, endpoint: Option<&str>, clock: WallClock) -> anyhow::Result<Self> {
-        let out = Delivery::new("zipkin", file, endpoint, "/api/v2/spans")?;
-        Ok(ZipkinSink { batch: Batcher::new(clock, out) })
-    }
-
-    /// Names the traced processes' resources after their comms, read now (without this,
-    /// each pid's comm is read when it is first seen, `pid-N` if it has exited by then).
-    pub fn with_pids(mut self, pids: &[u32]) -> Self {
-        self.batch.builder.preload(pids);
-        self
-    }
-
-    /// HTTP delivery figures so far (None without an endpoint).
-    pub fn stats(&self) -> Option<ExportStats> {
-        self.batch.out.stats()
-    }
-
-    fn ship(&mut self) -> io::Result<()> {
-        let spans = self.batch.take();
-        if spans.is_empty() {
-            return Ok(());
-        }
-        let b = &mut self.batch.builder;
-        let list: Vec<Value> = spans.iter().map(|s| span_json(s, &b.service(s.pid))).collect();
-        let body = serde_json::to_vec(&list)?;
-        self.batch.out.ship(body)
-    }
-}
-
-impl Sink for ZipkinSink {
-    fn event(&mut self, rec: &Record, _task: &TaskState) -> io::Result<()> {
-        self.batch.builder.event(rec);
-        Ok(())
-    }
-
-    fn summary(&mut self, task: &TaskState) -> io::Result<()> {
-        if self.batch.add(task) {
-            self.ship()?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, _report: &SessionReport) -> io::Result<()> {
-        let r = self.ship().and_then(|()| self.batch.out.flush());
-        self.batch.close("zipkin");
-        r
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.batch.due() {
-            self.ship()?;
-        }
-        self.batch.out.flush()
-    }
-}
+pub type ZipkinSink = SpanSink<Zipkin>;
 
 #[cfg(test)]
 mod tests;

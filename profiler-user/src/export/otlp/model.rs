@@ -14,7 +14,7 @@ const MAX_TRACKED: usize = 100_000;
 
 /// An attribute value, rendered per format (OTLP AnyValue, Zipkin string tag).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Attr {
+pub enum Attr {
     Int(u64),
     Str(String),
     Bool(bool),
@@ -23,7 +23,7 @@ pub(crate) enum Attr {
 
 /// A point in a span's life: a block or a log.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct EventData {
+pub struct EventData {
     pub name: &'static str,
     pub unix_ns: u64,
     pub attrs: Vec<(String, Attr)>,
@@ -33,7 +33,7 @@ pub(crate) struct EventData {
 
 /// One span, format-neutral, in Unix-epoch nanoseconds.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct SpanData {
+pub struct SpanData {
     pub trace_id: u128,
     pub span_id: u64,
     /// 0: none.
@@ -55,7 +55,7 @@ struct TaskSeen {
 }
 
 /// Turns task ledgers into [`SpanData`]: shared by the OTLP and Zipkin sinks.
-pub(crate) struct SpanBuilder {
+pub struct SpanBuilder {
     clock: WallClock,
     pub host: Option<String>,
     services: HashMap<u32, String>,

@@ -2,6 +2,8 @@
 //! (`tests/schema/validate_zipkin.py`) and by hand.
 
 use super::*;
+use crate::export::WallClock;
+use crate::sink::{SessionReport, Sink};
 use crate::export::otlp::region_span_id;
 use crate::export::otlp::tests::{sample_tasks, tmp, validate, MS};
 use std::collections::HashMap;
