@@ -145,7 +145,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     }
     let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
     p.report.pids = opts.pids.clone();
-    let mut mem = TargetMemory { pids: opts.pids.clone(), ..Default::default() };
+    let mut mem = TargetMemory { pids: opts.pids.clone() };
     let stop_reason = rt.block_on(async {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
