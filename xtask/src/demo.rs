@@ -1,6 +1,8 @@
-//! `cargo xtask demo [SECONDS]`: two instances of the bundled example service (a front that
-//! calls a back, propagating `traceparent`), a small built-in load on the front, and
-//! `tprof attach` on both, streaming each request's kernel story live, then a summary.
+//! `cargo xtask demo [SECONDS]`: two instances of the axum demo service
+//! (`tests/src/bin/demo-service.rs`: a front whose `/chain` calls the back's `/sleep`,
+//! propagating `traceparent`), load on the front from the example service's load generator,
+//! and `tprof attach` on both, streaming each request's kernel story live, then a summary:
+//! one trace crosses the two processes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -20,9 +22,9 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `example_service serve`, returns it with its bound address and pid.
+/// Starts `demo-service serve`, returns it with its bound address and pid.
 fn serve(extra: &[&str]) -> Result<(Guard, String)> {
-    let exe = bin_dir().join("examples").join("example_service");
+    let exe = bin_dir().join("demo-service");
     let mut child = Command::new(&exe)
         .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof"])
         .args(extra)
