@@ -167,10 +167,13 @@ impl Btf {
         None
     }
 
-    /// Searches `ty` and, recursively, its anonymous struct/union members for `field`.
-    fn find(&self, ty: &Type, field: &[u8], base: u32, depth: u32) -> Result<Hit> {
+    /// Searches `ty` and, recursively, its anonymous struct/union members for `field`,
+    /// visiting at most `budget` members in all (a crafted blob of nested anonymous members
+    /// would otherwise take exponential time: found by fuzzing).
+    fn find(&self, ty: &Type, field: &[u8], base: u32, depth: u32, budget: &mut u32) -> Result<Hit> {
         ensure!(depth < MAX_DEPTH, "anonymous members nest too deep");
         for m in &ty.members {
+            *budget = budget.checked_sub(1).context("too many anonymous members to search")?;
             let bits = base.checked_add(m.bit_offset).context("bad bit offset")?;
             let name = self.name(m.name_off);
             if !field.is_empty() && name == field {
@@ -178,7 +181,7 @@ impl Btf {
             }
             // Anonymous member: look inside (non-aggregates have no members).
             if let Some(inner) = self.resolve(m.type_id).filter(|_| name.is_empty()) {
-                if let Some(hit) = self.find(inner, field, bits, depth + 1)? {
+                if let Some(hit) = self.find(inner, field, bits, depth + 1, budget)? {
                     return Ok(Some(hit));
                 }
             }
@@ -195,7 +198,7 @@ impl Btf {
             |t: &&Type| t.kind == KIND_STRUCT && self.name(t.name_off) == struct_name.as_bytes();
         let st = self.types.iter().find(wanted);
         let st = st.with_context(|| format!("struct {struct_name} not found in BTF"))?;
-        let found = self.find(st, field.as_bytes(), 0, 0)?;
+        let found = self.find(st, field.as_bytes(), 0, 0, &mut 100_000)?;
         let (m, bits) = found.with_context(|| format!("{struct_name} has no field {field}"))?;
         // Without `kind_flag`, a bitfield's width is in its INT type's encoding.
         let int_bitfield = self.resolve(m.type_id).is_some_and(|t| {

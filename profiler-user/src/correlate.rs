@@ -270,8 +270,10 @@ impl Correlator {
 fn link_chain(st: &mut TaskState, names: &Remembered<String>, last: &mut Remembered<LastBlock>, rec: &Record) {
     let Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } = rec else { return };
     let end = meta.ts_ns;
-    let runnable = runnable_ns.unwrap_or(end).clamp(*start_ns, end);
-    let blocked = runnable - start_ns;
+    // A hostile or corrupt record may start after it ends: never panic, clamp it.
+    let start = (*start_ns).min(end);
+    let runnable = runnable_ns.unwrap_or(end).clamp(start, end);
+    let blocked = runnable - start;
     if blocked == 0 {
         return;
     }
@@ -358,8 +360,10 @@ fn apply(st: &mut TaskState, rec: &Record) {
             let (blocked, runq) = match (waker, runnable_ns) {
                 (Waker::Preempted, _) => (0, end.saturating_sub(*start_ns)),
                 (_, Some(r)) => {
-                    let r = (*r).clamp(*start_ns, end);
-                    (r - start_ns, end - r)
+                    // A corrupt record may start after it ends (fuzzing found it): clamp.
+                    let start = (*start_ns).min(end);
+                    let r = (*r).clamp(start, end);
+                    (r - start, end - r)
                 }
                 (_, None) => (end.saturating_sub(*start_ns), 0),
             };

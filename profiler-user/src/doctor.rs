@@ -202,14 +202,22 @@ fn check_caps() -> Check {
         Check::new(name, true, Status::Ok, format!("effective {caps:#x}: {held}"))
     } else {
         Check::new(name, true, Status::Fail, format!("missing {} (effective {caps:#x}: {held})", missing.join(" and ")))
-            .hint("run tprof with sudo, or `sudo setcap cap_bpf,cap_perfmon+ep $(which tprof)`")
+            .hint("run tprof with sudo, or `sudo setcap cap_sys_admin,cap_bpf,cap_perfmon+ep $(which tprof)` (uprobes need CAP_SYS_ADMIN)")
     }
 }
 
 fn check_uprobe_pmu() -> Check {
     let name = "uprobe PMU";
     match crate::attach::uprobe::uprobe_pmu_type() {
-        Ok(t) => Check::new(name, true, Status::Ok, format!("/sys/bus/event_source/devices/uprobe/type = {t}")),
+        Ok(t) => {
+            // For real: a uprobe on this binary's first byte (not code, so never hit),
+            // for this process only, opened and closed at once.
+            let exe = std::path::Path::new("/proc/self/exe");
+            match crate::attach::uprobe::open_event(t, exe, 0, 0, std::process::id()) {
+                Ok(_fd) => Check::new(name, true, Status::Ok, format!("type {t}; a uprobe perf event opened and closed")),
+                Err(e) => Check::new(name, true, Status::Fail, format!("{e:#}")),
+            }
+        }
         Err(e) => Check::new(name, true, Status::Fail, format!("{e:#}"))
             .hint("tprof attaches USDT probes as uprobe perf events: needs CONFIG_UPROBE_EVENTS=y and sysfs mounted"),
     }
@@ -352,7 +360,7 @@ fn check_tracefs() -> Check {
     let name = "tracefs";
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     match tracefs_mount(&mounts) {
-        Some(dir) => Check::new(name, false, Status::Ok, format!("mounted at {dir} (not needed by tprof: it attaches through perf_event_open and BPF links)")),
+        Some(dir) => Check::new(name, false, Status::Ok, format!("mounted at {dir} (tprof does not need it: it attaches through perf_event_open and BPF links)")),
         None => Check::new(name, false, Status::Ok, "not mounted: fine, tprof does not need tracefs"),
     }
 }

@@ -35,7 +35,17 @@ pub fn run(pid: Option<u32>, binary: Option<&Path>, out: &mut dyn Write) -> Resu
     };
     let mut total = 0;
     for f in &files {
-        match discover::read_notes_from_path(f) {
+        // A mapped path is the target's to choose: read it through the target's root, and
+        // only if it is a regular file (never a device or FIFO it points us at).
+        let path = match pid {
+            Some(pid) if !f.starts_with(format!("/proc/{pid}/")) => PathBuf::from(format!("/proc/{pid}/root{}", f.display())),
+            _ => f.clone(),
+        };
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            writeln!(out, "# {}: not a regular file, skipped", escape(&f.display().to_string()))?;
+            continue;
+        }
+        match discover::read_notes_from_path(&path) {
             Ok(report) => {
                 total += report.sites.len();
                 print_file(out, f, &report)?;

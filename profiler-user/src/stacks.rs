@@ -81,9 +81,23 @@ impl Symbolizer {
         }
     }
 
-    /// Records the executable mappings of `pid` (call at attach and on every rescan).
+    /// Records the executable mappings of `pid` (call at attach and on every rescan). A
+    /// mapped path is the target's to choose, so a mapping is kept only if the path, seen
+    /// from tprof, is a regular file and the very file the target mapped (same device and
+    /// inode as through `/proc/PID/root`): never a device or FIFO it pointed us at. Plain
+    /// paths are kept so that stacks still resolve after the process exits.
     pub fn update_maps(&mut self, pid: u32, maps: Vec<Mapping>) {
-        let exec: Vec<Mapping> = maps.into_iter().filter(|m| m.is_exec() && m.is_file() && !m.is_deleted()).collect();
+        use std::os::unix::fs::MetadataExt;
+        let exec: Vec<Mapping> = maps
+            .into_iter()
+            .filter(|m| m.is_exec() && m.is_file() && !m.is_deleted())
+            .filter(|m| {
+                let Some(path) = m.path.as_deref() else { return false };
+                let theirs = std::fs::metadata(format!("/proc/{pid}/root{path}"));
+                let ours = std::fs::metadata(path);
+                matches!((theirs, ours), (Ok(t), Ok(o)) if o.is_file() && t.dev() == o.dev() && t.ino() == o.ino())
+            })
+            .collect();
         if !exec.is_empty() {
             self.maps.insert(pid, exec);
         }

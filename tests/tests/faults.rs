@@ -1073,7 +1073,13 @@ fn doctor_reports_what_the_host_supports() {
     assert!(lines.iter().any(|(st, r)| st == "OK" && r.starts_with("BTF")), "host checks run without privileges:\n{text}");
     assert!(lines.iter().any(|(st, r)| st == "FAIL" && r.starts_with("tp_btf programs") && r.contains("not checked")), "{text}");
 
-    // CAP_BPF and CAP_PERFMON without root are enough for everything essential.
+    // CAP_BPF and CAP_PERFMON without root load the eBPF programs, but perf-event uprobes
+    // need CAP_SYS_ADMIN on this kernel: doctor tries one for real and says so.
     let (status, text, err) = tprof_as_nobody("+bpf,+perfmon", &["doctor"]);
-    assert!(status.success(), "CAP_BPF + CAP_PERFMON suffice:\n{text}{err}");
+    assert!(!status.success(), "uprobes need CAP_SYS_ADMIN here:\n{text}{err}");
+    let lines = doctor_lines(&text);
+    let uprobe = lines.iter().find(|(_, r)| r.starts_with("uprobe PMU")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(uprobe.0, "FAIL", "{text}");
+    assert!(uprobe.1.contains("CAP_SYS_ADMIN"), "names what is missing: {text}");
+    assert!(lines.iter().any(|(st, r)| st == "OK" && r.starts_with("tp_btf programs")), "eBPF itself loads:\n{text}");
 }

@@ -3,6 +3,7 @@
 //! traced processes (their executables and the libraries they map, rescanned so that a
 //! library dlopen'ed after attach is picked up).
 
+pub mod drop_privs;
 pub mod privileges;
 pub mod uprobe;
 
@@ -49,6 +50,8 @@ fn usdt_program(probe: u32) -> &'static str {
         _ => USDT_FAST_PROGRAM,
     }
 }
+/// Largest executable file whose notes tprof reads.
+const MAX_ELF_BYTES: u64 = 2 << 30;
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
 pub const MAX_SITES: u32 = 4096;
 
@@ -151,9 +154,17 @@ impl Session {
         let files = discover::executable_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
         let mut attached = 0;
         for file in files {
-            // Resolve through the target's root so targets in other mount namespaces work.
-            let path = if file.starts_with("/proc/") { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
+            // Resolve through the target's root so targets in other mount namespaces work. A
+            // mapped path is the target's to choose (it can mount its own /proc): only our
+            // own /proc/PID/exe stand-in for a deleted executable is taken as given.
+            let own_exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            let path = if file == own_exe { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
             let Ok(meta) = std::fs::metadata(&path) else { continue };
+            // Never read a device, FIFO or socket the target pointed us at, nor a huge file.
+            if !meta.is_file() || meta.len() > MAX_ELF_BYTES {
+                self.warnings.push(format!("pid {pid}: {} is not a regular file of sane size: skipped", file.display()));
+                continue;
+            }
             if !self.scanned.insert((pid, meta.dev(), meta.ino())) {
                 continue;
             }

@@ -41,7 +41,8 @@ pub fn check() -> Result<()> {
     if !missing.is_empty() {
         bail!(
             "tprof needs {} (or CAP_SYS_ADMIN) to load eBPF programs and attach uprobes: run it with sudo, \
-             or grant them with `sudo setcap cap_bpf,cap_perfmon+ep $(which tprof)`",
+             or grant them with `sudo setcap cap_sys_admin,cap_bpf,cap_perfmon+ep $(which tprof)` \
+             (perf-event uprobes need CAP_SYS_ADMIN on kernels such as 6.18)",
             missing.join(" and ")
         );
     }

@@ -51,6 +51,13 @@ impl PerfEventAttr {
 /// Attaches `prog` to the USDT site at `offset` in `path` for process `pid`, arming the
 /// semaphore at file offset `ref_ctr_offset` (0: none), with attach cookie `cookie`.
 pub fn attach(prog: BorrowedFd<'_>, pmu_type: u32, path: &Path, offset: u64, ref_ctr_offset: u64, pid: u32, cookie: u64) -> Result<UprobeLink> {
+    let perf = open_event(pmu_type, path, offset, ref_ctr_offset, pid)?;
+    link(prog, perf, path, offset, cookie)
+}
+
+/// Opens the uprobe perf event (no program yet). `tprof doctor` uses it to check that this
+/// process may create uprobes at all.
+pub fn open_event(pmu_type: u32, path: &Path, offset: u64, ref_ctr_offset: u64, pid: u32) -> Result<OwnedFd> {
     if ref_ctr_offset > u64::from(u32::MAX) {
         bail!("semaphore offset {ref_ctr_offset:#x} in {} does not fit the kernel's 32 bits", path.display());
     }
@@ -70,11 +77,19 @@ pub fn attach(prog: BorrowedFd<'_>, pmu_type: u32, path: &Path, offset: u64, ref
     };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
-        bail!("perf_event_open(uprobe {}:{offset:#x}, semaphore {ref_ctr_offset:#x}, pid {pid}) failed: {err}", path.display());
+        let hint = if matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+            " (uprobe perf events need CAP_SYS_ADMIN on this kernel: run tprof with sudo)"
+        } else {
+            ""
+        };
+        bail!("perf_event_open(uprobe {}:{offset:#x}, semaphore {ref_ctr_offset:#x}, pid {pid}) failed: {err}{hint}", path.display());
     }
     // SAFETY: the kernel just returned this fd and nothing else owns it.
-    let perf = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
 
+/// Runs `prog` on the perf event, with `cookie`.
+fn link(prog: BorrowedFd<'_>, perf: OwnedFd, path: &Path, offset: u64, cookie: u64) -> Result<UprobeLink> {
     // union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags, perf_event.bpf_cookie.
     let mut battr = [0u8; 64];
     battr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());

@@ -12,6 +12,7 @@
 pub mod argspec;
 pub mod maps;
 pub mod notes;
+pub mod target_file;
 
 pub use argspec::{parse_arg, parse_args, ArgSpecError};
 pub use maps::{executable_files, parse_maps, Mapping};

@@ -1,0 +1,4 @@
+#![no_main]
+//! Fuzz target: see `tprof_fuzz::harness::decode`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tprof_fuzz::harness::decode(data));
