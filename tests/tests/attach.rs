@@ -10,6 +10,10 @@ const MS: f64 = 1.0;
 /// target's stdout lines).
 fn trace(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
     require_root();
+    clean_session(|| trace_once(requests, extra))
+}
+
+fn trace_once(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
     let mut target = start_target(requests);
     let tprof = attach(&[target.pid()], extra);
     target.send_line("go");

@@ -28,14 +28,17 @@ fn build(opt: &str) -> PathBuf {
 fn check(opt: &str) {
     require_root();
     let exe = build(opt);
-    let mut target = start_program(&exe, &[]);
-    let tprof = attach(&[target.pid()], &[]);
-    target.send_line("go");
-    let mut lines = Vec::new();
-    target.expect_line("done", &mut lines);
-    assert!(target.wait().success());
-    let (out, status) = collect(tprof);
-    assert!(status.success());
+    let (out, lines) = clean_session(|| {
+        let mut target = start_program(&exe, &[]);
+        let tprof = attach(&[target.pid()], &[]);
+        target.send_line("go");
+        let mut lines = Vec::new();
+        target.expect_line("done", &mut lines);
+        assert!(target.wait().success());
+        let (out, status) = collect(tprof);
+        assert!(status.success());
+        (out, lines)
+    });
     let sess = session(&out).clone();
     assert!(lines.iter().any(|l| l == "tprof probes armed"), "TPROF_ENABLED() is true while attached: {lines:?}");
 

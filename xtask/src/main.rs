@@ -104,24 +104,62 @@ fn is_root() -> bool {
 
 fn test(extra: &[String]) -> Result<()> {
     build()?;
+    let mut totals = Totals::default();
     // Unit and crate tests: no root needed.
     let mut unit = cargo();
     unit.args(["test", "--workspace", "--exclude", "tprof-tests"]).args(extra);
-    status(&mut unit)?;
+    totals.run(&mut unit)?;
     // usdt-probes' optional integrations (tracing, tower) are tested with their features on.
     let mut features = cargo();
     features.args(["test", "-p", "usdt-probes", "--all-features"]).args(extra);
-    status(&mut features)?;
-    // End-to-end: real eBPF on real processes. They need root (CAP_BPF, CAP_PERFMON) and run
-    // one at a time, so that timing-sensitive workloads do not compete for the 2 CPUs.
+    totals.run(&mut features)?;
+    // End-to-end: real eBPF on real processes. They need root (CAP_SYS_ADMIN, CAP_BPF,
+    // CAP_PERFMON) and run one at a time, so that timing-sensitive workloads do not compete
+    // for the 2 CPUs. `--tests`: the harness crate has no doctests to run.
     if !is_root() {
         bail!("the end-to-end tests attach eBPF programs and need root: run `sudo -E cargo xtask test`");
     }
     let mut e2e = cargo();
-    e2e.args(["test", "-p", "tprof-tests"]).args(extra).args(["--", "--test-threads=1"]);
+    e2e.args(["test", "-p", "tprof-tests", "--tests"]).args(extra).args(["--", "--test-threads=1"]);
     e2e.env("TPROF_BIN", bin_dir().join("tprof"))
         .env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"))
         .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"))
         .env("TPROF_FAULT_TARGET_BIN", bin_dir().join("fault-target"));
-    status(&mut e2e)
+    totals.run(&mut e2e)?;
+    // One closing line over every test binary (cargo prints one per binary).
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    Ok(())
+}
+
+/// Passed/failed counts summed over cargo's `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Runs a `cargo test`, echoing its output and adding up its results.
+    fn run(&mut self, cmd: &mut Command) -> Result<()> {
+        use std::io::BufRead;
+        cmd.stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("running {cmd:?}"))?;
+        let out = child.stdout.take().context("cargo test stdout")?;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';').find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                };
+                self.passed += count(" passed").or_else(|| count("passed")).unwrap_or(0);
+                self.failed += count(" failed").or_else(|| count("failed")).unwrap_or(0);
+            }
+        }
+        let st = child.wait()?;
+        if !st.success() {
+            bail!("{cmd:?} failed ({st}); so far {} passed, {} failed", self.passed, self.failed);
+        }
+        Ok(())
+    }
 }
