@@ -5,6 +5,7 @@
 //! - `build`: build everything (the eBPF object is built by profiler-user/build.rs).
 //! - `test`: every test, the end-to-end ones (root) included.
 //! - `demo`: start the bundled example service under load and attach tprof to it.
+//! - `bench [probes|kernel|e2e|throughput|all|soak]`: what tprof costs (default `all`).
 //!
 //! The other commands run `setup` first when something is missing, and say what they install.
 
@@ -28,12 +29,18 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup|build|test|demo> [args]
+const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench> [args]
   setup            install the apt packages and bpf-linker this project needs (idempotent)
   build            build tprof, the eBPF programs, the example service and test targets
   test [ARGS]      run every test (unit tests, then the root-only end-to-end tests)
   demo [SECONDS]   run the example service under load and stream tprof's view of it
-  bench probes     per-call probe cost, unattached and attached (table + target/bench/probes.json)";
+  bench [WHICH]    what tprof costs, tables + target/bench/*.json (WHICH, default all):
+    probes           per-call probe cost, unattached and attached
+    kernel           syscall and context-switch microbenchmarks: untraced, tprof, bare tp_btf, bpftrace
+    e2e              the example service under wrk, untraced vs traced
+    throughput       highest record rate with zero drops, and an overload
+    all              the four above (about 5 minutes)
+    soak [--minutes N]  tprof's memory over a long run (default 10 minutes; not in all)";
 
 fn run(args: &[String]) -> Result<()> {
     let cmd = args.first().map(String::as_str).unwrap_or("help");

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::status;
 
-const APT_PACKAGES: [&str; 8] = [
+const APT_PACKAGES: [&str; 9] = [
     "rustc-web",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
@@ -19,6 +19,8 @@ const APT_PACKAGES: [&str; 8] = [
     "libc6-dev",
     "bpftool",
     "bpftrace",
+    // `cargo xtask bench e2e` drives the example service with it.
+    "wrk",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Python packages the export tests validate against (published schemas, offline), with a

@@ -14,15 +14,19 @@
 //! Results: a table on stdout and `target/bench/probes.json` (raw samples included).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::util::{
+    bench_dir, cpu_busy, cpu_model, drain_in_background, expect_line, git_head, have, json_f64, json_opt_f64, json_str,
+    json_u64, line_reader, on_cpu1, read_trim, signal, tail, target_dir, wait_exit, Guard, Samples,
+};
 use crate::{bin_dir, cargo, root, status};
 
 /// Loop iterations per repetition: ~55 ms unattached, ~0.1-0.4 s attached.
@@ -106,26 +110,6 @@ impl Tracer {
     }
 }
 
-/// ns per loop iteration, one value per repetition.
-#[derive(Clone, Default)]
-struct Samples(Vec<f64>);
-
-impl Samples {
-    fn min(&self) -> f64 {
-        self.0.iter().copied().fold(f64::INFINITY, f64::min)
-    }
-
-    fn median(&self) -> f64 {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    }
-}
-
 /// What one run of a benchmark binary gave.
 #[derive(Default)]
 struct RunResult {
@@ -134,96 +118,6 @@ struct RunResult {
     /// tprof's closing `session` object (raw JSON), for its record and drop counts.
     tprof_session: Option<String>,
     error: Option<String>,
-}
-
-/// A child killed (SIGKILL) and reaped on drop, whatever path we leave by.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads a pipe's lines on a thread, so that we can wait for them with a timeout.
-fn line_reader(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line starting with `prefix`; other lines are appended to `seen`.
-fn expect_line(
-    rx: &Receiver<String>,
-    prefix: &str,
-    timeout: Duration,
-    seen: &mut Vec<String>,
-    who: &str,
-) -> Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.starts_with(prefix) => return Ok(l),
-            Ok(l) => seen.push(l),
-            Err(RecvTimeoutError::Timeout) => {
-                bail!("{who}: no {prefix:?} line after {timeout:?}; it said: {}", tail(seen))
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                bail!("{who} exited before printing {prefix:?}; it said: {}", tail(seen))
-            }
-        }
-    }
-}
-
-fn tail(lines: &[String]) -> String {
-    let keep: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
-    let start = keep.len().saturating_sub(8);
-    let t: Vec<&str> = keep[start..].iter().map(|s| s.as_str()).collect();
-    if t.is_empty() {
-        "(nothing)".into()
-    } else {
-        t.join(" | ")
-    }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-}
-
-/// `taskset -c 1 <program>` when taskset exists (it always does with util-linux).
-fn on_cpu1(program: &Path, pin: bool) -> Command {
-    if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
-}
-
-/// Waits for a child to exit, up to `timeout`; false if it is still running.
-fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
 }
 
 struct Env {
@@ -318,10 +212,6 @@ fn start_tracer(env: &Env, tracer: Tracer, case: &Case, pid: u32) -> Result<Trac
     }
 }
 
-fn drain_in_background(rx: Receiver<String>) {
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-}
-
 /// Runs one benchmark process, optionally under a tracer, and returns its samples.
 fn run_case(env: &Env, case: &Case, tracer: Tracer) -> Result<RunResult> {
     let exe = match case.lang {
@@ -389,44 +279,6 @@ fn run_case(env: &Env, case: &Case, tracer: Tracer) -> Result<RunResult> {
         }
     }
     Ok(result)
-}
-
-/// `"key":<unsigned>` from a flat JSON line (tprof's session object).
-fn json_u64(line: &str, key: &str) -> Option<u64> {
-    let pat = format!("\"{key}\":");
-    let at = line.find(&pat)? + pat.len();
-    let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.6}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_opt_f64(v: Option<f64>) -> String {
-    v.map(json_f64).unwrap_or_else(|| "null".into())
 }
 
 /// One derived figure: a value judged against an optional goal.
@@ -578,14 +430,6 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-
-fn bench_dir() -> PathBuf {
-    target_dir().join("bench")
-}
-
 /// Builds the benchmark binaries: the Rust one optimized (release; only its own crate gets
 /// the loop-alignment flag, so dependencies keep their normal build), the C one with gcc.
 fn prepare(tprof: Option<PathBuf>) -> Result<Env> {
@@ -615,36 +459,6 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Env> {
             .status();
     }
     Ok(Env { rust_bench, c_bench, tprof, pin })
-}
-
-/// Per-CPU busy fraction over `window`, from /proc/stat (empty if unreadable).
-fn cpu_busy(window: Duration) -> Vec<f64> {
-    fn sample() -> Vec<(u64, u64)> {
-        read_trim("/proc/stat")
-            .lines()
-            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-            .map(|l| {
-                let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-                let total: u64 = v.iter().sum();
-                let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-                (total, idle)
-            })
-            .collect()
-    }
-    let a = sample();
-    std::thread::sleep(window);
-    let b = sample();
-    a.iter()
-        .zip(&b)
-        .map(|((t0, i0), (t1, i1))| {
-            let dt = t1.saturating_sub(*t0);
-            if dt == 0 {
-                0.0
-            } else {
-                1.0 - i1.saturating_sub(*i0) as f64 / dt as f64
-            }
-        })
-        .collect()
 }
 
 fn find<'a>(outcomes: &'a [Outcome], lang: Lang, arg: &str) -> Option<&'a Outcome> {
@@ -818,22 +632,6 @@ fn render(outcomes: &[Outcome], figures: &[Figure], notes: &[String]) -> String 
         }
     }
     s
-}
-
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    read_trim("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_default()
-}
-
-fn git_head() -> Option<String> {
-    let o = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(root()).stderr(Stdio::null()).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn to_json(outcomes: &[Outcome], figures: &[Figure], notes: &[String], tprof: &Path, elapsed: Duration) -> String {
