@@ -4,6 +4,8 @@
 //! These tests need root (CAP_BPF, CAP_PERFMON): without it they fail with a message
 //! saying so. They never skip silently.
 
+pub mod bench_bin;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};

@@ -19,7 +19,7 @@
 //! they share a CPU).
 
 use std::hint::black_box;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use usdt_probes::probe;
@@ -67,19 +67,6 @@ fn unit(mode: Mode) {
     }
 }
 
-fn pin_to(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, and CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu < CPU_SETSIZE (checked by the caller), within the set.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is this thread; the set is initialised and its size is passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
 
 fn usage() -> ! {
     eprintln!("usage: flood-bench <region|syscall|mixed> <records_per_s> <seconds> [units_per_task] [cpu]");
@@ -104,17 +91,8 @@ fn main() {
         Some(s) => s.parse().ok().filter(|c| *c < libc::CPU_SETSIZE as usize).unwrap_or_else(|| usage()),
         None => 0,
     };
-    if let Err(e) = pin_to(cpu) {
-        eprintln!("flood-bench: cannot pin to CPU {cpu}: {e}");
-        std::process::exit(1);
-    }
-    println!("ready {}", std::process::id());
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-        eprintln!("flood-bench: stdin closed before the go line");
-        std::process::exit(1);
-    }
+    tprof_tests::bench_bin::pin_or_exit("flood-bench", cpu);
+    tprof_tests::bench_bin::ready_then_wait_for_go("flood-bench");
     let per_unit = mode.per_unit();
     // Pace in ns per record (0: unpaced).
     let ns_per_record = if rate == 0 { 0.0 } else { 1e9 / rate as f64 };

@@ -24,7 +24,7 @@
 //! the balanced cases are the attached ones.
 
 use std::hint::black_box;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use usdt_probes::probe;
@@ -119,19 +119,6 @@ fn attach_detach(n: u64) {
     }
 }
 
-fn pin_to_cpu0() -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, and CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: index 0 is within the set.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: pid 0 is this thread; the set is initialised and its size is passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
 
 fn usage() -> ! {
     let names: Vec<&str> = CASES.iter().map(|c| c.0).collect();
@@ -157,17 +144,8 @@ fn main() {
         "attach_detach" => attach_detach,
         _ => usage(),
     };
-    if let Err(e) = pin_to_cpu0() {
-        eprintln!("probe-bench: cannot pin to CPU 0: {e}");
-        std::process::exit(1);
-    }
-    println!("ready {}", std::process::id());
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-        eprintln!("probe-bench: stdin closed before the go line");
-        std::process::exit(1);
-    }
+    tprof_tests::bench_bin::pin_or_exit("probe-bench", 0);
+    tprof_tests::bench_bin::ready_then_wait_for_go("probe-bench");
     // Regions and logs belong to the thread's current task: give them one, outside the
     // timed loops (a tracer attached by now sees it begin).
     let in_task = matches!(case.as_str(), "region" | "log" | "region_begin");

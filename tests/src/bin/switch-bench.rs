@@ -11,7 +11,7 @@
 //! wakes the other, then waits): 2 sched_switch, 2 sched_waking, 4 sys_enter and 4 sys_exit
 //! tracepoint hits, all in the traced process.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
@@ -66,19 +66,6 @@ fn ping(n: u64) {
     }
 }
 
-fn pin_to_cpu0() -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, and CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: index 0 is within the set.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: pid 0 is this thread; the set is initialised and its size is passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
 
 fn usage() -> ! {
     eprintln!("usage: switch-bench <round_trips> [reps]");
@@ -93,17 +80,8 @@ fn main() {
         None => 5,
     };
     // Before the second thread exists: it inherits the affinity.
-    if let Err(e) = pin_to_cpu0() {
-        eprintln!("switch-bench: cannot pin to CPU 0: {e}");
-        std::process::exit(1);
-    }
-    println!("ready {}", std::process::id());
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-        eprintln!("switch-bench: stdin closed before the go line");
-        std::process::exit(1);
-    }
+    tprof_tests::bench_bin::pin_or_exit("switch-bench", 0);
+    tprof_tests::bench_bin::ready_then_wait_for_go("switch-bench");
     let warm = (n / 10).max(1);
     let total = warm + reps * n;
     let pong = std::thread::Builder::new()

@@ -10,7 +10,7 @@
 //! SYSCALL record per iteration; a tracer on those two tracepoints sees 2 events.
 
 use std::hint::black_box;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use usdt_probes::probe;
@@ -28,19 +28,6 @@ fn body(n: u64) {
     }
 }
 
-fn pin_to_cpu0() -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, and CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: index 0 is within the set.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: pid 0 is this thread; the set is initialised and its size is passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
 
 fn usage() -> ! {
     eprintln!("usage: sys-bench <iterations> [reps]");
@@ -54,17 +41,8 @@ fn main() {
         Some(s) => s.parse().unwrap_or_else(|_| usage()),
         None => 5,
     };
-    if let Err(e) = pin_to_cpu0() {
-        eprintln!("sys-bench: cannot pin to CPU 0: {e}");
-        std::process::exit(1);
-    }
-    println!("ready {}", std::process::id());
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-        eprintln!("sys-bench: stdin closed before the go line");
-        std::process::exit(1);
-    }
+    tprof_tests::bench_bin::pin_or_exit("sys-bench", 0);
+    tprof_tests::bench_bin::ready_then_wait_for_go("sys-bench");
     probe::task_begin(TRACE_HI, TRACE_LO, SPAN, 0, "sys-bench");
     body((iters / 10).max(1));
     let mut samples = Vec::with_capacity(reps);
