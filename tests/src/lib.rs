@@ -127,6 +127,26 @@ pub fn start_program(path: &std::path::Path, args: &[&str]) -> Proc {
     p
 }
 
+/// Starts one instance of an example service (`serve --addr 127.0.0.1:0 ...`) and returns it
+/// with the address from its `listening on <addr> pid <pid>` banner. It stops when the
+/// returned `Proc` is dropped (stdin closes), or after 120 s at the latest.
+pub fn start_service(exe: &std::path::Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(exe)
+        .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof", "--seconds", "120"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+    let stdin = child.stdin.take();
+    let stdout = line_reader(child.stdout.take().expect("stdout"));
+    let p = Proc { child, stdin, stdout, stderr: None };
+    let banner = p.expect_line("listening on ", &mut Vec::new());
+    assert!(banner.ends_with(&format!(" pid {}", p.pid())), "{banner}");
+    let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
+    (p, addr)
+}
+
 /// Starts `tprof` with `args`, without waiting for anything.
 pub fn spawn_tprof(args: &[&str]) -> Proc {
     let mut child = Command::new(tprof_bin())

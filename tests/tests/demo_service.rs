@@ -4,36 +4,13 @@
 //! request is one task named by `TprofHttpLayer`, and each endpoint's ledger has its shape.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use tprof_tests::*;
 
 fn serve(extra: &[&str]) -> (Proc, String) {
-    let exe = Path::new(env!("CARGO_BIN_EXE_demo-service"));
-    let mut child = Command::new(exe)
-        .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof", "--seconds", "120"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start demo-service");
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let p = Proc { child, stdin, stdout: rx, stderr: None };
-    let banner = p.expect_line("listening on ", &mut Vec::new());
-    assert!(banner.ends_with(&format!(" pid {}", p.pid())), "{banner}");
-    let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
-    (p, addr)
+    start_service(Path::new(env!("CARGO_BIN_EXE_demo-service")), extra)
 }
 
 fn tasks<'a>(out: &'a [Value], pid: u32, name: &str) -> Vec<&'a Value> {

@@ -2,33 +2,12 @@
 //! traced by one tprof: a request's trace crosses the two processes and both halves are
 //! joined by trace-id, with the back's work nested under the front's span.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tprof_tests::*;
 
 fn serve(extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(example_bin())
-        .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof", "--seconds", "120"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start example_service");
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let p = Proc { child, stdin, stdout: rx, stderr: None };
-    let banner = p.expect_line("listening on ", &mut Vec::new());
-    let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
-    (p, addr)
+    start_service(&example_bin(), extra)
 }
 
 #[test]
