@@ -36,6 +36,15 @@ impl Stacks {
         }
     }
 
+    /// Whether resolving would fill in a stack for one of the task's blocks.
+    fn wants(&self, t: &TaskState) -> bool {
+        match self {
+            Stacks::Live(s) => t.blocks.iter().any(|b| s.wants(b)),
+            Stacks::Recorded(table) => t.blocks.iter().any(|b| b.stack.is_none() && table.contains_key(&(t.key.span_id, b.start_ns))),
+            Stacks::Off => false,
+        }
+    }
+
     /// Stacks that could not be read back from the kernel.
     pub fn missing(&self) -> u64 {
         match self {
@@ -70,7 +79,8 @@ fn deliver<S: Sink>(
             if sink.wanted(t) {
                 stats.add(t);
             }
-            if t.blocks.iter().all(|b| b.stack.is_some()) {
+            // Clone the ledger only when a stack is to be filled in (long blocks).
+            if !stacks.wants(t) {
                 return sink.output(Output::Summary(t));
             }
             let mut t = t.clone();

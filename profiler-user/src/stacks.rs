@@ -103,6 +103,14 @@ impl Symbolizer {
         }
     }
 
+    /// Whether `resolve` would fill in a stack for this block.
+    pub fn wants(&self, b: &crate::correlate::Block) -> bool {
+        self.map.is_some()
+            && b.stack.is_none()
+            && b.blocked_ns >= self.threshold_ns
+            && (b.stack_ids.kernel.is_some() || b.stack_ids.user.is_some())
+    }
+
     /// Fills `stack` for the task's blocks that lasted at least the threshold.
     pub fn resolve(&mut self, task: &mut TaskState) {
         if self.map.is_none() {
