@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the record layout. Bumped on any incompatible change to the structs below.
-pub const RECORD_ABI_VERSION: u32 = 1;
+pub const RECORD_ABI_VERSION: u32 = 2;
 
 /// Longest task or region name copied from the target; longer names are truncated and flagged.
 pub const NAME_LEN: usize = 64;
@@ -21,6 +21,16 @@ pub const MAX_USDT_ARGS: usize = 6;
 pub const TASK_STACK_DEPTH: usize = 4;
 /// `comm` length, as in the kernel.
 pub const COMM_LEN: usize = 16;
+/// Syscall numbers an AGG record breaks its syscall sums down by (the others are summed
+/// under [`AGG_OTHER_NR`]).
+pub const AGG_SYSCALLS: usize = 4;
+/// The syscall "number" of the sums of syscalls beyond the [`AGG_SYSCALLS`] slots.
+pub const AGG_OTHER_NR: i32 = -2;
+/// Kernel frames kept in a KSTACK record.
+pub const KSTACK_DEPTH: usize = 48;
+/// `OffCpuRecord::ustack_id` of a long block in a syscall: its user stack is taken when the
+/// syscall returns and follows in a USTACK record.
+pub const USTACK_DEFERRED: i32 = -2;
 
 /// The tprof probes, as numbered in [`UsdtSpec::probe`]. Names are those of ABI.md.
 pub mod probe {
@@ -43,8 +53,16 @@ pub mod kind {
     pub const OFF_CPU: u32 = 9;
     /// A syscall made by a thread carrying a task.
     pub const SYSCALL: u32 = 10;
+    /// Sums of the short intervals (on-CPU slices, off-CPU intervals, syscalls) a thread
+    /// spent on a task since its last AGG record, kept in the kernel instead of streamed
+    /// (see [`Config::detail_ns`](super::Config::detail_ns)).
+    pub const AGG: u32 = 11;
+    /// Kernel stack of a long block, taken when the thread comes back on the CPU.
+    pub const KSTACK: u32 = 12;
+    /// User stack of the long blocks of a syscall, taken when the syscall returns.
+    pub const USTACK: u32 = 13;
     /// Highest kind; sizes the per-CPU drop counters.
-    pub const MAX: u32 = 10;
+    pub const MAX: u32 = 13;
 }
 
 /// Identity of a task (request): W3C trace-id (as two big-endian halves) and span-id.
@@ -288,8 +306,116 @@ pub struct Config {
     pub offsets: KernelOffsets,
     /// Non-zero: also stream syscall records.
     pub syscalls: u32,
-    /// Non-zero: take kernel and user stacks when a task's thread blocks.
+    /// Non-zero: take kernel and user stacks when a task's thread blocks at least
+    /// `stack_ns`.
     pub stacks: u32,
+    /// On-CPU slices, off-CPU intervals and syscalls shorter than this are summed per
+    /// thread and task in the kernel (AGG records) instead of streamed one by one; 0
+    /// streams every one.
+    pub detail_ns: u64,
+    /// Blocks at least this long get their stacks.
+    pub stack_ns: u64,
+}
+
+/// Sums for one syscall number in an [`Agg`] (`nr` -1: free slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggSyscall {
+    pub nr: i32,
+    pub count: u32,
+    pub errors: u32,
+    pub _pad: u32,
+    pub total_ns: u64,
+    /// Blocked time inside this syscall (a view of [`Agg::blocked_ns`]).
+    pub blocked_ns: u64,
+}
+
+/// Short intervals of one thread for one task, summed in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Agg {
+    pub oncpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    /// On-CPU slices summed.
+    pub slices: u32,
+    /// Off-CPU intervals summed (blocked and/or waiting in the run queue).
+    pub offcpu: u32,
+    /// Syscalls summed.
+    pub syscalls: u32,
+    pub _pad: u32,
+    pub sys: [AggSyscall; AGG_SYSCALLS],
+}
+
+impl Agg {
+    pub const fn is_empty(&self) -> bool {
+        self.slices == 0 && self.offcpu == 0 && self.syscalls == 0
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AggRecord {
+    pub header: Header,
+    pub agg: Agg,
+}
+
+/// Kernel stack of the long block of thread `header.tid` that started at `start_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KStackRecord {
+    pub header: Header,
+    pub start_ns: u64,
+    /// Valid entries of `frames`, innermost first.
+    pub nframes: u32,
+    pub _pad: u32,
+    pub frames: [u64; KSTACK_DEPTH],
+}
+
+/// User stack (an id in the STACKS map, -1: lost) of the long blocks of thread
+/// `header.tid` whose OFF_CPU records said [`USTACK_DEFERRED`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UStackRecord {
+    pub header: Header,
+    pub ustack_id: i32,
+    pub _pad: u32,
+}
+
+/// Per-thread state of the eBPF programs (the THREADS map's values). Kernel-side except
+/// at the end of a session, when userspace reads the sums of the tasks still open.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadState {
+    /// Short intervals of the innermost task not yet sent (an AGG record).
+    pub agg: Agg,
+    /// Tasks this thread works for, innermost last (`depth` valid entries).
+    pub stack: [TaskId; TASK_STACK_DEPTH],
+    pub depth: u32,
+    /// `prev_state` at the last switch-out.
+    pub state: u32,
+    /// Start of the current on-CPU slice of the innermost task (0: none).
+    pub oncpu_since: u64,
+    /// Switch-out time while off the CPU with a task (0: on the CPU, or no task).
+    pub offcpu_since: u64,
+    /// When it became runnable while off the CPU (0: not yet).
+    pub runnable_since: u64,
+    pub sys_start: u64,
+    /// Syscall in flight (-1: none).
+    pub sys_nr: i32,
+    /// Syscall in flight at the last switch-out (-1: none).
+    pub offcpu_sys_nr: i32,
+    pub waker_flags: u32,
+    pub waker_pid: u32,
+    pub waker_tid: u32,
+    /// Thread group (process) of the thread.
+    pub pid: u32,
+    pub waker_comm: [u8; COMM_LEN],
+    pub waker_task: TaskId,
+    /// User stack id taken at the last blocking switch-out outside a syscall (-1: none).
+    pub ustack_id: i32,
+    /// Non-zero: a long block of the syscall in flight wants the user stack at its return.
+    pub ustack_wanted: u32,
 }
 
 // Sizes are part of the ABI: both sides compile these.
@@ -305,7 +431,13 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<Config>() == 40);
+const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
+const _: () = assert!(core::mem::size_of::<Agg>() == 40 + 32 * AGG_SYSCALLS);
+const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 40 + 32 * AGG_SYSCALLS);
+const _: () = assert!(core::mem::size_of::<KStackRecord>() == 48 + 16 + 8 * KSTACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<UStackRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 168 + 24 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -316,4 +448,6 @@ mod pod {
     unsafe impl aya::Pod for super::UsdtSpec {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadState {}
 }

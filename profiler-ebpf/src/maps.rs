@@ -2,9 +2,7 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace};
-use profiler_common::{kind, Config, UsdtSpec};
-
-use crate::thread::ThreadState;
+use profiler_common::{kind, Config, ThreadState, UsdtSpec};
 
 /// Set by userspace at load time (`EbpfLoader::set_global`): BTF offsets and switches.
 #[unsafe(no_mangle)]
@@ -12,6 +10,8 @@ pub static CONFIG: Config = Config {
     offsets: profiler_common::KernelOffsets { task_pid: 0, task_tgid: 0, task_flags: 0, _pad: 0 },
     syscalls: 1,
     stacks: 1,
+    detail_ns: 0,
+    stack_ns: 0,
 };
 
 pub fn config() -> Config {

@@ -12,17 +12,22 @@ use aya_ebpf::helpers::{
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::programs::BtfTracePointContext;
-use profiler_common::{anomaly, kind, waker, OffCpuRecord, TaskId, IRQ_HARD, IRQ_SOFT, PF_KTHREAD};
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::generated::bpf_get_task_stack;
+use profiler_common::{
+    anomaly, kind, waker, KStackRecord, TaskId, IRQ_HARD, IRQ_SOFT, KSTACK_DEPTH, PF_KTHREAD, USTACK_DEFERRED,
+};
 
-use crate::emit::{count_anomaly, emit, header, now};
-use crate::maps::{config, IRQ_DEPTH, STACKS};
+use crate::emit::{count_anomaly, count_drop, header, now, RB_FLAGS};
+use crate::maps::{config, EVENTS, IRQ_DEPTH, STACKS};
+use crate::thread::ThreadExt;
 
 /// `BPF_F_USER_STACK`: bpf_get_stackid takes the user-space stack.
-const USER_STACK: u64 = 1 << 8;
+pub const USER_STACK: u64 = 1 << 8;
 
 /// A stack id of the current thread, or -1 (counted) when it could not be stored.
 #[inline(always)]
-fn stack_id(ctx: &BtfTracePointContext, flags: u64) -> i32 {
+pub fn stack_id(ctx: &BtfTracePointContext, flags: u64) -> i32 {
     match ctx.get_stackid(&STACKS, flags) {
         Ok(id) => id as i32,
         Err(_) => {
@@ -74,7 +79,6 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 st.state = prev_state as u32;
                 st.offcpu_sys_nr = st.sys_nr;
                 st.waker_task = TaskId::default();
-                st.kstack_id = -1;
                 st.ustack_id = -1;
                 if prev_state == 0 {
                     // Preempted: runnable at once, waiting in the run queue.
@@ -87,9 +91,11 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 // After the resets: a wakeup racing on another CPU (sched_waking checks
                 // offcpu_since) must not have its runnable time and waker overwritten.
                 st.offcpu_since = ts;
-                if prev_state != 0 && config().stacks != 0 {
-                    // Blocking: where (prev is current here, so these are its stacks).
-                    st.kstack_id = stack_id(ctx, 0);
+                // Stacks are taken only for blocks that turn out long (at switch-in): the
+                // kernel stack from the task there, the user stack when the syscall it
+                // blocked in returns. A block outside a syscall (a page fault) has no such
+                // later point: its user stack is taken now.
+                if prev_state != 0 && config().stacks != 0 && st.sys_nr < 0 {
                     st.ustack_id = stack_id(ctx, USER_STACK);
                 }
             } else {
@@ -109,16 +115,61 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         return Some(());
     }
     let start = st.offcpu_since;
-    st.offcpu_since = 0;
     st.oncpu_since = ts;
     if start == 0 {
         return Some(());
     }
+    let (blocked, runq) = st.sum_off_cpu(ts);
+    let cfg = config();
+    let long_block = cfg.stacks != 0 && st.state != 0 && blocked > 0 && blocked >= cfg.stack_ns;
+    if !long_block && !thread::detailed(blocked + runq) {
+        thread::add_off_cpu(st, blocked, runq);
+        st.offcpu_since = 0;
+        return Some(());
+    }
     let next_pid = task_field(next, offs.task_tgid).unwrap_or(0);
-    st.offcpu_since = start;
+    if long_block && st.offcpu_sys_nr >= 0 {
+        st.ustack_id = USTACK_DEFERRED;
+        st.ustack_wanted = 1;
+    }
     st.emit_off_cpu(next_pid, next_tid, ts, 0);
+    if long_block {
+        if let Some(task) = st.top() {
+            emit_kstack(next, next_pid, next_tid, ts, start, &task);
+        }
+    }
     st.offcpu_since = 0;
     Some(())
+}
+
+/// Sends the kernel stack of `task_ptr`, a thread about to resume after a long block (its
+/// kernel stack is still the one it blocked with).
+#[inline(always)]
+fn emit_kstack(task_ptr: u64, pid: u32, tid: u32, ts: u64, start: u64, task: &TaskId) {
+    let Some(mut entry) = EVENTS.reserve::<KStackRecord>(0) else {
+        count_drop(kind::KSTACK, task);
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` is a reserved ring-buffer slot of the right size; the helper writes at most
+    // the size given into its `frames`, and reads the (BTF-typed, trusted) task pointer of
+    // the tracepoint's argument.
+    unsafe {
+        (*r).header = header(kind::KSTACK, ts, pid, tid, task);
+        (*r).start_ns = start;
+        (*r)._pad = 0;
+        let n = bpf_get_task_stack(
+            task_ptr as *mut _,
+            (*r).frames.as_mut_ptr() as *mut c_void,
+            (8 * KSTACK_DEPTH) as u32,
+            0,
+        );
+        (*r).nframes = if n > 0 { (n / 8) as u32 } else { 0 };
+        if n <= 0 {
+            count_anomaly(anomaly::STACK_LOST);
+        }
+    }
+    entry.submit(RB_FLAGS);
 }
 
 #[btf_tracepoint(function = "sched_waking")]
@@ -196,8 +247,10 @@ irq_edge!(softirq_exit, "softirq_exit", IRQ_SOFT, -1);
 /// A thread exits: forget it (the kernel map only holds live threads).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if thread::get(tid).is_some() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if let Some(st) = thread::get(tid) {
+        st.flush_agg(pid, tid, now());
         let _ = crate::maps::THREADS.remove(tid);
     }
     0
@@ -209,9 +262,11 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let old_pid: u32 = ctx.arg::<u64>(1) as u32;
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     for t in [old_pid, tid] {
-        if thread::get(t).is_some() {
+        if let Some(st) = thread::get(t) {
+            st.flush_agg(pid, t, now());
             let _ = crate::maps::THREADS.remove(t);
         }
     }

@@ -4,17 +4,21 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::programs::BtfTracePointContext;
-use profiler_common::{kind, SyscallRecord};
+use profiler_common::{kind, SyscallRecord, UStackRecord};
 
 use crate::emit::{emit, header, now};
 use crate::maps::config;
-use crate::thread;
+use crate::sched::{stack_id, USER_STACK};
+use crate::thread::{self, ThreadExt};
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(st) = thread::get(tid) {
-        if st.depth > 0 && config().syscalls != 0 {
+        // Tracked for stacks too: the syscall a long block happened in is where its user
+        // stack is taken.
+        let cfg = config();
+        if st.depth > 0 && (cfg.syscalls != 0 || cfg.stacks != 0) {
             let nr: i64 = ctx.arg(1);
             st.sys_nr = nr as i32;
             st.sys_start = now();
@@ -34,8 +38,26 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     st.sys_nr = -1;
     let Some(task) = st.top() else { return 0 };
+    let ts = now();
+    if st.ustack_wanted != 0 {
+        // A long block of this syscall: the user stack is the one it blocked with.
+        st.ustack_wanted = 0;
+        let id = stack_id(&ctx, USER_STACK);
+        emit::<UStackRecord>(kind::USTACK, &task, |r| {
+            // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+            unsafe { r.write(UStackRecord { header: header(kind::USTACK, ts, pid, tid, &task), ustack_id: id, _pad: 0 }) }
+        });
+    }
+    if config().syscalls == 0 {
+        return 0;
+    }
     let ret: i64 = ctx.arg(1);
-    let (start, ts) = (st.sys_start, now());
+    let start = st.sys_start;
+    let took = ts.saturating_sub(start);
+    if !thread::detailed(took) {
+        st.add_syscall(nr, took, ret < 0);
+        return 0;
+    }
     emit::<SyscallRecord>(kind::SYSCALL, &task, |r| {
         // SAFETY: `r` is a reserved ring-buffer slot of the right size.
         unsafe {

@@ -1,39 +1,18 @@
-//! Per-thread state: the stack of tasks the thread works for, and its scheduling state.
+//! Per-thread state (`profiler_common::ThreadState`): the stack of tasks the thread works
+//! for, its scheduling state, and the sums of its short intervals not yet sent.
+//!
+//! Intervals at least `Config::detail_ns` long are streamed one by one (ON_CPU, OFF_CPU,
+//! SYSCALL records); shorter ones are summed here and sent as one AGG record when the
+//! thread stops working for the task (task end, detach, a nested task begins, exit, exec),
+//! or read by userspace from the map at the end of the session.
 
-use profiler_common::{kind, OffCpuRecord, OnCpuRecord, TaskId, COMM_LEN, TASK_STACK_DEPTH};
+use profiler_common::{
+    kind, waker, Agg, AggRecord, AggSyscall, OffCpuRecord, OnCpuRecord, TaskId, ThreadState, AGG_OTHER_NR, AGG_SYSCALLS,
+    TASK_STACK_DEPTH,
+};
 
 use crate::emit::{count_anomaly, emit, header};
-use crate::maps::{THREADS, ZERO_THREAD};
-
-/// Kernel-only; never crosses to userspace.
-#[repr(C)]
-pub struct ThreadState {
-    /// Tasks this thread works for, innermost last (`depth` valid entries).
-    pub stack: [TaskId; TASK_STACK_DEPTH],
-    pub depth: u32,
-    /// `prev_state` at the last switch-out.
-    pub state: u32,
-    /// Start of the current on-CPU slice of the innermost task (0: none).
-    pub oncpu_since: u64,
-    /// Switch-out time while off the CPU with a task (0: on the CPU, or no task).
-    pub offcpu_since: u64,
-    /// When it became runnable while off the CPU (0: not yet).
-    pub runnable_since: u64,
-    pub sys_start: u64,
-    /// Syscall in flight (-1: none).
-    pub sys_nr: i32,
-    /// Syscall in flight at the last switch-out (-1: none).
-    pub offcpu_sys_nr: i32,
-    pub waker_flags: u32,
-    pub waker_pid: u32,
-    pub waker_tid: u32,
-    pub _pad: u32,
-    pub waker_comm: [u8; COMM_LEN],
-    pub waker_task: TaskId,
-    /// Stack ids taken at the last blocking switch-out (-1: none).
-    pub kstack_id: i32,
-    pub ustack_id: i32,
-}
+use crate::maps::{config, THREADS, ZERO_THREAD};
 
 /// The thread's entry, if it ever ran a task while traced.
 #[inline(always)]
@@ -44,9 +23,9 @@ pub fn get(tid: u32) -> Option<&'static mut ThreadState> {
     THREADS.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
 }
 
-/// The thread's entry, created (zeroed) if missing.
+/// The thread's entry, created if missing.
 #[inline(always)]
-pub fn get_or_insert(tid: u32) -> Option<&'static mut ThreadState> {
+pub fn get_or_insert(pid: u32, tid: u32) -> Option<&'static mut ThreadState> {
     if let Some(st) = get(tid) {
         return Some(st);
     }
@@ -58,17 +37,69 @@ pub fn get_or_insert(tid: u32) -> Option<&'static mut ThreadState> {
         return None;
     }
     let st = get(tid)?;
+    st.pid = pid;
     st.sys_nr = -1;
     st.offcpu_sys_nr = -1;
-    st.kstack_id = -1;
     st.ustack_id = -1;
+    clear_agg(&mut st.agg);
     Some(st)
 }
 
-impl ThreadState {
+#[inline(always)]
+fn clear_agg(agg: &mut Agg) {
+    *agg = Agg::default();
+    let mut i = 0;
+    while i < AGG_SYSCALLS {
+        agg.sys[i].nr = -1;
+        i += 1;
+    }
+}
+
+/// The slot of syscall `nr` in `agg` (claimed if free). When every slot holds another
+/// syscall, the last one becomes the "other syscalls" slot.
+#[inline(always)]
+fn sys_slot(agg: &mut Agg, nr: i32) -> &mut AggSyscall {
+    let mut i = 0;
+    while i < AGG_SYSCALLS - 1 {
+        if agg.sys[i].nr == nr || agg.sys[i].nr == -1 {
+            agg.sys[i].nr = nr;
+            return &mut agg.sys[i];
+        }
+        i += 1;
+    }
+    let last = &mut agg.sys[AGG_SYSCALLS - 1];
+    if last.nr == -1 {
+        last.nr = nr;
+    } else if last.nr != nr {
+        last.nr = AGG_OTHER_NR;
+    }
+    last
+}
+
+/// Whether an interval of `ns` is streamed as its own record (else summed).
+#[inline(always)]
+pub fn detailed(ns: u64) -> bool {
+    let d = config().detail_ns;
+    d == 0 || ns >= d
+}
+
+/// Methods on the map value (the type is shared with userspace, hence a trait).
+pub trait ThreadExt {
+    fn top(&self) -> Option<TaskId>;
+    fn push(&mut self, task: TaskId) -> bool;
+    fn remove(&mut self, span_id: u64) -> bool;
+    fn running(&mut self, pid: u32, tid: u32, now: u64);
+    fn emit_off_cpu(&self, pid: u32, tid: u32, now: u64, extra_flags: u32);
+    fn sum_off_cpu(&self, now: u64) -> (u64, u64);
+    fn cut_slice(&mut self, pid: u32, tid: u32, now: u64);
+    fn add_syscall(&mut self, nr: i32, ns: u64, error: bool);
+    fn flush_agg(&mut self, pid: u32, tid: u32, now: u64);
+}
+
+impl ThreadExt for ThreadState {
     /// The innermost task, if any.
     #[inline(always)]
-    pub fn top(&self) -> Option<TaskId> {
+    fn top(&self) -> Option<TaskId> {
         let d = self.depth as usize;
         if d == 0 || d > TASK_STACK_DEPTH {
             return None;
@@ -79,7 +110,7 @@ impl ThreadState {
     /// Pushes a task; returns false when the stack is full (the task is then not tracked
     /// on this thread, and userspace sees its begin without kernel time).
     #[inline(always)]
-    pub fn push(&mut self, task: TaskId) -> bool {
+    fn push(&mut self, task: TaskId) -> bool {
         let d = self.depth as usize;
         if d >= TASK_STACK_DEPTH {
             return false;
@@ -92,7 +123,7 @@ impl ThreadState {
     /// Removes `span_id` from the stack (normally the innermost entry). Returns whether it
     /// was there.
     #[inline(always)]
-    pub fn remove(&mut self, span_id: u64) -> bool {
+    fn remove(&mut self, span_id: u64) -> bool {
         let d = self.depth as usize;
         if d == 0 || d > TASK_STACK_DEPTH {
             return false;
@@ -116,20 +147,21 @@ impl ThreadState {
     /// The thread is running now: if its switch-in was never seen, count that and resume
     /// the ledger from `now` rather than losing every later slice.
     #[inline(always)]
-    pub fn running(&mut self, pid: u32, tid: u32, now: u64) {
+    fn running(&mut self, pid: u32, tid: u32, now: u64) {
         if self.offcpu_since == 0 {
             return;
         }
         count_anomaly(profiler_common::anomaly::MISSED_SWITCH_IN);
-        // Still account for the interval, flagged: it ends at this sign of life.
-        self.emit_off_cpu(pid, tid, now, profiler_common::waker::END_INFERRED);
+        // Still account for the interval, flagged (always streamed): it ends at this sign
+        // of life.
+        self.emit_off_cpu(pid, tid, now, waker::END_INFERRED);
         self.offcpu_since = 0;
         self.oncpu_since = now;
     }
 
     /// Emits the off-CPU interval that started at `offcpu_since` and ends at `now`.
     #[inline(always)]
-    pub fn emit_off_cpu(&self, pid: u32, tid: u32, now: u64, extra_flags: u32) {
+    fn emit_off_cpu(&self, pid: u32, tid: u32, now: u64, extra_flags: u32) {
         let Some(task) = self.top() else { return };
         let start = self.offcpu_since;
         if start == 0 {
@@ -150,27 +182,89 @@ impl ThreadState {
                     _pad: 0,
                     waker_comm: self.waker_comm,
                     waker_task: self.waker_task,
-                    kstack_id: self.kstack_id,
+                    kstack_id: -1,
                     ustack_id: self.ustack_id,
                 })
             }
         });
     }
 
+    /// Splits the off-CPU interval ending at `now` into (blocked, run queue), by the
+    /// correlator's rules: a preempted thread waited in the run queue throughout; a blocked
+    /// one waited from its wakeup on.
+    #[inline(always)]
+    fn sum_off_cpu(&self, now: u64) -> (u64, u64) {
+        let start = if self.offcpu_since > now { now } else { self.offcpu_since };
+        if self.waker_flags & waker::PREEMPTED != 0 {
+            return (0, now - start);
+        }
+        if self.runnable_since == 0 {
+            return (now - start, 0);
+        }
+        let r = self.runnable_since.clamp(start, now);
+        (r - start, now - r)
+    }
+
     /// Ends the innermost task's on-CPU slice at `now` (if one is open) and starts a new one.
     #[inline(always)]
-    pub fn cut_slice(&mut self, pid: u32, tid: u32, now: u64) {
+    fn cut_slice(&mut self, pid: u32, tid: u32, now: u64) {
         if let Some(task) = self.top() {
             let start = self.oncpu_since;
             if start != 0 && now > start {
-                emit::<OnCpuRecord>(kind::ON_CPU, &task, |r| {
-                    // SAFETY: `r` is a reserved ring-buffer slot of the right size.
-                    unsafe {
-                        r.write(OnCpuRecord { header: header(kind::ON_CPU, now, pid, tid, &task), start_ns: start })
-                    }
-                });
+                if detailed(now - start) {
+                    emit::<OnCpuRecord>(kind::ON_CPU, &task, |r| {
+                        // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                        unsafe {
+                            r.write(OnCpuRecord { header: header(kind::ON_CPU, now, pid, tid, &task), start_ns: start })
+                        }
+                    });
+                } else {
+                    self.agg.oncpu_ns += now - start;
+                    self.agg.slices += 1;
+                }
             }
         }
         self.oncpu_since = now;
+    }
+
+    /// Sums a short syscall.
+    #[inline(always)]
+    fn add_syscall(&mut self, nr: i32, ns: u64, error: bool) {
+        self.agg.syscalls += 1;
+        let s = sys_slot(&mut self.agg, nr);
+        s.count += 1;
+        s.total_ns += ns;
+        if error {
+            s.errors += 1;
+        }
+    }
+
+    /// Sends the sums of the innermost task (if any) and starts new ones. Call before the
+    /// innermost task changes.
+    #[inline(always)]
+    fn flush_agg(&mut self, pid: u32, tid: u32, now: u64) {
+        if self.agg.is_empty() {
+            return;
+        }
+        if let Some(task) = self.top() {
+            let agg = &self.agg;
+            emit::<AggRecord>(kind::AGG, &task, |r| {
+                // SAFETY: `r` is a reserved ring-buffer slot of the right size.
+                unsafe { r.write(AggRecord { header: header(kind::AGG, now, pid, tid, &task), agg: *agg }) }
+            });
+        }
+        clear_agg(&mut self.agg);
+    }
+}
+
+/// Sums a short off-CPU interval (blocked `blocked` ns, in the run queue `runq` ns).
+#[inline(always)]
+pub fn add_off_cpu(st: &mut ThreadState, blocked: u64, runq: u64) {
+    st.agg.offcpu += 1;
+    st.agg.blocked_ns += blocked;
+    st.agg.runq_ns += runq;
+    if blocked > 0 && st.offcpu_sys_nr >= 0 {
+        let nr = st.offcpu_sys_nr;
+        sys_slot(&mut st.agg, nr).blocked_ns += blocked;
     }
 }

@@ -15,7 +15,8 @@ use profiler_common::{
 
 use crate::emit::{emit, header, now, take_span_drops};
 use crate::maps::USDT_SPECS;
-use crate::thread::{self, ThreadState};
+use crate::thread::{self, ThreadExt};
+use profiler_common::ThreadState;
 
 /// Size of `struct pt_regs` on x86_64; register offsets must lie below it.
 const PT_REGS_SIZE: u16 = 168;
@@ -153,7 +154,7 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
     match spec.probe {
         probe::TASK_BEGIN | probe::TASK_ATTACH => {
             let task = TaskId { trace_hi: args[0], trace_lo: args[1], span_id: args[2] };
-            let Some(st) = thread::get_or_insert(tid) else {
+            let Some(st) = thread::get_or_insert(pid, tid) else {
                 aya_log_ebpf::warn!(ctx, "tid {}: THREADS map full, span {:x} not tracked", tid, task.span_id);
                 return None;
             };
@@ -213,6 +214,7 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
 fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
     st.running(pid, tid, ts);
     st.cut_slice(pid, tid, ts);
+    st.flush_agg(pid, tid, ts);
     let pushed = st.push(task);
     st.oncpu_since = ts;
     pushed
@@ -225,6 +227,8 @@ fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
     if st.top().map(|t| t.span_id) == Some(span_id) {
         st.cut_slice(pid, tid, ts);
     }
+    // Before TASK_END: userspace closes the task's ledger at that record.
+    st.flush_agg(pid, tid, ts);
     st.remove(span_id);
     st.oncpu_since = ts;
 }

@@ -61,6 +61,11 @@ pub struct TargetArgs {
     /// Show symbolized stacks for blocked intervals at least this long.
     #[arg(long, default_value = "1ms")]
     pub stack_threshold: String,
+    /// Stream on-CPU slices, off-CPU intervals and syscalls at least this long one by one;
+    /// shorter ones are summed per request and thread in the kernel (far cheaper) and show
+    /// up in the totals only. 0 streams every one.
+    #[arg(long, default_value = "100us")]
+    pub detail_threshold: String,
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16)]
     pub ring_size: u32,
@@ -199,6 +204,7 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        let stack_threshold_ns = parse_duration(&self.stack_threshold)?.as_nanos() as u64;
         Ok(AttachOptions {
             pids: self.pids.clone(),
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
@@ -206,10 +212,12 @@ impl TargetArgs {
                 ring_bytes: self.ring_size * 1024 * 1024,
                 syscalls: !self.no_syscalls,
                 stacks: !self.no_stacks,
+                stack_ns: stack_threshold_ns,
+                detail_ns: parse_duration(&self.detail_threshold)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
             },
             filter,
-            stack_threshold_ns: parse_duration(&self.stack_threshold)?.as_nanos() as u64,
+            stack_threshold_ns,
         })
     }
 }

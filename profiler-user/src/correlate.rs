@@ -52,6 +52,8 @@ pub struct Block {
     pub syscall_nr: Option<u32>,
     pub waker: Waker,
     pub stack_ids: StackIds,
+    /// Kernel return addresses taken when the thread came back on the CPU (KSTACK record).
+    pub kernel_addrs: Vec<u64>,
     /// Symbolized stacks, filled in by the session (off the event path) for long blocks.
     pub stack: Option<crate::stacks::Stack>,
     /// Name of the waker's task, when tprof saw it begin.
@@ -96,6 +98,9 @@ pub struct TaskState {
     /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
     /// sign of life: upper bounds).
     pub inferred: u64,
+    /// Short intervals (on-CPU slices, off-CPU intervals, syscalls) the kernel summed
+    /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
+    pub summed: u64,
     pub threads: Vec<u32>,
     pub(crate) open_regions: Vec<usize>,
 }
@@ -234,6 +239,14 @@ impl Correlator {
         }
         if !self.tasks.contains_key(&meta.task) && self.tasks.len() >= MAX_OPEN_TASKS {
             self.stats.tasks_over_limit += 1;
+            return;
+        }
+        if matches!(rec, Record::KStack { .. } | Record::UStack { .. }) {
+            // Stacks of a block already in the ledger: no task is created for them, and they
+            // are not events of their own.
+            if let Some(st) = self.tasks.get_mut(&meta.task) {
+                apply(st, rec);
+            }
             return;
         }
         let st = self.tasks.entry(meta.task).or_insert_with(|| TaskState::new(meta.task, &meta));
@@ -380,6 +393,7 @@ fn apply(st: &mut TaskState, rec: &Record) {
                     syscall_nr: *syscall_nr,
                     waker: waker.clone(),
                     stack_ids: *stacks,
+                    kernel_addrs: Vec::new(),
                     stack: None,
                     waker_task_name: None,
                     chain: Vec::new(),
@@ -392,6 +406,34 @@ fn apply(st: &mut TaskState, rec: &Record) {
             s.total_ns += meta.ts_ns.saturating_sub(*start_ns);
             if *ret < 0 {
                 s.errors += 1;
+            }
+        }
+        Record::Agg { sums, .. } => {
+            st.on_cpu_ns += sums.oncpu_ns;
+            st.runq_ns += sums.runq_ns;
+            st.blocked_ns += sums.blocked_ns;
+            st.summed += sums.intervals();
+            for sc in sums.syscalls() {
+                if sc.count > 0 {
+                    let s = st.syscalls.entry(sc.nr).or_default();
+                    s.count += u64::from(sc.count);
+                    s.total_ns += sc.total_ns;
+                    s.errors += u64::from(sc.errors);
+                }
+                if sc.blocked_ns > 0 {
+                    *st.blocked_in_syscall.entry(sc.nr).or_default() += sc.blocked_ns;
+                }
+            }
+        }
+        Record::KStack { meta, start_ns, frames } => {
+            if let Some(b) = st.blocks.iter_mut().find(|b| b.tid == meta.tid && b.start_ns == *start_ns) {
+                b.kernel_addrs.clone_from(frames);
+            }
+        }
+        Record::UStack { meta, id } => {
+            for b in st.blocks.iter_mut().filter(|b| b.tid == meta.tid && b.stack_ids.user_pending) {
+                b.stack_ids.user = *id;
+                b.stack_ids.user_pending = false;
             }
         }
     }

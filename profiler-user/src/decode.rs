@@ -3,8 +3,8 @@
 //! traced process are kept as lossy UTF-8 and escaped by the sinks.
 
 use profiler_common::{
-    kind, strflag, Header, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef, SyscallRecord, TaskEndRecord,
-    TaskId, TaskRecord,
+    kind, strflag, Agg, AggRecord, Header, KStackRecord, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef,
+    SyscallRecord, TaskEndRecord, TaskId, TaskRecord, UStackRecord, AGG_OTHER_NR, KSTACK_DEPTH, USTACK_DEFERRED,
 };
 
 /// A task's identity as userspace sees it.
@@ -42,6 +42,66 @@ pub struct Meta {
 pub struct StackIds {
     pub kernel: Option<u32>,
     pub user: Option<u32>,
+    /// The user stack follows in a USTACK record (taken when the syscall returned).
+    pub user_pending: bool,
+}
+
+/// The syscall number userspace files the "other syscalls" sums of an AGG record under.
+pub const OTHER_SYSCALLS: u32 = u32::MAX;
+
+/// One syscall's sums in an AGG record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallSums {
+    /// [`OTHER_SYSCALLS`]: syscalls beyond the record's slots.
+    pub nr: u32,
+    pub count: u32,
+    pub errors: u32,
+    pub total_ns: u64,
+    pub blocked_ns: u64,
+}
+
+/// Short intervals of one thread for one task, summed in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub oncpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    pub slices: u32,
+    pub offcpu: u32,
+    pub syscalls: u32,
+    /// Valid entries of `sys`.
+    pub nsys: usize,
+    pub sys: [SyscallSums; profiler_common::AGG_SYSCALLS],
+}
+
+impl Sums {
+    fn from_raw(a: &Agg) -> Self {
+        let mut s = Sums {
+            oncpu_ns: a.oncpu_ns,
+            runq_ns: a.runq_ns,
+            blocked_ns: a.blocked_ns,
+            slices: a.slices,
+            offcpu: a.offcpu,
+            syscalls: a.syscalls,
+            ..Default::default()
+        };
+        for raw in a.sys.iter().filter(|x| x.nr >= 0 || x.nr == AGG_OTHER_NR) {
+            let nr = if raw.nr == AGG_OTHER_NR { OTHER_SYSCALLS } else { raw.nr as u32 };
+            s.sys[s.nsys] =
+                SyscallSums { nr, count: raw.count, errors: raw.errors, total_ns: raw.total_ns, blocked_ns: raw.blocked_ns };
+            s.nsys += 1;
+        }
+        s
+    }
+
+    pub fn syscalls(&self) -> &[SyscallSums] {
+        &self.sys[..self.nsys]
+    }
+
+    /// Intervals summed.
+    pub fn intervals(&self) -> u64 {
+        u64::from(self.slices) + u64::from(self.offcpu) + u64::from(self.syscalls)
+    }
 }
 
 /// Who made a blocked thread runnable.
@@ -84,6 +144,13 @@ pub enum Record {
         end_inferred: bool,
     },
     Syscall { meta: Meta, nr: u32, start_ns: u64, ret: i64 },
+    /// Short intervals of this thread for the task since its last AGG record, summed.
+    Agg { meta: Meta, sums: Sums },
+    /// Kernel stack (return addresses, innermost first) of the long block of `meta.tid` that
+    /// started at `start_ns`.
+    KStack { meta: Meta, start_ns: u64, frames: Vec<u64> },
+    /// User stack id of the long blocks of `meta.tid` whose user stack was pending.
+    UStack { meta: Meta, id: Option<u32> },
 }
 
 impl Record {
@@ -98,7 +165,10 @@ impl Record {
             | Record::Log { meta, .. }
             | Record::OnCpu { meta, .. }
             | Record::OffCpu { meta, .. }
-            | Record::Syscall { meta, .. } => meta,
+            | Record::Syscall { meta, .. }
+            | Record::Agg { meta, .. }
+            | Record::KStack { meta, .. }
+            | Record::UStack { meta, .. } => meta,
         }
     }
 }
@@ -210,13 +280,31 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
                 state: r.state,
                 syscall_nr: u32::try_from(r.syscall_nr).ok(),
                 waker: waker(&r),
-                stacks: StackIds { kernel: u32::try_from(r.kstack_id).ok(), user: u32::try_from(r.ustack_id).ok() },
+                stacks: StackIds {
+                    kernel: u32::try_from(r.kstack_id).ok(),
+                    user: u32::try_from(r.ustack_id).ok(),
+                    user_pending: r.ustack_id == USTACK_DEFERRED,
+                },
                 end_inferred: r.waker_flags & profiler_common::waker::END_INFERRED != 0,
             }
         }
         kind::SYSCALL => {
             let r: SyscallRecord = read(bytes, kind_raw)?;
             Record::Syscall { meta: meta(&r.header), nr: r.nr, start_ns: r.start_ns, ret: r.ret }
+        }
+        kind::AGG => {
+            let r: AggRecord = read(bytes, kind_raw)?;
+            Record::Agg { meta: meta(&r.header), sums: Sums::from_raw(&r.agg) }
+        }
+        kind::KSTACK => {
+            let r: KStackRecord = read(bytes, kind_raw)?;
+            let n = (r.nframes as usize).min(KSTACK_DEPTH);
+            let frames = r.frames[..n].iter().copied().filter(|ip| *ip != 0).collect();
+            Record::KStack { meta: meta(&r.header), start_ns: r.start_ns, frames }
+        }
+        kind::USTACK => {
+            let r: UStackRecord = read(bytes, kind_raw)?;
+            Record::UStack { meta: meta(&r.header), id: u32::try_from(r.ustack_id).ok() }
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -244,8 +332,16 @@ fn waker(r: &OffCpuRecord) -> Waker {
     }
 }
 
-/// Serializes a record as the eBPF side would, for tests.
-#[cfg(test)]
+/// The AGG record the kernel would send for a thread's unsent sums (read from its map at the
+/// end of a session): the thread's innermost task, at `ts_ns`.
+pub fn unsent_agg_bytes(tid: u32, st: &profiler_common::ThreadState, ts_ns: u64) -> Option<Vec<u8>> {
+    let d = st.depth as usize;
+    let task = *st.stack.get(d.checked_sub(1)?)?;
+    let rec = AggRecord { header: Header { kind: kind::AGG, cpu: 0, ts_ns, pid: st.pid, tid, task }, agg: st.agg };
+    Some(raw_bytes(&rec))
+}
+
+/// Serializes a record as the eBPF side would.
 pub(crate) fn raw_bytes<T: Copy>(rec: &T) -> Vec<u8> {
     // SAFETY: T is a #[repr(C)] record without padding (sizes asserted in profiler-common).
     unsafe { std::slice::from_raw_parts((rec as *const T).cast::<u8>(), std::mem::size_of::<T>()).to_vec() }
@@ -329,7 +425,7 @@ mod tests {
         r.waker_comm[..4].copy_from_slice(b"lock");
         r.waker_task = TaskId { trace_hi: 0, trace_lo: 1, span_id: 2 };
         let Ok(Record::OffCpu { runnable_ns, syscall_nr, waker, stacks, .. }) = decode(&raw_bytes(&r)) else { panic!() };
-        assert_eq!(stacks, StackIds { kernel: Some(7), user: None });
+        assert_eq!(stacks, StackIds { kernel: Some(7), user: None, user_pending: false });
         assert_eq!(runnable_ns, Some(300));
         assert_eq!(syscall_nr, Some(202));
         assert_eq!(
@@ -347,5 +443,33 @@ mod tests {
         r.runnable_ns = 0;
         let Ok(Record::OffCpu { waker, runnable_ns, .. }) = decode(&raw_bytes(&r)) else { panic!() };
         assert_eq!((waker, runnable_ns), (Waker::Unknown, None));
+    }
+
+    #[test]
+    fn kernel_sums_and_deferred_stacks() {
+        use profiler_common::{AggSyscall, AGG_SYSCALLS};
+        let mut agg = Agg { oncpu_ns: 1, runq_ns: 2, blocked_ns: 3, slices: 4, offcpu: 5, syscalls: 9, ..Default::default() };
+        agg.sys = [AggSyscall { nr: -1, ..Default::default() }; AGG_SYSCALLS];
+        agg.sys[0] = AggSyscall { nr: 7, count: 6, errors: 1, total_ns: 70, blocked_ns: 3, _pad: 0 };
+        agg.sys[1] = AggSyscall { nr: AGG_OTHER_NR, count: 3, total_ns: 30, ..Default::default() };
+        let Ok(Record::Agg { sums, .. }) = decode(&raw_bytes(&AggRecord { header: hdr(kind::AGG), agg })) else { panic!() };
+        assert_eq!((sums.oncpu_ns, sums.runq_ns, sums.blocked_ns, sums.intervals()), (1, 2, 3, 18));
+        let nrs: Vec<(u32, u32)> = sums.syscalls().iter().map(|s| (s.nr, s.count)).collect();
+        assert_eq!(nrs, [(7, 6), (OTHER_SYSCALLS, 3)], "free slots are skipped, the other-slot is named");
+
+        let mut k = KStackRecord { header: hdr(kind::KSTACK), start_ns: 9, nframes: 3, _pad: 0, frames: [0; KSTACK_DEPTH] };
+        k.frames[..3].copy_from_slice(&[0xa, 0xb, 0xc]);
+        let Ok(Record::KStack { start_ns, frames, .. }) = decode(&raw_bytes(&k)) else { panic!() };
+        assert_eq!((start_ns, frames), (9, vec![0xa, 0xb, 0xc]));
+        // A frame count beyond the array is clamped, never read past it.
+        k.nframes = u32::MAX;
+        let Ok(Record::KStack { frames, .. }) = decode(&raw_bytes(&k)) else { panic!() };
+        assert_eq!(frames.len(), 3, "zero frames are dropped");
+
+        let u = UStackRecord { header: hdr(kind::USTACK), ustack_id: -1, _pad: 0 };
+        assert!(matches!(decode(&raw_bytes(&u)), Ok(Record::UStack { id: None, .. })));
+        let o = OffCpuRecord { header: hdr(kind::OFF_CPU), kstack_id: -1, ustack_id: USTACK_DEFERRED, ..Default::default() };
+        let Ok(Record::OffCpu { stacks, .. }) = decode(&raw_bytes(&o)) else { panic!() };
+        assert_eq!(stacks, StackIds { kernel: None, user: None, user_pending: true });
     }
 }

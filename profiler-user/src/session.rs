@@ -209,6 +209,21 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
             }
         }
     }
+    // Short intervals the kernel summed for tasks still open (sent only when a thread
+    // leaves its task): read from its map, so the open tasks' totals include them.
+    match session.unsent_sums() {
+        Ok(sums) => {
+            let ts = monotonic_ns();
+            for (tid, st) in sums {
+                let Some(bytes) = crate::decode::unsent_agg_bytes(tid, &st, ts) else { continue };
+                if let Err(e) = p.push(&bytes, &mut |_, _, _| None) {
+                    stop_reason = output_stop(e)?;
+                    break;
+                }
+            }
+        }
+        Err(e) => p.report.warnings.push(format!("could not read the kernel's unsent sums of open tasks: {e:#}")),
+    }
     let drops = session.kernel_drops().unwrap_or_default();
     let anomalies = session.kernel_anomalies().unwrap_or_default();
     p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing();

@@ -108,7 +108,7 @@ impl Symbolizer {
         self.map.is_some()
             && b.stack.is_none()
             && b.blocked_ns >= self.threshold_ns
-            && (b.stack_ids.kernel.is_some() || b.stack_ids.user.is_some())
+            && (b.stack_ids.kernel.is_some() || b.stack_ids.user.is_some() || !b.kernel_addrs.is_empty())
     }
 
     /// Fills `stack` for the task's blocks that lasted at least the threshold.
@@ -119,10 +119,17 @@ impl Symbolizer {
         let pid = task.pid;
         for i in 0..task.blocks.len() {
             let (ids, long) = (task.blocks[i].stack_ids, task.blocks[i].blocked_ns >= self.threshold_ns);
-            if !long || (ids.kernel.is_none() && ids.user.is_none()) {
+            let addrs = std::mem::take(&mut task.blocks[i].kernel_addrs);
+            if !long || (ids.kernel.is_none() && ids.user.is_none() && addrs.is_empty()) {
                 continue;
             }
-            let mut kernel = ids.kernel.map(|id| self.kernel_frames(id)).unwrap_or_default();
+            // The kernel stack comes as addresses (taken from the task at switch-in), or as
+            // an id in the stack map.
+            let mut kernel = if addrs.is_empty() {
+                ids.kernel.map(|id| self.kernel_frames(id)).unwrap_or_default()
+            } else {
+                self.kernel_addrs(&addrs)
+            };
             // The first frames are tprof's own program and the tracepoint machinery.
             let ours = kernel
                 .iter()
@@ -148,14 +155,19 @@ impl Symbolizer {
         }
     }
 
+    /// Symbolizes kernel return addresses (from kallsyms only: looking for a vmlinux with
+    /// debug info is slow).
+    fn kernel_addrs(&self, addrs: &[u64]) -> Vec<Frame> {
+        let kernel = Kernel { vmlinux: MaybeDefault::None, ..Default::default() };
+        self.symbolize(&Source::Kernel(kernel), addrs)
+    }
+
     fn kernel_frames(&mut self, id: u32) -> Vec<Frame> {
         if let Some(f) = self.kernel_cache.get(&id) {
             return f.clone();
         }
         let addrs = self.addrs(id);
-        // Symbols from kallsyms only: looking for a vmlinux with debug info is slow.
-        let kernel = Kernel { vmlinux: MaybeDefault::None, ..Default::default() };
-        let frames = self.symbolize(&Source::Kernel(kernel), &addrs);
+        let frames = self.kernel_addrs(&addrs);
         if self.kernel_cache.len() >= MAX_CACHED {
             self.kernel_cache.clear();
         }

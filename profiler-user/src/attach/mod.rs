@@ -60,8 +60,11 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
     pub syscalls: bool,
-    /// Take kernel and user stacks when a task's thread blocks.
+    /// Take kernel and user stacks when a task's thread blocks at least `stack_ns`.
     pub stacks: bool,
+    pub stack_ns: u64,
+    /// Intervals shorter than this are summed in the kernel (0: stream every one).
+    pub detail_ns: u64,
     /// Enable the eBPF programs' aya-log diagnostics (otherwise the verifier prunes them).
     pub debug_ebpf: bool,
 }
@@ -103,7 +106,13 @@ impl Session {
     pub fn load(opts: &LoadOptions) -> Result<Session> {
         let obj = ebpf_object()?;
         let offsets = crate::btf::kernel_offsets().context("reading task_struct offsets from the kernel's BTF")?;
-        let config = Config { offsets, syscalls: u32::from(opts.syscalls), stacks: u32::from(opts.stacks) };
+        let config = Config {
+            offsets,
+            syscalls: u32::from(opts.syscalls),
+            stacks: u32::from(opts.stacks),
+            detail_ns: opts.detail_ns,
+            stack_ns: opts.stack_ns,
+        };
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -252,6 +261,22 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Sums of short intervals the kernel still holds for tasks not left yet (a thread
+    /// sends them when it leaves its task): at the end of a session, so that they are not
+    /// lost. One (tid, state) per such thread.
+    pub fn unsent_sums(&self) -> Result<Vec<(u32, profiler_common::ThreadState)>> {
+        let map = self.ebpf.map("THREADS").ok_or_else(|| anyhow!("no THREADS map"))?;
+        let threads: aya::maps::HashMap<&MapData, u32, profiler_common::ThreadState> = aya::maps::HashMap::try_from(map)?;
+        let mut out = Vec::new();
+        for entry in threads.iter() {
+            let (tid, st) = entry.context("reading the THREADS map")?;
+            if st.depth > 0 && !st.agg.is_empty() {
+                out.push((tid, st));
+            }
+        }
+        Ok(out)
     }
 
     /// Moves the STACKS map out, for the symbolizer.

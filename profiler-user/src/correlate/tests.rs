@@ -153,3 +153,63 @@ fn unrelated_earlier_block_is_not_a_chain_link() {
     let a = s.iter().find(|t| t.key == key(1)).expect("A");
     assert!(a.blocks[0].chain.is_empty(), "{:?}", a.blocks[0].chain);
 }
+
+fn sums(oncpu_ns: u64, blocked_ns: u64, runq_ns: u64, sys: &[(u32, u32, u64, u64)]) -> crate::decode::Sums {
+    let mut s = crate::decode::Sums { oncpu_ns, blocked_ns, runq_ns, slices: 3, offcpu: 2, ..Default::default() };
+    for (i, (nr, count, total_ns, blocked)) in sys.iter().enumerate() {
+        s.sys[i] = crate::decode::SyscallSums { nr: *nr, count: *count, errors: 1, total_ns: *total_ns, blocked_ns: *blocked };
+        s.syscalls += count;
+    }
+    s.nsys = sys.len();
+    s
+}
+
+#[test]
+fn kernel_sums_add_to_the_streamed_intervals() {
+    let us = 1_000;
+    let other = crate::decode::OTHER_SYSCALLS;
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        // One long syscall streamed, then the kernel's sums of the short intervals of two
+        // threads (each sends its own when it leaves the task).
+        Record::Syscall { meta: meta(500 * us, 7), nr: 0, start_ns: 100 * us, ret: 10 },
+        Record::Agg { meta: meta(900 * us, 8), sums: sums(40 * us, 30 * us, 5 * us, &[(0, 4, 20 * us, 10 * us), (other, 2, 6 * us, 0)]) },
+        Record::Agg { meta: meta(1000 * us, 7), sums: sums(60 * us, 0, 7 * us, &[(0, 1, 3 * us, 0)]) },
+        Record::TaskEnd { meta: meta(1000 * us, 7), dropped: 0 },
+    ];
+    let (s, events) = run(&recs);
+    assert_eq!(events, recs.len(), "sums are events of the task");
+    let t = &s[0];
+    assert_eq!(t.on_cpu_ns, 100 * us);
+    assert_eq!(t.blocked_ns, 30 * us);
+    assert_eq!(t.runq_ns, 12 * us);
+    assert_eq!(t.summed, 2 * 5 + 6 + 1, "slices + off-cpu intervals + syscalls of both records");
+    let read = t.syscalls.get(&0).expect("read");
+    assert_eq!((read.count, read.total_ns, read.errors), (1 + 4 + 1, 400 * us + 20 * us + 3 * us, 2));
+    assert_eq!(t.syscalls.get(&other).map(|s| s.count), Some(2));
+    assert_eq!(t.blocked_in_syscall.get(&0), Some(&(10 * us)));
+    assert!(t.blocks.is_empty(), "summed intervals are not listed as blocks");
+    assert_eq!(t.threads, vec![7, 8]);
+}
+
+#[test]
+fn deferred_stacks_join_their_block() {
+    let ms = 1_000_000;
+    let pending = crate::decode::StackIds { kernel: None, user: None, user_pending: true };
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::OffCpu { meta: meta(12 * ms, 7), start_ns: ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(202), waker: Waker::Kernel, stacks: pending, end_inferred: false },
+        Record::KStack { meta: meta(12 * ms, 7), start_ns: ms, frames: vec![0xffff_1, 0xffff_2] },
+        // A KSTACK of an interval not in the ledger, and stacks of a task never seen: ignored.
+        Record::KStack { meta: meta(12 * ms, 7), start_ns: 5, frames: vec![0xdead] },
+        Record::UStack { meta: Meta { task: TaskKey { trace_id: 9, span_id: 9 }, ..meta(12 * ms, 7) }, id: Some(1) },
+        Record::UStack { meta: meta(12 * ms + 5, 7), id: Some(42) },
+        Record::TaskEnd { meta: meta(13 * ms, 7), dropped: 0 },
+    ];
+    let (s, events) = run(&recs);
+    assert_eq!(s.len(), 1, "stack records create no task");
+    assert_eq!(events, 3, "stack records are not events");
+    let b = &s[0].blocks[0];
+    assert_eq!(b.kernel_addrs, vec![0xffff_1, 0xffff_2]);
+    assert_eq!((b.stack_ids.user, b.stack_ids.user_pending), (Some(42), false));
+}

@@ -104,6 +104,33 @@ pub fn event_json(rec: &Record) -> Value {
             put("ret", (*ret).into());
             "syscall"
         }
+        Record::Agg { sums, .. } => {
+            put("on_cpu_ns", sums.oncpu_ns.into());
+            put("slices", sums.slices.into());
+            put("blocked_ns", sums.blocked_ns.into());
+            put("runq_ns", sums.runq_ns.into());
+            put("off_cpu_intervals", sums.offcpu.into());
+            put("syscall_count", sums.syscalls.into());
+            let sys: Vec<Value> = sums
+                .syscalls()
+                .iter()
+                .map(|s| {
+                    json!({"name": syscall_name(s.nr), "count": s.count, "errors": s.errors,
+                           "total_ns": s.total_ns, "blocked_ns": s.blocked_ns})
+                })
+                .collect();
+            put("syscalls", sys.into());
+            "agg"
+        }
+        Record::KStack { start_ns, frames, .. } => {
+            put("start_ns", (*start_ns).into());
+            put("frames", frames.len().into());
+            "kstack"
+        }
+        Record::UStack { id, .. } => {
+            put("stack_id", (*id).into());
+            "ustack"
+        }
     };
     o.insert("type".into(), ty.into());
     Value::Object(o)
@@ -125,7 +152,10 @@ pub fn summary_json(t: &TaskState) -> Value {
     let syscalls: Vec<Value> = t
         .syscalls
         .iter()
-        .map(|(nr, s)| json!({"name": syscall_name(*nr), "nr": nr, "count": s.count, "total_ns": s.total_ns, "errors": s.errors}))
+        .map(|(nr, s)| {
+            let nr_json = if *nr == crate::decode::OTHER_SYSCALLS { Value::Null } else { Value::from(*nr) };
+            json!({"name": syscall_name(*nr), "nr": nr_json, "count": s.count, "total_ns": s.total_ns, "errors": s.errors})
+        })
         .collect();
     let blocked_in: Map<String, Value> =
         t.blocked_in_syscall.iter().map(|(nr, ns)| (syscall_name(*nr), Value::from(*ns))).collect();
@@ -155,6 +185,7 @@ pub fn summary_json(t: &TaskState) -> Value {
         "blocked_in_syscall_ns": blocked_in, "syscalls": syscalls, "regions": regions,
         "blocks": blocks, "logs": logs,
         "waited_on": t.waited_on.iter().map(|(k, n, ns)| json!({"trace_id": k.trace_hex(), "span_id": k.span_hex(), "name": n, "blocked_ns": ns})).collect::<Vec<_>>(), "dropped": t.dropped, "truncated": t.truncated,
+        "summed_intervals": t.summed,
         "incomplete": t.incomplete(),
     })
 }

@@ -133,9 +133,9 @@ impl<S: Sink> Filtered<S> {
 }
 
 /// Record kind names, indexed by kind (for drop reports).
-pub const KIND_NAMES: [&str; 11] = [
+pub const KIND_NAMES: [&str; 14] = [
     "unknown", "task_begin", "task_end", "region_begin", "region_end", "log", "task_attach", "task_detach", "on_cpu",
-    "off_cpu", "syscall",
+    "off_cpu", "syscall", "agg", "kstack", "ustack",
 ];
 
 pub fn kind_name(k: u32) -> &'static str {
@@ -196,6 +196,9 @@ pub fn ms(ns: u64) -> String {
 }
 
 pub fn syscall_name(nr: u32) -> String {
+    if nr == crate::decode::OTHER_SYSCALLS {
+        return "other syscalls".to_string();
+    }
     crate::syscall_names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall_{nr}"))
 }
 

@@ -74,6 +74,18 @@ fn describe(rec: &Record) -> String {
         Record::Syscall { meta, nr, start_ns, ret } => {
             format!("syscall {} {} ms = {ret}", syscall_name(*nr), ms(meta.ts_ns.saturating_sub(*start_ns)))
         }
+        Record::Agg { sums, .. } => format!(
+            "summed short intervals: on-cpu {} ms in {} slices, blocked {} ms and run queue {} ms in {} off-cpu intervals, {} syscalls {} ms",
+            ms(sums.oncpu_ns),
+            sums.slices,
+            ms(sums.blocked_ns),
+            ms(sums.runq_ns),
+            sums.offcpu,
+            sums.syscalls,
+            ms(sums.syscalls().iter().map(|s| s.total_ns).sum()),
+        ),
+        Record::KStack { frames, .. } => format!("kernel stack of a long block ({} frames)", frames.len()),
+        Record::UStack { .. } => "user stack of a long block".into(),
     }
 }
 
@@ -104,6 +116,9 @@ impl<W: Write> Sink for TextSink<W> {
             let list: Vec<String> =
                 top.iter().take(5).map(|(nr, s)| format!("{} {}x {} ms", syscall_name(**nr), s.count, ms(s.total_ns))).collect();
             writeln!(self.out, "   top syscalls: {}", list.join(", "))?;
+        }
+        if t.summed > 0 {
+            writeln!(self.out, "   {} short intervals summed in the kernel (in the totals, not listed)", t.summed)?;
         }
         if !t.regions.is_empty() {
             let list: Vec<String> = t

@@ -35,7 +35,7 @@ pub(crate) fn validate(script: &str, files: &[&Path]) -> String {
 }
 
 fn block(start_ns: u64, blocked_ns: u64, waker: Waker) -> Block {
-    Block { tid: 11, start_ns, blocked_ns, syscall_nr: Some(202), waker, stack_ids: Default::default(), stack: None, waker_task_name: None, chain: Vec::new() }
+    Block { tid: 11, start_ns, blocked_ns, syscall_nr: Some(202), waker, stack_ids: Default::default(), kernel_addrs: Vec::new(), stack: None, waker_task_name: None, chain: Vec::new() }
 }
 
 /// Ledgers covering what the exporters must handle: nested regions, logs, blocks with each
