@@ -255,6 +255,36 @@ fn main() {
                 let tasks: Vec<Task> = (0..ms.max(1)).map(|_| Task::new("nest")).collect();
                 drop(tasks.into_iter().rev().collect::<Vec<_>>());
             }
+            "short" => {
+                // N rounds of one getppid and one 1 us nanosleep (~50-60 us with the
+                // default timer slack): every interval far below a 10 ms detail threshold.
+                // The target measures its own time asleep, the truth tprof's sums are
+                // checked against.
+                let t = Task::new("short");
+                println!("short task span {:016x} tid {}", t.context().span_id(), gettid());
+                let mut asleep = Duration::ZERO;
+                for _ in 0..ms {
+                    // SAFETY: a raw syscall without arguments or memory.
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                    let t0 = Instant::now();
+                    std::thread::sleep(Duration::from_micros(1));
+                    asleep += t0.elapsed();
+                }
+                println!("short asleep_ns {}", asleep.as_nanos());
+            }
+            "open" => {
+                // A task still open when tprof stops: N getppid, then it waits for a line.
+                let t = Task::new("open");
+                println!("open task span {:016x} tid {}", t.context().span_id(), gettid());
+                for _ in 0..ms {
+                    // SAFETY: a raw syscall without arguments or memory.
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+                println!("open waiting");
+                let _ = std::io::stdout().flush();
+                let mut l = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut l);
+            }
             "enabled" => println!("enabled {}", usdt_probes::enabled()),
             "wait" => {
                 let mut l = String::new();

@@ -1,0 +1,106 @@
+//! Short intervals summed in the kernel (`--detail-threshold`): the totals must be those of
+//! streaming every event, counts exact, and nothing the kernel still holds at the end of a
+//! session may be lost.
+
+use serde_json::Value;
+use tprof_tests::*;
+
+/// Rounds of the `short` request: enough that summing matters, a fraction of a second.
+const ROUNDS: u64 = 2000;
+
+fn run_short(detail: &str) -> (Vec<Value>, Vec<String>) {
+    clean_session(|| {
+        let mut target = start_target(&[&format!("short:{ROUNDS}")]);
+        let tprof = attach(&[target.pid()], &["--detail-threshold", detail]);
+        target.send_line("go");
+        let mut lines = Vec::new();
+        target.expect_line("done", &mut lines);
+        assert!(target.wait().success(), "target failed");
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof failed: {status}");
+        (out, lines)
+    })
+}
+
+fn syscall_count(s: &Value, names: &[&str]) -> u64 {
+    s["syscalls"].as_array().into_iter().flatten().filter(|c| names.iter().any(|n| c["name"] == *n)).filter_map(|c| c["count"].as_u64()).sum()
+}
+
+fn events_of<'a>(out: &'a [Value], span: &str, ty: &str) -> usize {
+    out.iter().filter(|v| v["type"] == ty && v["span_id"] == span).count()
+}
+
+/// Checks the `short` task's ledger against what the target did; returns its summary.
+fn check_short(out: &[Value], lines: &[String], mode: &str) -> Value {
+    let s = summary(out, "short").clone();
+    assert!(s["incomplete"].is_null(), "{mode}: {s}");
+    // Exact: every getppid and every sleep is counted, streamed or summed.
+    assert_eq!(syscall_count(&s, &["getppid"]), ROUNDS, "{mode}: {s}");
+    assert_eq!(syscall_count(&s, &["clock_nanosleep", "nanosleep"]), ROUNDS, "{mode}: {s}");
+    // The ledger still tiles the task's time (summed intervals are cut at the same
+    // timestamps as streamed ones): within 0.1 ms, as in attach.rs.
+    let wall = ms(&s, "wall_ns");
+    let sum = ms(&s, "on_cpu_ns") + ms(&s, "runq_ns") + ms(&s, "blocked_ns");
+    assert!((wall - sum).abs() < 0.1, "{mode}: wall {wall} vs on+runq+blocked {sum}: {s}");
+    // Blocked time against the target's own clock around each sleep: every block lies
+    // inside a measured sleep (upper bound, plus 0.1 ms of timestamp slack), and a sleep
+    // of ~55 us (1 us + 50 us timer slack) spends at most a few us on the CPU in the kernel
+    // (entry, arming the timer, switch, exit) or in the run queue after its wakeup, so at
+    // least 60% of the measured time is blocked even on a loaded 2-CPU machine.
+    let asleep = fact(lines, "short asleep_ns", "asleep_ns").parse::<f64>().expect("asleep_ns") / 1e6;
+    let blocked = ms(&s, "blocked_ns");
+    assert!(blocked <= asleep + 0.1, "{mode}: blocked {blocked} ms > measured sleeps {asleep} ms: {s}");
+    assert!(blocked >= 0.6 * asleep, "{mode}: blocked {blocked} ms of measured sleeps {asleep} ms: {s}");
+    s
+}
+
+#[test]
+fn summed_intervals_match_the_streamed_ones() {
+    require_root();
+    // Everything streamed.
+    let (out, lines) = run_short("0");
+    let s = check_short(&out, &lines, "detail 0");
+    let span = s["span_id"].as_str().expect("span").to_string();
+    assert_eq!(s["summed_intervals"], 0, "nothing summed with --detail-threshold 0: {s}");
+    assert_eq!(events_of(&out, &span, "agg"), 0);
+    assert!(events_of(&out, &span, "syscall") as u64 >= 2 * ROUNDS, "every syscall streamed");
+
+    // Everything summed: no interval of this workload comes near 10 ms.
+    let (out, lines) = run_short("10ms");
+    let s = check_short(&out, &lines, "detail 10ms");
+    let span = s["span_id"].as_str().expect("span").to_string();
+    for ty in ["on_cpu", "off_cpu", "syscall"] {
+        assert_eq!(events_of(&out, &span, ty), 0, "no {ty} record streamed: {s}");
+    }
+    assert!(events_of(&out, &span, "agg") >= 1, "the sums arrive as agg records");
+    // 2 syscalls and at least one off-CPU interval and one on-CPU slice per round.
+    assert!(s["summed_intervals"].as_u64().unwrap_or(0) >= 4 * ROUNDS, "{s}");
+    let sess = session(&out);
+    assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
+}
+
+#[test]
+fn sums_of_a_task_open_at_the_end_are_not_lost() {
+    require_root();
+    // The task's thread sends its sums only when it leaves the task; here it is still in
+    // it (blocked reading stdin) when tprof stops, so they are read from the kernel's map.
+    let n = 500;
+    let (out, mut target) = clean_session(|| {
+        let mut target = start_target(&[&format!("open:{n}")]);
+        let tprof = attach(&[target.pid()], &["--detail-threshold", "10ms", "--duration", "2s"]);
+        target.send_line("go");
+        let mut lines = Vec::new();
+        target.expect_line("open waiting", &mut lines);
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof failed: {status}");
+        (out, target)
+    });
+    target.send_line("bye");
+    let mut lines = Vec::new();
+    target.expect_line("done", &mut lines);
+    assert!(target.wait().success(), "target failed");
+    let s = summary(&out, "open");
+    assert!(s["incomplete"].as_str().is_some_and(|w| w.contains("did not end")), "{s}");
+    assert_eq!(syscall_count(s, &["getppid"]), n, "every summed getppid reported: {s}");
+    assert!(ms(s, "on_cpu_ns") > 0.0, "{s}");
+}
