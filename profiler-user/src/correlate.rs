@@ -171,6 +171,17 @@ pub struct CorrelatorStats {
     pub tasks_ended: u64,
     /// Tasks not tracked because MAX_OPEN_TASKS were open.
     pub tasks_over_limit: u64,
+    /// AGG records, and the short intervals they summed.
+    pub agg_records: u64,
+    pub summed_intervals: u64,
+}
+
+impl CorrelatorStats {
+    /// Kernel events the records stood for: each record one, except that an AGG record
+    /// stands for the intervals it summed.
+    pub fn events(&self) -> u64 {
+        self.records - self.agg_records + self.summed_intervals
+    }
 }
 
 /// The last blocked interval of a task, for wake-up chains.
@@ -234,6 +245,10 @@ impl Correlator {
     pub fn push(&mut self, rec: &Record, out: &mut dyn FnMut(Output<'_>)) {
         self.stats.records += 1;
         let meta = *rec.meta();
+        if let Record::Agg { sums, .. } = rec {
+            self.stats.agg_records += 1;
+            self.stats.summed_intervals += sums.intervals();
+        }
         if meta.task.span_id == 0 {
             return;
         }

@@ -213,7 +213,8 @@ impl<W: Write> Sink for JsonSink<W> {
         let drops: Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect();
         self.line(&json!({
             "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,
-            "records": r.records, "undecodable": r.undecodable, "kernel_drops": drops,
+            "records": r.records, "events": r.correlator.events(), "summed_intervals": r.correlator.summed_intervals,
+            "undecodable": r.undecodable, "kernel_drops": drops,
             "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins,
             "stacks_lost": r.stacks_lost, "tasks_ended": r.correlator.tasks_ended,
             "tasks_over_limit": r.correlator.tasks_over_limit, "filtered_events": r.filtered_events,

@@ -202,11 +202,13 @@ impl<W: Write> Sink for TextSink<W> {
         }
         writeln!(
             self.out,
-            "-- tprof: {} ms, pids {:?}, {} probe sites, {} records, {} tasks ended, {} kernel records lost{}",
+            "-- tprof: {} ms, pids {:?}, {} probe sites, {} records ({} kernel events, {} summed in the kernel), {} tasks ended, {} kernel records lost{}",
             ms(r.duration_ns),
             r.pids,
             r.sites,
             r.records,
+            r.correlator.events(),
+            r.correlator.summed_intervals,
             r.correlator.tasks_ended,
             r.total_kernel_drops(),
             if r.undecodable > 0 { format!(", {} undecodable", r.undecodable) } else { String::new() },

@@ -264,7 +264,9 @@ fn traced_run(bins: &Bins, svc: &Service, url: &str, load: &Load) -> Result<(Wrk
     }
     side.hwm_kib = peak_hwm_kib(&stopped.samples);
     if let Some(s) = &stopped.session {
-        side.records = json_u64(s, "records");
+        // Kernel events tprof followed (a summed interval counts as the event it was), so
+        // that the CPU per event is comparable whether intervals were streamed or summed.
+        side.records = json_u64(s, "events").or_else(|| json_u64(s, "records"));
         side.drops = json_u64(s, "kernel_drops_total");
         side.tasks_ended = json_u64(s, "tasks_ended");
     }
@@ -428,20 +430,20 @@ fn derive(results: &[(&Load, LoadResult)], notes: &mut Vec<String>) -> Vec<Judge
             .filter_map(|(_, t)| Some(t.run_ns? as f64 / t.records.filter(|n| *n > 0)? as f64))
             .collect();
         figs.push(Judged {
-            name: name("tprof CPU per record"),
+            name: name("tprof CPU per event"),
             unit: Unit::Ns,
             best: pb,
             median: pm,
             goal: Some(Goal::AtMost(GOAL_CPU_NS_PER_EVENT)),
             caveat: None,
             detail: format!(
-                "{:.1} records per request; tprof used {:.1}% of a CPU (median){}",
+                "{:.1} kernel events per request; tprof used {:.1}% of a CPU (median){}",
                 stats(&recs_per_req).1,
                 stats(&share).1,
                 if run_per.is_empty() {
                     String::new()
                 } else {
-                    format!("; schedstat run time {:.0} ns per record", stats(&run_per).1)
+                    format!("; schedstat run time {:.0} ns per event", stats(&run_per).1)
                 }
             ),
         });

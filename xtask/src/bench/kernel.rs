@@ -11,7 +11,8 @@
 //!   kernel side without the records (per-thread maps of syscall and off-CPU start times,
 //!   durations summed in maps, stacks at blocking switch-outs; nothing emitted per event),
 //!   goal at least 3x tprof's cost (bpftrace needs tracefs: mounted for the run if it is not);
-//! - tprof --no-stacks: what the blocking stacks cost;
+//! - tprof, every event (`--detail-threshold 0`): what streaming a record per event costs
+//!   over the default, which sums intervals shorter than 100 us in the kernel;
 //! - "other pid" (tprof, bare): the tracer traces another process, the measured one is a
 //!   bystander: what a tracer's global tracepoint programs cost everyone else.
 //!
@@ -103,7 +104,9 @@ enum Mode {
     Untraced,
     Bare,
     Tprof,
-    TprofNoStacks,
+    /// tprof with `--detail-threshold 0`: every event streamed as its own record, none
+    /// summed in the kernel.
+    TprofStream,
     /// tprof attached to another process: what its global tracepoint programs cost a
     /// process it does not trace.
     TprofOther,
@@ -118,7 +121,7 @@ impl Mode {
             Mode::Untraced => "untraced",
             Mode::Bare => "bare",
             Mode::Tprof => "tprof",
-            Mode::TprofNoStacks => "tprof_no_stacks",
+            Mode::TprofStream => "tprof_stream",
             Mode::TprofOther => "tprof_other_pid",
             Mode::BareOther => "bare_other_pid",
             Mode::Bpftrace => "bpftrace",
@@ -130,7 +133,7 @@ impl Mode {
             Mode::Untraced => "untraced",
             Mode::Bare => "bare tp_btf+rec",
             Mode::Tprof => "tprof",
-            Mode::TprofNoStacks => "tprof --no-stacks",
+            Mode::TprofStream => "tprof, every event",
             Mode::TprofOther => "tprof, other pid",
             Mode::BareOther => "bare, other pid",
             Mode::Bpftrace => "bpftrace",
@@ -139,7 +142,7 @@ impl Mode {
 }
 
 const ALL_MODES: &[Mode] =
-    &[Mode::Untraced, Mode::Bare, Mode::Tprof, Mode::TprofNoStacks, Mode::Bpftrace, Mode::BareOther, Mode::TprofOther];
+    &[Mode::Untraced, Mode::Bare, Mode::Tprof, Mode::TprofStream, Mode::Bpftrace, Mode::BareOther, Mode::TprofOther];
 
 const CASES: &[Case] = &[
     Case {
@@ -150,7 +153,7 @@ const CASES: &[Case] = &[
         iters_traced: 200_000,
         nominal_hits: 2.0,
         hits: "sys_enter + sys_exit",
-        modes: &[Mode::Untraced, Mode::Bare, Mode::Tprof, Mode::Bpftrace, Mode::BareOther, Mode::TprofOther],
+        modes: &[Mode::Untraced, Mode::Bare, Mode::Tprof, Mode::TprofStream, Mode::Bpftrace, Mode::BareOther, Mode::TprofOther],
     },
     Case {
         key: "switch",
@@ -238,12 +241,12 @@ fn start_tracer(bins: &Bins, mode: Mode, pid: u32) -> Result<Option<Tracer>> {
     let p = pid.to_string();
     let t = match mode {
         Mode::Untraced => return Ok(None),
-        Mode::Tprof | Mode::TprofNoStacks | Mode::TprofOther => {
+        Mode::Tprof | Mode::TprofStream | Mode::TprofOther => {
             let mut c = pinned(&bins.tprof, cpu);
             c.args(["attach", "--pid", &p, "--summary-only", "--format", "json", "--min-latency", "3600s"]);
             c.args(["--duration", "300s", "--ring-size", &RING_MIB.to_string()]);
-            if mode == Mode::TprofNoStacks {
-                c.arg("--no-stacks");
+            if mode == Mode::TprofStream {
+                c.args(["--detail-threshold", "0"]);
             }
             Tracer::start(TracerKind::Tprof, c, "tprof")?
         }
@@ -398,8 +401,10 @@ fn derive(results: &[CaseRuns], notes: &mut Vec<String>) -> Vec<Judged> {
             if !r.ok() {
                 continue;
             }
-            if matches!(mode, Mode::Tprof | Mode::TprofNoStacks | Mode::Bare) {
-                let recs = r.session_u64("records");
+            if matches!(mode, Mode::Tprof | Mode::TprofStream | Mode::Bare) {
+                // What tprof followed: kernel events, streamed or summed (the bare tracer's
+                // records are its events).
+                let recs = r.session_u64("events").or_else(|| r.session_u64("records"));
                 let drops = r.session_u64("kernel_drops_total").unwrap_or(0);
                 if drops > 0 {
                     notes.push(format!(
@@ -408,11 +413,11 @@ fn derive(results: &[CaseRuns], notes: &mut Vec<String>) -> Vec<Judged> {
                         mode.label()
                     ));
                 }
-                if matches!(mode, Mode::Tprof | Mode::TprofNoStacks)
+                if matches!(mode, Mode::Tprof | Mode::TprofStream)
                     && recs.is_some_and(|n| (n as f64) < 0.9 * r.ops as f64)
                 {
                     notes.push(format!(
-                        "{} ({}): only {} records for {} operations: tprof did not follow the loop",
+                        "{} ({}): only {} events for {} operations: tprof did not follow the loop",
                         case.label,
                         mode.label(),
                         recs.unwrap_or(0),
@@ -461,15 +466,20 @@ fn derive(results: &[CaseRuns], notes: &mut Vec<String>) -> Vec<Judged> {
                 ),
             });
         }
-        if let (Some(t), Some(n)) = (tprof, overhead(runs, Mode::TprofNoStacks)) {
+        if let (Some(n), Some(b)) = (overhead(runs, Mode::TprofStream), bare) {
             figs.push(Judged {
-                name: name("tprof --no-stacks / tprof"),
+                name: name("tprof, every event / bare"),
                 unit: Unit::Ratio,
-                best: n.0 / t.0,
-                median: n.1 / t.1,
+                best: n.0 / b.0,
+                median: n.1 / b.1,
                 goal: None,
                 caveat: None,
-                detail: format!("what the blocking stacks cost: {:.0} ns per {} (median)", t.1 - n.1, case.unit),
+                detail: format!(
+                    "--detail-threshold 0 (a record per event, nothing summed): {:.0} ns per {} (median), {:+.0} ns vs the default",
+                    n.1,
+                    case.unit,
+                    n.1 - tprof.map_or(n.1, |t| t.1)
+                ),
             });
         }
         if let (Some(t), Some(b)) = (overhead(runs, Mode::TprofOther), overhead(runs, Mode::BareOther)) {
@@ -560,9 +570,11 @@ fn render(results: &[CaseRuns], figures: &[Judged], notes: &[String]) -> String 
             case.hits,
             if measured { "counted by the bare tracer" } else { "nominal" }
         );
-        let recs = |m: Mode| get(runs, m).and_then(|r| Some(r.session_u64("records")? as f64 / r.ops as f64));
-        if let Some(t) = recs(Mode::Tprof) {
-            let _ = writeln!(s, "{:<10} tprof records per {}: {t:.2}", "", case.unit);
+        let per_op = |m: Mode, k: &str| get(runs, m).and_then(|r| Some(r.session_u64(k)? as f64 / r.ops as f64));
+        for (m, what) in [(Mode::Tprof, "tprof"), (Mode::TprofStream, "tprof, every event")] {
+            if let (Some(rec), Some(ev)) = (per_op(m, "records"), per_op(m, "events")) {
+                let _ = writeln!(s, "{:<10} {what}: records per {}: {rec:.2}, kernel events followed: {ev:.2}", "", case.unit);
+            }
         }
     }
     render_judged(&mut s, "kernel-side goals: ratios of overheads per operation", figures);
