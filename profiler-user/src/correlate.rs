@@ -8,7 +8,10 @@
 //! charge. Wall time not covered by on-CPU, run-queue or blocked time is time when no
 //! thread worked for the task (an async task waiting in its executor).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Hash maps keyed by task: looked up once per record, so a fast (seeded) hasher, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::decode::{Meta, Record, StackIds, TaskKey, Waker};
 
@@ -203,7 +206,7 @@ struct Remembered<V> {
 
 impl<V> Default for Remembered<V> {
     fn default() -> Self {
-        Remembered { map: HashMap::new(), order: VecDeque::new() }
+        Remembered { map: HashMap::default(), order: VecDeque::new() }
     }
 }
 

@@ -20,8 +20,10 @@ use crate::stacks::Symbolizer;
 const POLL: Duration = Duration::from_millis(20);
 /// How often targets are checked for exit and rescanned for new libraries.
 const RESCAN: Duration = Duration::from_millis(500);
-/// Most records handled per drain before checking signals again (stays responsive under load).
-const MAX_BATCH: usize = 1 << 16;
+/// Most records handled per drain before checking signals again (stays responsive under
+/// load: ~25 ms of work at ~100 ns per record), i.e. up to ~13 M records/s at one drain per
+/// POLL.
+const MAX_BATCH: usize = 1 << 18;
 /// Longest final drain after a stop.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
