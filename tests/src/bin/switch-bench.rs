@@ -7,6 +7,10 @@
 //! (default 5) timed runs of `round_trips` round trips; prints `ns_per_iter <r1> ... <rN>`
 //! (ns per round trip) and exits.
 //!
+//! `switch-bench <round_trips> <reps> workers`: the same, but `ping` runs in a spawned
+//! thread too, so that the main thread (which tprof binds its uprobe perf events to) sits
+//! idle in `join`: the common shape of a service whose requests run on worker threads.
+//!
 //! A round trip on one CPU is 2 context switches, 2 wakeups and 4 futex syscalls (each side
 //! wakes the other, then waits): 2 sched_switch, 2 sched_waking, 4 sys_enter and 4 sys_exit
 //! tracepoint hits, all in the traced process.
@@ -98,15 +102,29 @@ fn main() {
             eprintln!("switch-bench: cannot start the second thread: {e}");
             std::process::exit(1);
         });
-    probe::task_begin(TRACE_HI, TRACE_LO, PING_SPAN, 0, "switch-ping");
-    ping(warm);
-    let mut samples = Vec::with_capacity(reps as usize);
-    for _ in 0..reps {
-        let t = Instant::now();
-        ping(n);
-        samples.push(t.elapsed().as_nanos() as f64 / n as f64);
-    }
-    probe::task_end(TRACE_HI, TRACE_LO, PING_SPAN);
+    let run_ping = move || {
+        probe::task_begin(TRACE_HI, TRACE_LO, PING_SPAN, 0, "switch-ping");
+        ping(warm);
+        let mut samples = Vec::with_capacity(reps as usize);
+        for _ in 0..reps {
+            let t = Instant::now();
+            ping(n);
+            samples.push(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+        probe::task_end(TRACE_HI, TRACE_LO, PING_SPAN);
+        samples
+    };
+    let samples = if args.get(2).map(String::as_str) == Some("workers") {
+        match std::thread::Builder::new().name("ping".into()).spawn(run_ping) {
+            Ok(t) => t.join().unwrap_or_default(),
+            Err(e) => {
+                eprintln!("switch-bench: cannot start the ping thread: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        run_ping()
+    };
     let _ = pong.join();
     let s: Vec<String> = samples.iter().map(|v| format!("{v:.3}")).collect();
     println!("ns_per_iter {}", s.join(" "));

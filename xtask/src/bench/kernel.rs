@@ -19,7 +19,9 @@
 //! Workloads (tests/src/bin, pinned to CPU 0, inside a tprof task so that tprof follows
 //! every event): `sys-bench` (a loop of raw getppid syscalls: 2 hits, 1 tprof SYSCALL record
 //! per syscall) and `switch-bench` (two threads ping-ponging over futexes on one CPU: 2
-//! switches, 2 wakeups, 4 syscalls per round trip). Tracers run pinned to CPU 1. The run is
+//! switches, 2 wakeups, 4 syscalls per round trip; once with the main thread as one of the
+//! two, once with both on worker threads: tprof's uprobe perf events are bound to the main
+//! thread, whose context switches then also switch perf contexts). Tracers run pinned to CPU 1. The run is
 //! 5 rounds; each round runs every mode once, in turn, each in a fresh process (a warm-up
 //! then one timed loop) under a fresh tracer session, so that drift spreads over all modes;
 //! the table shows best / median of the 5 samples. Costs are overheads (traced - untraced,
@@ -88,6 +90,8 @@ END {
 
 struct Case {
     key: &'static str,
+    /// Extra argument of the bench binary after `<iterations> 1`.
+    variant: Option<&'static str>,
     label: &'static str,
     unit: &'static str,
     iters_untraced: u64,
@@ -147,6 +151,7 @@ const ALL_MODES: &[Mode] =
 const CASES: &[Case] = &[
     Case {
         key: "syscall",
+        variant: None,
         label: "getppid syscall",
         unit: "syscall",
         iters_untraced: 1_000_000,
@@ -157,6 +162,7 @@ const CASES: &[Case] = &[
     },
     Case {
         key: "switch",
+        variant: None,
         label: "futex round trip, 1 CPU",
         unit: "round trip",
         iters_untraced: 40_000,
@@ -165,6 +171,20 @@ const CASES: &[Case] = &[
         hits: "at most 2 sched_switch + 2 sched_waking + 4 sys_enter + 4 sys_exit; fewer when the woken \
                thread runs before its waker waits, which then finds its word posted and skips futex_wait",
         modes: ALL_MODES,
+    },
+    // tprof's uprobes are perf events bound to the target's main thread, which then pays
+    // for switching perf contexts at each of its context switches; above, the main thread
+    // is one of the two ping-pong threads. Here both are workers and main waits in join.
+    Case {
+        key: "switch_w",
+        variant: Some("workers"),
+        label: "futex round trip, worker threads",
+        unit: "round trip",
+        iters_untraced: 40_000,
+        iters_traced: 20_000,
+        nominal_hits: 12.0,
+        hits: "as above",
+        modes: &[Mode::Untraced, Mode::Bare, Mode::Tprof, Mode::TprofStream],
     },
 ];
 
@@ -179,6 +199,8 @@ struct Run {
     ops: u64,
     /// Sums over its tracer sessions (tprof, bare-tracer).
     records: Option<u64>,
+    /// Kernel events tprof followed (streamed or summed in the kernel; tprof only).
+    events: Option<u64>,
     drops: Option<u64>,
     errors: Vec<String>,
 }
@@ -187,6 +209,7 @@ impl Run {
     fn session_u64(&self, key: &str) -> Option<u64> {
         match key {
             "records" => self.records,
+            "events" => self.events,
             "kernel_drops_total" => self.drops,
             _ => None,
         }
@@ -271,6 +294,7 @@ fn run_one(bins: &Bins, case: &Case, mode: Mode) -> Result<(f64, u64, Option<Sto
     let exe = exe(bins, case);
     let mut cmd = Command::new(exe);
     cmd.args([iters.to_string(), "1".to_string()]);
+    cmd.args(case.variant);
     let who = format!("{} {}", exe.file_name().and_then(|n| n.to_str()).unwrap_or("bench"), mode.name());
     let mut bench = BenchProc::spawn(cmd, &who)?;
     // For the "other pid" modes, the tracer traces an idle copy (waiting for a go line it
@@ -336,6 +360,7 @@ pub fn run(bins: &Bins, root_ok: bool) -> Result<Vec<Judged>> {
                                     }
                                 };
                                 add(&mut run.records, "records");
+                                add(&mut run.events, "events");
                                 add(&mut run.drops, "kernel_drops_total");
                             }
                             if let Some(e) = st.error {
@@ -644,6 +669,7 @@ fn to_json(bins: &Bins, results: &[CaseRuns], figures: &[Judged], notes: &[Strin
                     ("max", J::Num(mx)),
                     ("operations", J::u(r.ops)),
                     ("records", J::opt_u(r.records)),
+                    ("events", J::opt_u(r.events)),
                     ("kernel_drops_total", J::opt_u(r.drops)),
                     ("errors", J::Arr(r.errors.iter().map(|e| J::s(e.as_str())).collect())),
                 ]);
