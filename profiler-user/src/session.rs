@@ -43,11 +43,6 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
-/// The process's mappings now (empty if it is gone).
-fn read_maps(pid: u32) -> Vec<crate::discover::Mapping> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).map(|t| crate::discover::parse_maps(&t)).unwrap_or_default()
-}
-
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the last ')' (comm may contain anything).
@@ -139,9 +134,20 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     let ring = session.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
     let mut ring = RingBuf::try_from(ring).context("opening the EVENTS ring buffer")?;
     let start = Instant::now();
-    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns);
+    let kallsyms = if opts.load.stacks {
+        match crate::stacks::snapshot_kallsyms() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                session.warnings.push(format!("kernel stacks stay unsymbolized: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns, kallsyms);
     for pid in &opts.pids {
-        symbolizer.update_maps(*pid, read_maps(*pid));
+        symbolizer.update_maps(*pid, session.mapped_files(*pid));
     }
     let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
     p.report.pids = opts.pids.clone();
@@ -170,14 +176,14 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
                 for pid in live {
-                    if let Stacks::Live(s) = &mut p.stacks {
-                        s.update_maps(pid, read_maps(pid));
-                    }
                     // A library dlopen'ed since the last scan gets its probes attached.
                     match session.attach_pid(pid) {
                         Ok(0) => {}
                         Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
                         Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
+                    }
+                    if let Stacks::Live(s) = &mut p.stacks {
+                        s.update_maps(pid, session.mapped_files(pid));
                     }
                 }
             }

@@ -600,6 +600,140 @@ fn binary_deleted_while_attached() {
     assert_eq!(out.iter().filter(|v| v["type"] == "summary").count(), 2, "{out:#?}");
 }
 
+// ---- hostile paths: the target renames what it maps -----------------------------------------
+
+/// gcc with tprof.h: sources (`*.c`) from tests/c and plain flags, into `out`.
+fn gcc(args: &[&str], out: &Path) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let st = Command::new("gcc")
+        .args(["-O2", "-g", "-Wall", "-Werror", "-I"])
+        .arg(root.join("usdt-probes/include"))
+        .args(args.iter().map(|a| if a.ends_with(".c") { root.join("tests/c").join(a).into_os_string() } else { (*a).into() }))
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("gcc runs (cargo xtask setup installs it)");
+    assert!(st.success(), "gcc {args:?} failed");
+}
+
+/// The `tprof` probe sites `tprof list` prints for `args`.
+fn listed_tprof_sites(args: &[&str]) -> Vec<String> {
+    let out = Command::new(tprof_bin()).arg("list").args(args).output().expect("tprof list runs");
+    assert!(out.status.success(), "tprof list {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("usdt:") && l.contains(":tprof:")).map(str::to_string).collect()
+}
+
+/// Watches files for any open or read (inotify), to prove tprof never touched them.
+struct OpenWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl OpenWatch {
+    fn new(paths: &[&Path]) -> OpenWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: inotify_init1 with flags only; the kernel returns a new fd or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        // SAFETY: the kernel just returned this fd; nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        for p in paths {
+            let c = std::ffi::CString::new(p.to_str().expect("utf-8 path")).expect("no NUL");
+            // SAFETY: an inotify fd we own and a NUL-terminated path alive for the call.
+            let wd = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
+            assert!(wd >= 0, "inotify_add_watch {}: {}", p.display(), std::io::Error::last_os_error());
+        }
+        OpenWatch { fd }
+    }
+
+    /// How many bytes of events are queued (0: nothing was opened or read).
+    fn events(&self) -> usize {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a buffer we own, of the length passed.
+        let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN), "read inotify");
+            return 0;
+        }
+        n as usize
+    }
+}
+
+/// Runs `script` with `sh -c` in the mount namespace of `pid`.
+fn in_mount_ns_of(pid: u32, script: &str) {
+    let st = Command::new("nsenter").args(["-t", &pid.to_string(), "-m", "sh", "-c", script]).status().expect("nsenter (util-linux) runs");
+    assert!(st.success(), "in the mount namespace of {pid}: {script}");
+}
+
+#[test]
+fn mapped_paths_swapped_for_symlinks_are_not_followed() {
+    // The target, in its own mount namespace, mounts over the directories of the files it
+    // mapped: its executable's path becomes a symlink to a FIFO, its library's a symlink to
+    // a root-only file (an ELF with probes of its own). /proc/PID/maps still names the old
+    // paths. tprof must find and attach the probes of the files really mapped, through
+    // /proc/PID/map_files, and never open the decoys: as root, following the paths would
+    // read any host file, or block on the FIFO.
+    require_root();
+    let dir = TempDir::new("swap");
+    for d in ["bin", "lib", "decoy", "secret"] {
+        std::fs::create_dir(dir.join(d)).expect("mkdir");
+    }
+    let (main, lib) = (dir.join("bin/dlopen_main"), dir.join("lib/libreq.so"));
+    gcc(&["dlopen_main.c", "-ldl"], &main);
+    gcc(&["-shared", "-fPIC", "dlopen_lib.c"], &lib);
+    let secret = dir.join("secret/secret");
+    std::fs::copy(&lib, &secret).expect("copy the decoy ELF");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let fifo = dir.join("decoy/fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(st.success());
+    let (main_s, lib_s) = (main.to_str().expect("utf-8"), lib.to_str().expect("utf-8"));
+    let want = listed_tprof_sites(&["--binary", main_s]).len() + listed_tprof_sites(&["--binary", lib_s]).len();
+    assert!(want >= 4, "both files have tprof probes");
+
+    let mut target = start_program(Path::new("unshare"), &["--mount", "--propagation", "private", "--", main_s, lib_s]);
+    let pid = target.pid();
+    target.send_line("go");
+    target_says(&target, "loaded");
+    in_mount_ns_of(
+        pid,
+        &format!(
+            "mount -t tmpfs tprof-swap {bin} && ln -s {fifo} {main} && mount -t tmpfs tprof-swap {libdir} && ln -s {secret} {lib}",
+            bin = dir.join("bin").display(),
+            libdir = dir.join("lib").display(),
+            fifo = fifo.display(),
+            secret = secret.display(),
+            main = main_s,
+            lib = lib_s,
+        ),
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(maps.contains(main_s) && maps.contains(lib_s), "the maps still name the swapped paths:\n{maps}");
+    for p in [&main, &lib] {
+        let seen = std::fs::symlink_metadata(format!("/proc/{pid}/root{}", p.display())).expect("the swapped path");
+        assert!(seen.file_type().is_symlink(), "{} is a symlink in the target's namespace", p.display());
+    }
+    let watch = OpenWatch::new(&[&secret, &fifo]);
+
+    let listed = listed_tprof_sites(&["--pid", &pid.to_string()]);
+    assert_eq!(listed.len(), want, "tprof list --pid lists the mapped files' probes: {listed:#?}");
+    let tprof = attach(&[pid], &[]);
+    target.send_line("go");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    let sess = session(&out);
+    assert_eq!(sess["sites"].as_u64(), Some(want as u64), "the probes of the files really mapped are attached: {sess}");
+    let s = summary(&out, "lib-request");
+    assert_eq!(s["span_id"], "0000000000003333", "the library's request is traced: {s}");
+    assert_eq!(watch.events(), 0, "tprof opened neither the root-only file nor the FIFO");
+    // The watch works: opening the secret now is seen.
+    drop(std::fs::File::open(&secret).expect("open the secret"));
+    assert!(watch.events() > 0, "inotify reports an open of the watched file");
+}
+
 // ---- hostile probe arguments ---------------------------------------------------------------
 
 /// Builds `tests/c/<name>.c` (with tprof.h) into `dir`.

@@ -7,8 +7,7 @@ pub mod drop_privs;
 pub mod privileges;
 pub mod uprobe;
 
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -50,8 +49,6 @@ fn usdt_program(probe: u32) -> &'static str {
         _ => USDT_FAST_PROGRAM,
     }
 }
-/// Largest executable file whose notes tprof reads.
-const MAX_ELF_BYTES: u64 = 2 << 30;
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
 pub const MAX_SITES: u32 = 4096;
 
@@ -86,6 +83,9 @@ pub struct Session {
     /// Files already attached, by (pid, device, inode): a binary replaced or deleted while
     /// attached shows up under another path (`/proc/PID/exe`) but is the same file.
     scanned: HashSet<(u32, u64, u64)>,
+    /// Each traced process's executable mappings, with their files open (for the
+    /// symbolizer), as of the last scan.
+    mapped: HashMap<u32, Vec<discover::mapped::MappedFile>>,
     next_cookie: u32,
     pmu_type: u32,
 }
@@ -143,6 +143,7 @@ impl Session {
             sites: Vec::new(),
             warnings: Vec::new(),
             scanned: HashSet::new(),
+            mapped: HashMap::new(),
             next_cookie: 0,
             pmu_type: uprobe::uprobe_pmu_type()?,
         })
@@ -151,44 +152,46 @@ impl Session {
     /// Attaches to the tprof probes of every file `pid` maps that was not scanned before.
     /// Returns how many sites were newly attached.
     pub fn attach_pid(&mut self, pid: u32) -> Result<usize> {
-        let files = discover::executable_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
+        // The files are opened by what is mapped (map_files), never by the paths the target
+        // names: see discover::mapped. Each stays open while its probes are created, and the
+        // kernel is handed its /proc/self/fd/N path, which names that very file.
+        let scan = discover::mapped::exec_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
+        for w in &scan.warnings {
+            self.warnings.push(format!("pid {pid}: {w}"));
+        }
+        self.mapped.insert(pid, scan.mapped_files());
         let mut attached = 0;
-        for file in files {
-            // Resolve through the target's root so targets in other mount namespaces work. A
-            // mapped path is the target's to choose (it can mount its own /proc): only our
-            // own /proc/PID/exe stand-in for a deleted executable is taken as given.
-            let own_exe = PathBuf::from(format!("/proc/{pid}/exe"));
-            let path = if file == own_exe { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            // Never read a device, FIFO or socket the target pointed us at, nor a huge file.
-            if !meta.is_file() || meta.len() > MAX_ELF_BYTES {
-                self.warnings.push(format!("pid {pid}: {} is not a regular file of sane size: skipped", file.display()));
+        for file in &scan.files {
+            if !self.scanned.insert((pid, file.dev, file.ino)) {
                 continue;
             }
-            if !self.scanned.insert((pid, meta.dev(), meta.ino())) {
-                continue;
-            }
-            let report = match discover::read_notes_from_path(&path) {
+            let report = match discover::mapped::read_file_notes(&file.file, &file.display) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.warnings.push(format!("pid {pid}: {}: {e}", file.display()));
+                    self.warnings.push(format!("pid {pid}: {e:#}"));
                     continue;
                 }
             };
             for skipped in report.skipped {
-                self.warnings.push(format!("pid {pid}: {}: skipped a probe note: {skipped}", file.display()));
+                self.warnings.push(format!("pid {pid}: {}: skipped a probe note: {skipped}", file.display));
             }
+            let path = discover::target_file::fd_path(&file.file);
             for site in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER) {
                 match self.attach_site(pid, &path, &site) {
                     Ok(()) => {
                         attached += 1;
-                        self.sites.push(AttachedSite { pid, path: file.clone(), site });
+                        self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
                     }
-                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display(), site.file_offset)),
+                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
                 }
             }
         }
         Ok(attached)
+    }
+
+    /// The executable mappings of `pid` with their open files, as of the last scan.
+    pub fn mapped_files(&self, pid: u32) -> Vec<discover::mapped::MappedFile> {
+        self.mapped.get(&pid).cloned().unwrap_or_default()
     }
 
     fn attach_site(&mut self, pid: u32, path: &std::path::Path, site: &ProbeSite) -> Result<()> {
