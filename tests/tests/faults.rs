@@ -268,6 +268,50 @@ fn assert_sites_restored(pid: u32, sites: &[(String, u64)]) {
     }
 }
 
+// ---- tprof's privileged helper -------------------------------------------------------------
+
+/// The pid of tprof's privileged helper: its child named `tprof-helper`.
+fn helper_of(tprof: u32) -> u32 {
+    let found: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // comm is in parentheses; the state, then the ppid, follow the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(tprof) && stat.contains("(tprof-helper)")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "tprof {tprof} has one privileged helper: {found:?}");
+    found[0]
+}
+
+/// Waits (up to 10 s) until process `pid` is gone (reaped, or at least not the helper).
+fn assert_gone(pid: u32, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if comm.trim() != "tprof-helper" || zombie {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what} (pid {pid}) still running 10 s after tprof went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `/proc/PID/status` field of a process or thread.
+fn status_field(path: &str, name: &str) -> String {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("no {name} in {path}"))
+}
+
+fn caps(path: &str, name: &str) -> u64 {
+    u64::from_str_radix(&status_field(path, name), 16).expect("hex capability set")
+}
+
 // ---- tprof killed while attached -----------------------------------------------------------
 
 /// SIGTERM or SIGKILL tprof mid-session: the kernel objects go, the sites are `nop`s again,
@@ -280,8 +324,10 @@ fn killed_while_attached(sig: libc::c_int) {
     let sites = probe_sites(pid);
     assert!(site_bytes(pid, &sites).iter().all(|&b| b == 0x90), "probes are nops before tprof attaches");
     let tprof = attach(&[pid], &[]);
+    let helper = helper_of(tprof.pid());
     let fds = bpf_fds_of(tprof.pid());
     assert!(fds.progs.len() >= 2, "tp_btf programs and the USDT program are loaded: {fds:?}");
+    assert_eq!(bpf_fds_of(helper).perf_events, 0, "the helper keeps no uprobe of its own");
     assert!(fds.links.len() > sites.len(), "a link per tracepoint and per probe site: {fds:?}");
     assert_eq!(fds.perf_events, sites.len(), "a uprobe perf event per site: {fds:?}");
     assert!(!fds.maps.is_empty(), "{fds:?}");
@@ -304,6 +350,7 @@ fn killed_while_attached(sig: libc::c_int) {
     }
     assert_released(&fds);
     assert_sites_restored(pid, &sites);
+    assert_gone(helper, "the privileged helper");
     target.send_line("next");
     assert_eq!(target_says(&target, "enabled"), "enabled false", "the kernel disarmed the semaphores when tprof went");
     target_says(&target, "done");
@@ -318,6 +365,88 @@ fn sigterm_while_attached_leaves_nothing_behind() {
 #[test]
 fn sigkill_while_attached_leaves_nothing_behind() {
     killed_while_attached(libc::SIGKILL);
+}
+
+#[test]
+fn after_attach_tprof_holds_no_privilege_and_its_helper_three() {
+    require_root();
+    let dir = TempDir::new("privs");
+    let mut target = start_private_target(&dir, &["sleep:5"]);
+    let tprof = spawn_tprof(&["-v", "attach", "--format", "json", "--pid", &target.pid().to_string()]);
+    let mut early = Vec::new();
+    wait_attached(&tprof, &mut early);
+    let early = early.join("\n");
+    let me = tprof.pid();
+    let helper = helper_of(me);
+    // tprof itself, every thread of it: no capability in any set, no longer uid 0.
+    let uid = std::env::var("SUDO_UID").ok().and_then(|u| u.parse::<u32>().ok()).filter(|u| *u != 0).unwrap_or(65534);
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{me}/task")).expect("tasks").flatten().map(|e| e.path().join("status").display().to_string()).collect();
+    assert!(!tasks.is_empty());
+    for t in &tasks {
+        for set in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:", "CapBnd:"] {
+            assert_eq!(caps(t, set), 0, "{t}: {set} of tprof is empty");
+        }
+        assert_eq!(status_field(t, "Uid:"), format!("{uid}\t{uid}\t{uid}\t{uid}"), "{t}");
+        assert_eq!(status_field(t, "NoNewPrivs:"), "1", "{t}");
+    }
+    // The helper: exactly CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, bounding set
+    // included; uid 0; no_new_privs.
+    let kept = (1u64 << 2) | (1 << 19) | (1 << 21);
+    let hs = format!("/proc/{helper}/status");
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(caps(&hs, set), kept, "{set} of the helper");
+    }
+    assert_eq!(caps(&hs, "CapInh:") | caps(&hs, "CapAmb:"), 0);
+    assert_eq!(status_field(&hs, "NoNewPrivs:"), "1");
+    assert!(status_field(&hs, "Uid:").starts_with("0\t"));
+    assert_eq!(std::fs::read_dir(format!("/proc/{helper}/task")).expect("tasks").count(), 1, "the helper is single-threaded");
+    target.send_line("go");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    assert_eq!(summaries_named(&out, "sleep").len(), 1, "traced as before");
+    // -v says what each side kept, one line each, before attaching.
+    assert!(early.contains(&format!("tprof (pid {me}) privileges: kept none;")), "{early}");
+    assert!(early.contains(&format!("privileged helper (pid {helper}): privileges: kept CAP_DAC_READ_SEARCH,CAP_SYS_PTRACE,CAP_SYS_ADMIN;")), "{early}");
+    assert_gone(helper, "the privileged helper");
+}
+
+#[test]
+fn tprof_runs_on_when_its_helper_dies() {
+    // The helper killed mid-session: tprof says so, keeps tracing the probes attached, and
+    // stops cleanly.
+    require_root();
+    let dir = TempDir::new("helper-dies");
+    let mut target = start_private_target(&dir, &["sleep:5", "wait", "sleep:5", "enabled"]);
+    let pid = target.pid();
+    let sites = probe_sites(pid);
+    let tprof = attach(&[pid], &[]);
+    let helper = helper_of(tprof.pid());
+    target.send_line("go");
+    target_says(&target, "sleep task");
+    // SAFETY: kill with a pid and a signal; the helper is tprof's child, root may signal it.
+    assert_eq!(unsafe { libc::kill(helper as libc::pid_t, libc::SIGKILL) }, 0);
+    // tprof notices at its next rescan (every 500 ms) and says so on stderr.
+    let rx = tprof.stderr.as_ref().expect("stderr");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(l) if l.contains("privileged helper is gone") => break,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("tprof never said its helper is gone: {seen:?}"),
+        }
+    }
+    target.send_line("next");
+    assert_eq!(target_says(&target, "enabled"), "enabled true", "the probes stay armed");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    assert_eq!(summaries_named(&out, "sleep").len(), 2, "both requests traced, the one after the helper died too: {out:#?}");
+    let sess = session(&out);
+    assert!(sess["warnings"].to_string().contains("what was attached is still traced"), "{sess}");
+    assert_eq!(sess["sites"].as_u64(), Some(sites.len() as u64), "{sess}");
 }
 
 // ---- two tprof instances on one pid ---------------------------------------------------------
@@ -1106,6 +1235,7 @@ fn ctrl_c_is_prompt_under_overload() {
     assert!(status.success(), "{status}");
     let sess: Value = serde_json::from_str(&last_session.expect("a session line")).expect("session JSON");
     assert_eq!(sess["stop_reason"], "interrupted (SIGINT)", "{sess}");
+    eprintln!("overload: {} records lost in the kernel, all counted", sess["kernel_drops_total"]);
     assert!(sess["kernel_drops_total"].as_u64().is_some_and(|n| n > 0), "the overflow is counted: {sess}");
     assert_eq!(target_says(&target, "enabled"), "enabled false");
     target_says(&target, "done");
