@@ -8,6 +8,12 @@ use tprof::cli::{Cli, Command};
 use tprof::session;
 
 fn main() -> ExitCode {
+    // tprof's privileged helper (started by tprof itself, see attach::broker): hidden, and
+    // handled before anything else runs.
+    if std::env::args_os().nth(1).is_some_and(|a| a == tprof::attach::broker::SUBCOMMAND) {
+        let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return tprof::attach::broker::main(&args);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

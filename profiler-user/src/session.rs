@@ -2,6 +2,11 @@
 //! wake us per event), decode, correlate and write, until Ctrl-C, SIGTERM, `--duration`,
 //! the targets' exit, or a closed output. Everything already captured is written out
 //! before stopping, with the losses counted.
+//!
+//! Privileges: the privileged helper is started first (it creates the uprobes, now and on
+//! every rescan: `attach::broker`), the programs are loaded and `/proc/kallsyms` copied,
+//! then tprof drops every capability and leaves uid 0 (`attach::drop_privs`) before it
+//! attaches anything or reads a single record.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -10,6 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::RingBuf;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::attach::broker_client::BrokerClient;
+use crate::attach::drop_privs::{drop_after_attach, DropOptions};
 use crate::attach::{privileges, LoadOptions, Session};
 use crate::pipeline::{Pipeline, Stacks};
 use crate::record::Recorder;
@@ -45,11 +52,6 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
-/// The process's mappings now (empty if it is gone).
-fn read_maps(pid: u32) -> Vec<crate::discover::Mapping> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).map(|t| crate::discover::parse_maps(&t)).unwrap_or_default()
-}
-
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the last ')' (comm may contain anything).
@@ -58,42 +60,18 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Reads target memory with `process_vm_readv` (which honours the target's page
-/// protections), for strings the kernel could not copy (a page not yet faulted in). Only
-/// the traced pids are read, at most 128 bytes at a time.
-#[derive(Default)]
-struct TargetMemory {
-    pids: Vec<u32>,
-}
-
-impl TargetMemory {
-    fn read(&mut self, pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
-        if !self.pids.contains(&pid) || len > 128 {
-            return None;
-        }
-        let mut buf = vec![0u8; len];
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
-        // SAFETY: `local` describes `buf`, which we own and which outlives the call; the
-        // remote range is only read, by the kernel, with the target's page protections.
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        // An empty or failed read is a failure (the target exited, or the memory is not
-        // readable), never an empty string.
-        if n <= 0 {
-            return None;
-        }
-        buf.truncate(n as usize);
-        Some(buf)
-    }
-}
+/// Late reads: strings the kernel could not copy (a page not yet faulted in) are read again
+/// by the privileged helper, `process_vm_readv`, which honours the target's page
+/// protections; only the traced pids, at most 128 bytes at a time.
+type LateRead<'a> = dyn FnMut(u32, u64, usize) -> Option<Vec<u8>> + 'a;
 
 /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-fn drain<S: Sink>(p: &mut Pipeline<S>, mem: &mut TargetMemory, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
+fn drain<S: Sink>(p: &mut Pipeline<S>, late: &mut LateRead<'_>, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
     let mut n = 0;
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        p.push(&item, &mut |pid, addr, len| mem.read(pid, addr, len))?;
+        p.push(&item, &mut |pid, addr, len| late(pid, addr, len))?;
     }
     p.flush()?;
     Ok(n)
@@ -113,7 +91,32 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     for pid in &opts.pids {
         comms.push((*pid, privileges::check_pid(*pid)?));
     }
+    // The helper first, while tprof still has every privilege for it to inherit.
+    let broker = BrokerClient::spawn(&opts.pids)?;
+    let broker_line = broker.privileges.clone();
     let mut session = Session::load(&opts.load)?;
+    session.set_broker(broker);
+    // What the rest of the session needs and the drop takes away: the kernel's symbols.
+    let kallsyms = if opts.load.stacks {
+        match crate::stacks::snapshot_kallsyms() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                session.warnings.push(format!("kernel stacks stay unsymbolized: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match drop_after_attach(&DropOptions::for_tprof()) {
+        Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
+        Err(e) => {
+            let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
+            eprintln!("tprof: warning: {msg}");
+            session.warnings.push(msg);
+        }
+    }
+    log::info!("{broker_line}");
     let mut sites = 0;
     for (pid, comm) in &comms {
         let n = session.attach_pid(*pid)?;
@@ -141,13 +144,12 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     let ring = session.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
     let mut ring = RingBuf::try_from(ring).context("opening the EVENTS ring buffer")?;
     let start = Instant::now();
-    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns);
+    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns, kallsyms);
     for pid in &opts.pids {
-        symbolizer.update_maps(*pid, read_maps(*pid));
+        symbolizer.update_maps(*pid, session.mapped_files(*pid));
     }
     let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
     p.report.pids = opts.pids.clone();
-    let mut mem = TargetMemory { pids: opts.pids.clone() };
     let stop_reason = rt.block_on(async {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,7 +160,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
                 _ = sigint.recv() => return Ok::<_, anyhow::Error>("interrupted (SIGINT)".to_string()),
                 _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
             }
-            if let Err(e) = drain(&mut p, &mut mem, &mut ring) {
+            if let Err(e) = drain(&mut p, &mut |pid, addr, len| session.read_target(pid, addr, len), &mut ring) {
                 return output_stop(e);
             }
             session.flush_ebpf_log();
@@ -172,14 +174,14 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
                 for pid in live {
-                    if let Stacks::Live(s) = &mut p.stacks {
-                        s.update_maps(pid, read_maps(pid));
-                    }
                     // A library dlopen'ed since the last scan gets its probes attached.
                     match session.attach_pid(pid) {
                         Ok(0) => {}
                         Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
                         Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
+                    }
+                    if let Stacks::Live(s) = &mut p.stacks {
+                        s.update_maps(pid, session.mapped_files(pid));
                     }
                 }
             }
@@ -193,7 +195,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     session.detach_usdt();
     let deadline = Instant::now() + FINAL_DRAIN;
     loop {
-        match drain(&mut p, &mut mem, &mut ring) {
+        match drain(&mut p, &mut |pid, addr, len| session.read_target(pid, addr, len), &mut ring) {
             Ok(0) => break,
             Ok(_) if Instant::now() >= deadline => {
                 let mut left = 0u64;

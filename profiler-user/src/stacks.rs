@@ -4,16 +4,26 @@
 //!
 //! User stacks are walked with frame pointers: code built without them (Debian's libc, for
 //! one) makes the walk skip or stop early, which the output flags as likely truncated.
+//!
+//! Nothing here opens a path the target controls, and nothing needs a privilege: user
+//! addresses are symbolized from the files the target maps, opened by what is mapped
+//! (`discover::mapped`, in the privileged helper) and kept open here, handed to blazesym as
+//! `/proc/self/fd/N` (so stacks still resolve after the process exited); kernel addresses
+//! from a copy of `/proc/kallsyms` taken while tprof could still see its addresses
+//! ([`snapshot_kallsyms`]; it shows zeros without `CAP_SYSLOG`).
 
 use std::collections::HashMap;
+use std::fs::File;
 
+use anyhow::{Context, Result};
 use aya::maps::{MapData, StackTraceMap};
-use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
+use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
-use blazesym::{MaybeDefault, Pid};
+use blazesym::MaybeDefault;
 
 use crate::correlate::TaskState;
-use crate::discover::Mapping;
+use crate::discover::mapped::MappedFile;
+use crate::discover::target_file::fd_path;
 
 /// One symbolized frame.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,19 +69,24 @@ pub struct Symbolizer {
     threshold_ns: u64,
     kernel_cache: HashMap<u32, Vec<Frame>>,
     user_cache: HashMap<(u32, u32), Vec<Frame>>,
-    /// Executable file mappings of each traced process, as last seen: user addresses are
-    /// symbolized from the files themselves, so a process that already exited still works.
-    maps: HashMap<u32, Vec<Mapping>>,
+    /// Executable file mappings of each traced process, as last seen, with their files
+    /// open: user addresses are symbolized from the files themselves, so a process that
+    /// already exited still works.
+    maps: HashMap<u32, Vec<MappedFile>>,
+    /// The copy of /proc/kallsyms kernel addresses are symbolized with (None: kernel
+    /// frames stay addresses).
+    kallsyms: Option<File>,
     /// Stack ids that could not be read back from the kernel map.
     pub missing: u64,
 }
 
 impl Symbolizer {
     /// `map`: the STACKS map (None: stacks are off). Blocks shorter than `threshold_ns` are
-    /// not symbolized.
-    pub fn new(map: Option<StackTraceMap<MapData>>, threshold_ns: u64) -> Self {
+    /// not symbolized. `kallsyms`: see [`snapshot_kallsyms`].
+    pub fn new(map: Option<StackTraceMap<MapData>>, threshold_ns: u64, kallsyms: Option<File>) -> Self {
         Symbolizer {
             map,
+            kallsyms,
             blaze: Blaze::new(),
             threshold_ns,
             kernel_cache: HashMap::new(),
@@ -81,23 +96,10 @@ impl Symbolizer {
         }
     }
 
-    /// Records the executable mappings of `pid` (call at attach and on every rescan). A
-    /// mapped path is the target's to choose, so a mapping is kept only if the path, seen
-    /// from tprof, is a regular file and the very file the target mapped (same device and
-    /// inode as through `/proc/PID/root`): never a device or FIFO it pointed us at. Plain
-    /// paths are kept so that stacks still resolve after the process exits.
-    pub fn update_maps(&mut self, pid: u32, maps: Vec<Mapping>) {
-        use std::os::unix::fs::MetadataExt;
-        let exec: Vec<Mapping> = maps
-            .into_iter()
-            .filter(|m| m.is_exec() && m.is_file() && !m.is_deleted())
-            .filter(|m| {
-                let Some(path) = m.path.as_deref() else { return false };
-                let theirs = std::fs::metadata(format!("/proc/{pid}/root{path}"));
-                let ours = std::fs::metadata(path);
-                matches!((theirs, ours), (Ok(t), Ok(o)) if o.is_file() && t.dev() == o.dev() && t.ino() == o.ino())
-            })
-            .collect();
+    /// Records the executable mappings of `pid` with their open files (call at attach and
+    /// on every rescan). An empty list (the process is gone) keeps the last one.
+    pub fn update_maps(&mut self, pid: u32, maps: Vec<MappedFile>) {
+        let exec: Vec<MappedFile> = maps.into_iter().filter(|m| m.mapping.is_exec()).collect();
         if !exec.is_empty() {
             self.maps.insert(pid, exec);
         }
@@ -155,11 +157,16 @@ impl Symbolizer {
         }
     }
 
-    /// Symbolizes kernel return addresses (from kallsyms only: looking for a vmlinux with
-    /// debug info is slow).
+    /// Symbolizes kernel return addresses, from the kallsyms copy only (looking for a
+    /// vmlinux with debug info is slow).
     fn kernel_addrs(&self, addrs: &[u64]) -> Vec<Frame> {
-        let kernel = Kernel { vmlinux: MaybeDefault::None, ..Default::default() };
-        self.symbolize(&Source::Kernel(kernel), addrs)
+        match &self.kallsyms {
+            Some(k) => {
+                let kernel = Kernel { kallsyms: MaybeDefault::Some(fd_path(k)), vmlinux: MaybeDefault::None, ..Default::default() };
+                self.symbolize(&Source::Kernel(kernel), addrs)
+            }
+            None => addrs.iter().map(|a| Frame { addr: *a, func: None, file: None, line: None }).collect(),
+        }
     }
 
     fn kernel_frames(&mut self, id: u32) -> Vec<Frame> {
@@ -180,10 +187,8 @@ impl Symbolizer {
             return f.clone();
         }
         let addrs = self.addrs(id);
-        let frames = match self.maps.get(&pid) {
-            Some(maps) => self.symbolize_files(maps, &addrs),
-            None => self.symbolize(&Source::Process(Process::new(Pid::from(pid))), &addrs),
-        };
+        // Never blazesym's Process source: it would open the paths the target names.
+        let frames = self.symbolize_files(self.maps.get(&pid).map(Vec::as_slice).unwrap_or_default(), &addrs);
         if self.user_cache.len() >= MAX_CACHED {
             self.user_cache.clear();
         }
@@ -192,15 +197,15 @@ impl Symbolizer {
     }
 
     /// Symbolizes user addresses through the mapped files: address -> (file, file offset).
-    fn symbolize_files(&self, maps: &[Mapping], addrs: &[u64]) -> Vec<Frame> {
+    fn symbolize_files(&self, maps: &[MappedFile], addrs: &[u64]) -> Vec<Frame> {
         addrs
             .iter()
             .map(|addr| {
                 let unknown = Frame { addr: *addr, func: None, file: None, line: None };
-                let Some(m) = maps.iter().find(|m| (m.start..m.end).contains(addr)) else { return unknown };
-                let Some(path) = m.path.as_deref() else { return unknown };
+                let Some(mf) = maps.iter().find(|m| (m.mapping.start..m.mapping.end).contains(addr)) else { return unknown };
+                let m = &mf.mapping;
                 let off = addr - m.start + m.offset;
-                let mut f = self.lookup(&Source::Elf(Elf::new(path)), Input::FileOffset(&[off][..]));
+                let mut f = self.lookup(&Source::Elf(Elf::new(fd_path(&mf.file))), Input::FileOffset(&[off][..]));
                 f.pop().map(|mut fr| {
                     fr.addr = *addr;
                     fr
@@ -245,6 +250,29 @@ impl Symbolizer {
     }
 }
 
+/// A sealed in-memory copy of `/proc/kallsyms`, taken now: tprof gives up `CAP_SYSLOG`
+/// after attaching, and without it the kernel shows every address as 0 (unless
+/// `kptr_restrict` is 0 and `perf_event_paranoid` at most 1). About 5 MB and 50 ms.
+pub fn snapshot_kallsyms() -> Result<File> {
+    use std::os::fd::FromRawFd;
+    let name = c"tprof-kallsyms";
+    // SAFETY: a NUL-terminated name and flags; the kernel returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create for the kallsyms copy");
+    }
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    let mut copy = unsafe { File::from_raw_fd(fd) };
+    let mut src = File::open("/proc/kallsyms").context("opening /proc/kallsyms")?;
+    std::io::copy(&mut src, &mut copy).context("copying /proc/kallsyms")?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on an fd we own, integer arguments only.
+    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&copy), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sealing the kallsyms copy");
+    }
+    Ok(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,12 +286,26 @@ mod tests {
     }
 
     #[test]
-    fn symbolizes_this_process() {
-        // A user address of a function in this test binary resolves to its name.
-        let addr = symbolizes_this_process as *const () as usize as u64;
-        let s = Symbolizer::new(None, 0);
-        let frames = s.symbolize(&Source::Process(Process::new(Pid::Slf)), &[addr]);
+    fn symbolizes_this_process_from_its_open_files() {
+        // A user address of a function in this test binary resolves to its name, through
+        // the mapped file opened by discover::mapped and named by /proc/self/fd/N.
+        let addr = symbolizes_this_process_from_its_open_files as *const () as usize as u64;
+        let scan = crate::discover::mapped::exec_files(std::process::id()).unwrap();
+        let s = Symbolizer::new(None, 0, None);
+        let maps = scan.mapped_files();
+        let frames = s.symbolize_files(&maps, &[addr, 0x10]);
         let name = frames[0].func.clone().unwrap_or_default();
-        assert!(name.contains("symbolizes_this_process"), "{frames:?}");
+        assert!(name.contains("symbolizes_this_process_from_its_open_files"), "{frames:?}");
+        assert_eq!(frames[1].func, None, "an unmapped address stays unknown");
+    }
+
+    #[test]
+    fn kallsyms_copy_is_sealed_and_complete() {
+        let copy = snapshot_kallsyms().unwrap();
+        let text = std::fs::read_to_string(fd_path(&copy)).unwrap();
+        assert!(text.lines().count() > 1000, "a kernel has thousands of symbols");
+        assert!(text.lines().any(|l| l.ends_with(" schedule")), "schedule is in kallsyms");
+        let e = std::fs::OpenOptions::new().append(true).open(fd_path(&copy)).and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
+        assert!(e.is_err(), "the copy is sealed against writes");
     }
 }

@@ -4,10 +4,14 @@
 //! irreversible, hence the child. Needs root; as another user each test says so and passes.
 //!
 //! Besides checking `drop_after_attach`, the cases document the capability analysis
-//! empirically: `frozen` shows that a uprobe perf event needs CAP_SYS_ADMIN (CAP_PERFMON,
-//! CAP_BPF and CAP_SYS_PTRACE are not enough), and `no_ptrace` that without CAP_SYS_PTRACE
-//! even a root tprof can no longer read a root target's maps once its own permitted set is
-//! smaller than the target's.
+//! empirically: `broker` that the privileged helper's three capabilities reach every target
+//! and create uprobes; `tprof` that with no capability at all, as nobody, BPF objects created
+//! before the drop still work (map updates and lookups, `BPF_LINK_CREATE` of a loaded program
+//! on an existing uprobe perf event, `BPF_OBJ_GET_INFO_BY_FD`) while creating new ones does
+//! not; `perfmon_not_enough` that a uprobe perf event needs CAP_SYS_ADMIN (CAP_PERFMON,
+//! CAP_BPF and CAP_SYS_PTRACE are not enough); and `no_ptrace` that without CAP_SYS_PTRACE
+//! even uid 0 can no longer reach a root target once its permitted set is smaller than the
+//! target's.
 
 // Included by path (not `tprof::attach::drop_privs`) so that this test builds whether or
 // not the module is wired into the library yet.
@@ -70,18 +74,18 @@ fn run_case(case: &str) {
 }
 
 #[test]
-fn session_needs_kept_rest_dropped() {
-    run_case("session");
+fn the_helper_keeps_what_uprobes_need_and_nothing_else() {
+    run_case("broker");
 }
 
 #[test]
-fn switching_user_keeps_the_needed_capabilities() {
-    run_case("user");
+fn tprof_without_any_capability_still_uses_its_bpf_objects() {
+    run_case("tprof");
 }
 
 #[test]
-fn without_rescans_cap_sys_admin_goes_and_uprobes_are_refused() {
-    run_case("frozen");
+fn without_cap_sys_admin_uprobes_are_refused() {
+    run_case("perfmon_not_enough");
 }
 
 #[test]
@@ -230,6 +234,14 @@ thread_local! {
 /// `perf_event_open` of a uprobe at `offset` in `path` for `pid`, as attach/uprobe.rs
 /// does it (then closed at once).
 fn uprobe_open(pid: u32, path: &str, offset: u64) -> Result<(), i32> {
+    let fd = uprobe_fd(pid, path, offset)?;
+    // SAFETY: the fd was just returned by the kernel; nothing else owns it.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// `perf_event_open` of a uprobe at `offset` in `path` for `pid`: the fd.
+fn uprobe_fd(pid: u32, path: &str, offset: u64) -> Result<i32, i32> {
     let pmu: u32 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type").unwrap().trim().parse().unwrap();
     let cpath = CString::new(path).unwrap();
     let mut attr = [0u8; 128];
@@ -244,9 +256,7 @@ fn uprobe_open(pid: u32, path: &str, offset: u64) -> Result<(), i32> {
     if fd < 0 {
         return Err(errno());
     }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
+    Ok(fd as i32)
 }
 
 /// `bpf(BPF_MAP_CREATE)` of a one-entry array: what CAP_BPF allows when unprivileged BPF is
@@ -265,6 +275,74 @@ fn bpf_map_create() -> Result<(), i32> {
     // SAFETY: the kernel just returned this fd; nothing else owns it.
     unsafe { libc::close(fd as libc::c_int) };
     Ok(())
+}
+
+/// BPF objects made before the drop: an array map, a trivial kprobe-type program, and a
+/// uprobe perf event (on the root target's `sleep`) to link it to.
+struct BpfObjects {
+    map: i32,
+    prog: i32,
+    perf: i32,
+}
+
+fn bpf_call(cmd: i32, attr: &[u8]) -> Result<i32, i32> {
+    // SAFETY: a zero-padded bpf_attr of the size passed, alive for the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len() as libc::c_uint) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as i32)
+    }
+}
+
+fn bpf_objects(root_pid: u32) -> BpfObjects {
+    let mut map = [0u8; 72];
+    map[0..4].copy_from_slice(&2u32.to_ne_bytes()); // BPF_MAP_TYPE_ARRAY
+    map[4..8].copy_from_slice(&4u32.to_ne_bytes());
+    map[8..12].copy_from_slice(&8u32.to_ne_bytes());
+    map[12..16].copy_from_slice(&1u32.to_ne_bytes());
+    let map = bpf_call(0, &map).expect("BPF_MAP_CREATE before the drop");
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut prog = [0u8; 128];
+    prog[0..4].copy_from_slice(&2u32.to_ne_bytes()); // BPF_PROG_TYPE_KPROBE
+    prog[4..8].copy_from_slice(&2u32.to_ne_bytes()); // insn_cnt
+    prog[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    prog[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    let prog = bpf_call(5, &prog).expect("BPF_PROG_LOAD before the drop");
+    let (_, _, off) = MAPPINGS.with(|m| m.borrow().iter().find(|(p, _)| *p == root_pid).map(|(_, r)| *r)).expect("mapping known");
+    let perf = uprobe_fd(root_pid, &format!("/proc/{root_pid}/root/usr/bin/sleep"), off).expect("uprobe before the drop");
+    BpfObjects { map, prog, perf }
+}
+
+/// What reaching a target takes, besides creating a uprobe.
+fn all_ok(p: &Probe) -> [(&'static str, &Result<(), i32>); 5] {
+    [("maps", &p.maps), ("exe", &p.exe_link), ("root walk", &p.root_walk), ("map_files", &p.map_files), ("process_vm_readv", &p.vm_read)]
+}
+
+/// What tprof does with its BPF objects after the drop: (map update, map lookup, link
+/// create, prog info).
+fn use_bpf_objects(o: &BpfObjects) -> [Result<(), i32>; 4] {
+    let (key, mut value) = (0u32, 7u64);
+    let mut elem = [0u8; 32];
+    elem[0..4].copy_from_slice(&(o.map as u32).to_ne_bytes());
+    elem[8..16].copy_from_slice(&(&key as *const u32 as u64).to_ne_bytes());
+    elem[16..24].copy_from_slice(&(&mut value as *mut u64 as u64).to_ne_bytes());
+    let update = bpf_call(2, &elem).map(drop);
+    let lookup = bpf_call(1, &elem).map(drop);
+    let mut link = [0u8; 64];
+    link[0..4].copy_from_slice(&(o.prog as u32).to_ne_bytes());
+    link[4..8].copy_from_slice(&(o.perf as u32).to_ne_bytes());
+    link[8..12].copy_from_slice(&41u32.to_ne_bytes()); // BPF_PERF_EVENT
+    let link = bpf_call(28, &link).map(drop);
+    let mut info = [0u64; 32];
+    let mut get = [0u8; 16];
+    get[0..4].copy_from_slice(&(o.prog as u32).to_ne_bytes());
+    get[4..8].copy_from_slice(&((info.len() * 8) as u32).to_ne_bytes());
+    get[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    let info = bpf_call(15, &get).map(drop);
+    [update, lookup, link, info]
 }
 
 /// Whether /proc/kallsyms shows real addresses to this process now.
@@ -324,15 +402,16 @@ fn run(case: &str, w: &mut World) {
     });
     let tid = tid_rx.recv().unwrap();
 
+    let objects = bpf_objects(root_pid);
     let opts = match case {
-        "session" => DropOptions { needs: Needs::for_session(true), user: None },
-        "user" => DropOptions { needs: Needs::for_session(true), user: Some((NOBODY, NOBODY)) },
-        "frozen" => DropOptions { needs: Needs::without_rescan(true), user: None },
-        "nothing" => DropOptions { needs: Needs::nothing(), user: None },
-        "no_ptrace" => DropOptions {
-            needs: Needs { rescan: false, late_reads: false, user_stacks: false, map_files: false, ..Needs::for_session(true) },
+        "broker" => DropOptions { needs: Needs::broker(), user: None },
+        "tprof" => DropOptions { needs: Needs::nothing(), user: Some((NOBODY, NOBODY)) },
+        "perfmon_not_enough" => DropOptions {
+            needs: Needs { uprobes: false, any_target: true, target_files: true, map_files: true, bpf_load: true, kallsyms: true },
             user: None,
         },
+        "nothing" => DropOptions { needs: Needs::nothing(), user: None },
+        "no_ptrace" => DropOptions { needs: Needs { any_target: false, ..Needs::broker() }, user: None },
         other => panic!("unknown case {other}"),
     };
     let dropped = drop_after_attach(&opts).expect("drop_after_attach");
@@ -377,43 +456,61 @@ fn run(case: &str, w: &mut World) {
     let kallsyms = kallsyms_addresses();
     let bpf = bpf_map_create();
     println!("root target: {root:?}\nnobody target: {nobody:?}\nkallsyms {kallsyms} bpf {bpf:?}");
+    let bpf_use = use_bpf_objects(&objects);
+    println!("bpf objects after the drop (update, lookup, link, info): {bpf_use:?}");
+    for (what, r) in ["map update", "map lookup", "BPF_LINK_CREATE", "BPF_OBJ_GET_INFO_BY_FD"].iter().zip(&bpf_use) {
+        assert_eq!(*r, Ok(()), "{what} on objects made before the drop needs no capability ({case})");
+    }
     match case {
-        "session" | "user" => {
+        "broker" => {
             for (who, p) in [("root", &root), ("nobody", &nobody)] {
-                for (what, r) in [("maps", &p.maps), ("exe", &p.exe_link), ("root walk", &p.root_walk), ("map_files", &p.map_files), ("process_vm_readv", &p.vm_read), ("uprobe perf_event_open", &p.uprobe)] {
+                for (what, r) in all_ok(p) {
                     assert_eq!(*r, Ok(()), "after the drop, {what} of the {who} target");
                 }
+                assert_eq!(p.uprobe, Ok(()), "the helper creates uprobes for the {who} target");
             }
-            assert_eq!(bpf, Ok(()), "CAP_BPF kept");
-            assert!(kallsyms, "CAP_SYSLOG kept: kallsyms shows addresses");
+            // CAP_SYS_ADMIN still counts as CAP_BPF (bpf_capable()): the helper could create
+            // BPF objects. It is given no program fd and never does.
+            assert_eq!(bpf, Ok(()), "bpf_capable() with CAP_SYS_ADMIN");
+            if kptr_restrict() >= 1 || perf_paranoid() > 1 {
+                assert!(!kallsyms, "no CAP_SYSLOG: kallsyms shows no addresses");
+            }
             assert_eq!(read(&w.other_file), Ok(()), "CAP_DAC_READ_SEARCH kept");
-            if case == "session" {
-                assert_ne!(teff, 0, "without a uid switch, an older thread keeps its capabilities");
-                assert!(tuid.starts_with("0\t"), "{tuid}");
-                // Still uid 0: root-owned files stay writable, as their owner.
-                assert_eq!(open_write(&w.root_file), Ok(()), "uid 0 owns it: no capability needed");
-            } else {
-                // SAFETY: no arguments.
-                let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
-                assert_eq!((uid, euid, gid), (NOBODY, NOBODY, NOBODY));
-                assert_eq!(dropped.user, Some((NOBODY, NOBODY)));
-                assert_eq!(teff, 0, "the older thread lost every capability with the uid switch");
-                assert!(tuid.starts_with(&format!("{NOBODY}\t")), "{tuid}");
-                assert!(denied(&open_write(&w.root_file)), "no longer uid 0: root's files are not writable");
-            }
+            assert_ne!(teff, 0, "without a uid switch, an older thread keeps its capabilities");
+            assert!(tuid.starts_with("0\t"), "{tuid}");
         }
-        "frozen" => {
+        "tprof" => {
+            for (what, r) in [("maps", &root.maps), ("map_files", &root.map_files), ("process_vm_readv", &root.vm_read), ("uprobe perf_event_open", &root.uprobe)] {
+                assert!(denied(r), "with nothing kept, {what} of the root target must be refused: {r:?}");
+            }
+            // The nobody target now has tprof's own uid: reachable like any process of one's
+            // own uid (README: a plain-root tprof becomes nobody), but no uprobe, no map_files.
+            assert_eq!(nobody.maps, Ok(()), "same uid");
+            for (what, r) in [("map_files", &nobody.map_files), ("uprobe perf_event_open", &nobody.uprobe)] {
+                assert!(denied(r), "with nothing kept, {what} of the nobody target must be refused: {r:?}");
+            }
+            if unprivileged_bpf_disabled() {
+                assert!(denied(&bpf), "new BPF objects need CAP_BPF: {bpf:?}");
+            }
+            // SAFETY: no arguments.
+            let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
+            assert_eq!((uid, euid, gid), (NOBODY, NOBODY, NOBODY));
+            assert_eq!(teff, 0, "the older thread lost every capability with the uid switch");
+            assert!(tuid.starts_with(&format!("{NOBODY}\t")), "{tuid}");
+            assert!(denied(&open_write(&w.root_file)), "no longer uid 0: root's files are not writable");
+            assert!(denied(&read(&w.other_file)), "no CAP_DAC_READ_SEARCH");
+        }
+        "perfmon_not_enough" => {
             for (who, p) in [("root", &root), ("nobody", &nobody)] {
-                for (what, r) in [("maps", &p.maps), ("exe", &p.exe_link), ("root walk", &p.root_walk), ("map_files", &p.map_files), ("process_vm_readv", &p.vm_read)] {
+                for (what, r) in all_ok(p) {
                     assert_eq!(*r, Ok(()), "after the drop, {what} of the {who} target");
                 }
-                // CAP_PERFMON is kept out here, but even with it (and CAP_BPF, CAP_SYS_PTRACE)
-                // the uprobe PMU says EACCES: it wants CAP_SYS_ADMIN.
+                // CAP_PERFMON, CAP_BPF and CAP_SYS_PTRACE are kept here, yet the uprobe PMU
+                // says EACCES: it wants CAP_SYS_ADMIN.
                 assert!(denied(&p.uprobe), "uprobe perf_event_open without CAP_SYS_ADMIN: {:?}", p.uprobe);
             }
             assert_eq!(bpf, Ok(()), "CAP_BPF kept");
             assert!(kallsyms, "CAP_SYSLOG kept");
-            assert_eq!(read(&w.other_file), Ok(()), "CAP_DAC_READ_SEARCH kept");
         }
         "nothing" => {
             for (who, p) in [("root", &root), ("nobody", &nobody)] {
@@ -430,15 +527,15 @@ fn run(case: &str, w: &mut World) {
             assert!(denied(&read(&w.other_file)), "no CAP_DAC_READ_SEARCH");
         }
         "no_ptrace" => {
-            // tprof is still uid 0, like the root target, yet it is refused: its permitted
-            // set is no longer a superset of the target's (cap_ptrace_access_check).
-            for (what, r) in [("maps", &root.maps), ("process_vm_readv", &root.vm_read), ("uprobe perf_event_open", &root.uprobe)] {
-                assert!(denied(r), "without CAP_SYS_PTRACE, {what} of the root target must be refused: {r:?}");
+            // The helper without CAP_SYS_PTRACE is still uid 0, like the root target, yet it
+            // is refused: its permitted set is no longer a superset of the target's
+            // (cap_ptrace_access_check). (/proc/PID/maps itself stays readable with
+            // CAP_SYS_ADMIN here.)
+            for (who, p) in [("root", &root), ("nobody", &nobody)] {
+                for (what, r) in [("exe", &p.exe_link), ("map_files", &p.map_files), ("process_vm_readv", &p.vm_read), ("uprobe perf_event_open", &p.uprobe)] {
+                    assert!(denied(r), "without CAP_SYS_PTRACE, {what} of the {who} target must be refused: {r:?}");
+                }
             }
-            for (what, r) in [("maps", &nobody.maps), ("process_vm_readv", &nobody.vm_read)] {
-                assert!(denied(r), "without CAP_SYS_PTRACE, {what} of another uid must be refused: {r:?}");
-            }
-            assert_eq!(bpf, Ok(()), "CAP_BPF kept");
         }
         _ => unreachable!(),
     }

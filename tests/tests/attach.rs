@@ -176,6 +176,7 @@ fn ring_buffer_overflow_is_counted_and_attributed() {
     let sess = session(&out);
     let lost = sess["kernel_drops"]["region_begin"].as_u64().expect("region_begin drop count");
     let delivered = out.iter().filter(|v| v["type"] == "region_begin").count() as u64;
+    eprintln!("ring overflow: {N} region_begin emitted, {delivered} delivered, {lost} lost (counted)");
     assert!(lost > 0, "the ring must overflow in this test: {sess}");
     assert_eq!(delivered + lost, N, "delivered {delivered} + lost {lost}");
     let s = summary(&out, "flood");

@@ -268,6 +268,50 @@ fn assert_sites_restored(pid: u32, sites: &[(String, u64)]) {
     }
 }
 
+// ---- tprof's privileged helper -------------------------------------------------------------
+
+/// The pid of tprof's privileged helper: its child named `tprof-helper`.
+fn helper_of(tprof: u32) -> u32 {
+    let found: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // comm is in parentheses; the state, then the ppid, follow the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(tprof) && stat.contains("(tprof-helper)")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "tprof {tprof} has one privileged helper: {found:?}");
+    found[0]
+}
+
+/// Waits (up to 10 s) until process `pid` is gone (reaped, or at least not the helper).
+fn assert_gone(pid: u32, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if comm.trim() != "tprof-helper" || zombie {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what} (pid {pid}) still running 10 s after tprof went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `/proc/PID/status` field of a process or thread.
+fn status_field(path: &str, name: &str) -> String {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("no {name} in {path}"))
+}
+
+fn caps(path: &str, name: &str) -> u64 {
+    u64::from_str_radix(&status_field(path, name), 16).expect("hex capability set")
+}
+
 // ---- tprof killed while attached -----------------------------------------------------------
 
 /// SIGTERM or SIGKILL tprof mid-session: the kernel objects go, the sites are `nop`s again,
@@ -280,8 +324,10 @@ fn killed_while_attached(sig: libc::c_int) {
     let sites = probe_sites(pid);
     assert!(site_bytes(pid, &sites).iter().all(|&b| b == 0x90), "probes are nops before tprof attaches");
     let tprof = attach(&[pid], &[]);
+    let helper = helper_of(tprof.pid());
     let fds = bpf_fds_of(tprof.pid());
     assert!(fds.progs.len() >= 2, "tp_btf programs and the USDT program are loaded: {fds:?}");
+    assert_eq!(bpf_fds_of(helper).perf_events, 0, "the helper keeps no uprobe of its own");
     assert!(fds.links.len() > sites.len(), "a link per tracepoint and per probe site: {fds:?}");
     assert_eq!(fds.perf_events, sites.len(), "a uprobe perf event per site: {fds:?}");
     assert!(!fds.maps.is_empty(), "{fds:?}");
@@ -304,6 +350,7 @@ fn killed_while_attached(sig: libc::c_int) {
     }
     assert_released(&fds);
     assert_sites_restored(pid, &sites);
+    assert_gone(helper, "the privileged helper");
     target.send_line("next");
     assert_eq!(target_says(&target, "enabled"), "enabled false", "the kernel disarmed the semaphores when tprof went");
     target_says(&target, "done");
@@ -318,6 +365,88 @@ fn sigterm_while_attached_leaves_nothing_behind() {
 #[test]
 fn sigkill_while_attached_leaves_nothing_behind() {
     killed_while_attached(libc::SIGKILL);
+}
+
+#[test]
+fn after_attach_tprof_holds_no_privilege_and_its_helper_three() {
+    require_root();
+    let dir = TempDir::new("privs");
+    let mut target = start_private_target(&dir, &["sleep:5"]);
+    let tprof = spawn_tprof(&["-v", "attach", "--format", "json", "--pid", &target.pid().to_string()]);
+    let mut early = Vec::new();
+    wait_attached(&tprof, &mut early);
+    let early = early.join("\n");
+    let me = tprof.pid();
+    let helper = helper_of(me);
+    // tprof itself, every thread of it: no capability in any set, no longer uid 0.
+    let uid = std::env::var("SUDO_UID").ok().and_then(|u| u.parse::<u32>().ok()).filter(|u| *u != 0).unwrap_or(65534);
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{me}/task")).expect("tasks").flatten().map(|e| e.path().join("status").display().to_string()).collect();
+    assert!(!tasks.is_empty());
+    for t in &tasks {
+        for set in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:", "CapBnd:"] {
+            assert_eq!(caps(t, set), 0, "{t}: {set} of tprof is empty");
+        }
+        assert_eq!(status_field(t, "Uid:"), format!("{uid}\t{uid}\t{uid}\t{uid}"), "{t}");
+        assert_eq!(status_field(t, "NoNewPrivs:"), "1", "{t}");
+    }
+    // The helper: exactly CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, bounding set
+    // included; uid 0; no_new_privs.
+    let kept = (1u64 << 2) | (1 << 19) | (1 << 21);
+    let hs = format!("/proc/{helper}/status");
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(caps(&hs, set), kept, "{set} of the helper");
+    }
+    assert_eq!(caps(&hs, "CapInh:") | caps(&hs, "CapAmb:"), 0);
+    assert_eq!(status_field(&hs, "NoNewPrivs:"), "1");
+    assert!(status_field(&hs, "Uid:").starts_with("0\t"));
+    assert_eq!(std::fs::read_dir(format!("/proc/{helper}/task")).expect("tasks").count(), 1, "the helper is single-threaded");
+    target.send_line("go");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    assert_eq!(summaries_named(&out, "sleep").len(), 1, "traced as before");
+    // -v says what each side kept, one line each, before attaching.
+    assert!(early.contains(&format!("tprof (pid {me}) privileges: kept none;")), "{early}");
+    assert!(early.contains(&format!("privileged helper (pid {helper}): privileges: kept CAP_DAC_READ_SEARCH,CAP_SYS_PTRACE,CAP_SYS_ADMIN;")), "{early}");
+    assert_gone(helper, "the privileged helper");
+}
+
+#[test]
+fn tprof_runs_on_when_its_helper_dies() {
+    // The helper killed mid-session: tprof says so, keeps tracing the probes attached, and
+    // stops cleanly.
+    require_root();
+    let dir = TempDir::new("helper-dies");
+    let mut target = start_private_target(&dir, &["sleep:5", "wait", "sleep:5", "enabled"]);
+    let pid = target.pid();
+    let sites = probe_sites(pid);
+    let tprof = attach(&[pid], &[]);
+    let helper = helper_of(tprof.pid());
+    target.send_line("go");
+    target_says(&target, "sleep task");
+    // SAFETY: kill with a pid and a signal; the helper is tprof's child, root may signal it.
+    assert_eq!(unsafe { libc::kill(helper as libc::pid_t, libc::SIGKILL) }, 0);
+    // tprof notices at its next rescan (every 500 ms) and says so on stderr.
+    let rx = tprof.stderr.as_ref().expect("stderr");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(l) if l.contains("privileged helper is gone") => break,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("tprof never said its helper is gone: {seen:?}"),
+        }
+    }
+    target.send_line("next");
+    assert_eq!(target_says(&target, "enabled"), "enabled true", "the probes stay armed");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    assert_eq!(summaries_named(&out, "sleep").len(), 2, "both requests traced, the one after the helper died too: {out:#?}");
+    let sess = session(&out);
+    assert!(sess["warnings"].to_string().contains("what was attached is still traced"), "{sess}");
+    assert_eq!(sess["sites"].as_u64(), Some(sites.len() as u64), "{sess}");
 }
 
 // ---- two tprof instances on one pid ---------------------------------------------------------
@@ -598,6 +727,140 @@ fn binary_deleted_while_attached() {
         "the deleted executable's probes are attached once, not again through /proc/PID/exe; stderr: {err}\nsession: {sess}"
     );
     assert_eq!(out.iter().filter(|v| v["type"] == "summary").count(), 2, "{out:#?}");
+}
+
+// ---- hostile paths: the target renames what it maps -----------------------------------------
+
+/// gcc with tprof.h: sources (`*.c`) from tests/c and plain flags, into `out`.
+fn gcc(args: &[&str], out: &Path) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let st = Command::new("gcc")
+        .args(["-O2", "-g", "-Wall", "-Werror", "-I"])
+        .arg(root.join("usdt-probes/include"))
+        .args(args.iter().map(|a| if a.ends_with(".c") { root.join("tests/c").join(a).into_os_string() } else { (*a).into() }))
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("gcc runs (cargo xtask setup installs it)");
+    assert!(st.success(), "gcc {args:?} failed");
+}
+
+/// The `tprof` probe sites `tprof list` prints for `args`.
+fn listed_tprof_sites(args: &[&str]) -> Vec<String> {
+    let out = Command::new(tprof_bin()).arg("list").args(args).output().expect("tprof list runs");
+    assert!(out.status.success(), "tprof list {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("usdt:") && l.contains(":tprof:")).map(str::to_string).collect()
+}
+
+/// Watches files for any open or read (inotify), to prove tprof never touched them.
+struct OpenWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl OpenWatch {
+    fn new(paths: &[&Path]) -> OpenWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: inotify_init1 with flags only; the kernel returns a new fd or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        // SAFETY: the kernel just returned this fd; nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        for p in paths {
+            let c = std::ffi::CString::new(p.to_str().expect("utf-8 path")).expect("no NUL");
+            // SAFETY: an inotify fd we own and a NUL-terminated path alive for the call.
+            let wd = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
+            assert!(wd >= 0, "inotify_add_watch {}: {}", p.display(), std::io::Error::last_os_error());
+        }
+        OpenWatch { fd }
+    }
+
+    /// How many bytes of events are queued (0: nothing was opened or read).
+    fn events(&self) -> usize {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a buffer we own, of the length passed.
+        let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN), "read inotify");
+            return 0;
+        }
+        n as usize
+    }
+}
+
+/// Runs `script` with `sh -c` in the mount namespace of `pid`.
+fn in_mount_ns_of(pid: u32, script: &str) {
+    let st = Command::new("nsenter").args(["-t", &pid.to_string(), "-m", "sh", "-c", script]).status().expect("nsenter (util-linux) runs");
+    assert!(st.success(), "in the mount namespace of {pid}: {script}");
+}
+
+#[test]
+fn mapped_paths_swapped_for_symlinks_are_not_followed() {
+    // The target, in its own mount namespace, mounts over the directories of the files it
+    // mapped: its executable's path becomes a symlink to a FIFO, its library's a symlink to
+    // a root-only file (an ELF with probes of its own). /proc/PID/maps still names the old
+    // paths. tprof must find and attach the probes of the files really mapped, through
+    // /proc/PID/map_files, and never open the decoys: as root, following the paths would
+    // read any host file, or block on the FIFO.
+    require_root();
+    let dir = TempDir::new("swap");
+    for d in ["bin", "lib", "decoy", "secret"] {
+        std::fs::create_dir(dir.join(d)).expect("mkdir");
+    }
+    let (main, lib) = (dir.join("bin/dlopen_main"), dir.join("lib/libreq.so"));
+    gcc(&["dlopen_main.c", "-ldl"], &main);
+    gcc(&["-shared", "-fPIC", "dlopen_lib.c"], &lib);
+    let secret = dir.join("secret/secret");
+    std::fs::copy(&lib, &secret).expect("copy the decoy ELF");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let fifo = dir.join("decoy/fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(st.success());
+    let (main_s, lib_s) = (main.to_str().expect("utf-8"), lib.to_str().expect("utf-8"));
+    let want = listed_tprof_sites(&["--binary", main_s]).len() + listed_tprof_sites(&["--binary", lib_s]).len();
+    assert!(want >= 4, "both files have tprof probes");
+
+    let mut target = start_program(Path::new("unshare"), &["--mount", "--propagation", "private", "--", main_s, lib_s]);
+    let pid = target.pid();
+    target.send_line("go");
+    target_says(&target, "loaded");
+    in_mount_ns_of(
+        pid,
+        &format!(
+            "mount -t tmpfs tprof-swap {bin} && ln -s {fifo} {main} && mount -t tmpfs tprof-swap {libdir} && ln -s {secret} {lib}",
+            bin = dir.join("bin").display(),
+            libdir = dir.join("lib").display(),
+            fifo = fifo.display(),
+            secret = secret.display(),
+            main = main_s,
+            lib = lib_s,
+        ),
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(maps.contains(main_s) && maps.contains(lib_s), "the maps still name the swapped paths:\n{maps}");
+    for p in [&main, &lib] {
+        let seen = std::fs::symlink_metadata(format!("/proc/{pid}/root{}", p.display())).expect("the swapped path");
+        assert!(seen.file_type().is_symlink(), "{} is a symlink in the target's namespace", p.display());
+    }
+    let watch = OpenWatch::new(&[&secret, &fifo]);
+
+    let listed = listed_tprof_sites(&["--pid", &pid.to_string()]);
+    assert_eq!(listed.len(), want, "tprof list --pid lists the mapped files' probes: {listed:#?}");
+    let tprof = attach(&[pid], &[]);
+    target.send_line("go");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    let sess = session(&out);
+    assert_eq!(sess["sites"].as_u64(), Some(want as u64), "the probes of the files really mapped are attached: {sess}");
+    let s = summary(&out, "lib-request");
+    assert_eq!(s["span_id"], "0000000000003333", "the library's request is traced: {s}");
+    assert_eq!(watch.events(), 0, "tprof opened neither the root-only file nor the FIFO");
+    // The watch works: opening the secret now is seen.
+    drop(std::fs::File::open(&secret).expect("open the secret"));
+    assert!(watch.events() > 0, "inotify reports an open of the watched file");
 }
 
 // ---- hostile probe arguments ---------------------------------------------------------------
@@ -972,6 +1235,7 @@ fn ctrl_c_is_prompt_under_overload() {
     assert!(status.success(), "{status}");
     let sess: Value = serde_json::from_str(&last_session.expect("a session line")).expect("session JSON");
     assert_eq!(sess["stop_reason"], "interrupted (SIGINT)", "{sess}");
+    eprintln!("overload: {} records lost in the kernel, all counted", sess["kernel_drops_total"]);
     assert!(sess["kernel_drops_total"].as_u64().is_some_and(|n| n > 0), "the overflow is counted: {sess}");
     assert_eq!(target_says(&target, "enabled"), "enabled false");
     target_says(&target, "done");

@@ -1,46 +1,30 @@
-//! Dropping what tprof no longer needs once it is attached.
+//! Dropping what tprof no longer needs once its programs are loaded.
 //!
 //! `tprof attach`/`record` start as root because loading eBPF programs, attaching the
-//! scheduler tracepoints and creating uprobe perf events need it. Once that is done and the
-//! output files are open (and given to the sudo user), what the session still does, and
-//! what each thing needs (measured on Linux 6.18 by `tests/drop_privs.rs`):
+//! scheduler tracepoints and creating uprobe perf events need it. tprof splits in two
+//! (privilege separation, see [`super::broker`]): a small helper keeps what creating
+//! uprobes for the rest of the session needs, and tprof itself, which parses ring records,
+//! symbolizes stacks and talks to collectors, keeps nothing. What each operation needs,
+//! measured on Linux 6.18 by `tests/drop_privs.rs`:
 //!
-//! | still does                                                       | needs                 |
-//! |------------------------------------------------------------------|-----------------------|
-//! | rescans attach the probe sites of libraries dlopen'ed later and of a new image after exec: `perf_event_open` on the `uprobe` PMU | **`CAP_SYS_ADMIN`**: `CAP_PERFMON` is *not* enough for the uprobe PMU (EACCES), with or without `exclude_kernel` |
-//! | ... then `BPF_LINK_CREATE`; reading the session's BPF maps (drop counters, stack map) | `CAP_BPF` (map reads: only kernels that still check every `bpf()` call when `unprivileged_bpf_disabled` is set) |
-//! | reads `/proc/PID/maps` and `/proc/PID/exe`, walks `/proc/PID/root` (`ptrace_may_access(READ)`), passes the target pid to `perf_event_open`, reads late strings with `process_vm_readv` (`PTRACE_MODE_ATTACH`) | `CAP_SYS_PTRACE`, for a target of another uid, a non-dumpable one, **and a root target**: once tprof's permitted set is smaller than the target's, the kernel refuses even uid 0 (`cap_ptrace_access_check`) |
-//! | reads the target's binaries and libraries (notes of new libraries, user stack symbols) in directories tprof's uid may not search (Debian 12 makes home directories 0700) | `CAP_DAC_READ_SEARCH` |
-//! | opens `/proc/PID/map_files/START-END` (`discover::target_file`; blazesym's `Process` source, the user-stack fallback) | `CAP_CHECKPOINT_RESTORE` (or `CAP_SYS_ADMIN`) |
-//! | symbolizes kernel stacks: blazesym opens `/proc/kallsyms` at the first blocking stack, which shows addresses only to `CAP_SYSLOG` unless `kptr_restrict` is 0 *and* `perf_event_paranoid` <= 1 | `CAP_SYSLOG` |
+//! | operation                                                        | needs                 | who does it after the drop |
+//! |------------------------------------------------------------------|-----------------------|----------------------------|
+//! | `perf_event_open` on the `uprobe` PMU (new probe sites: libraries dlopen'ed later, a new image after exec) | **`CAP_SYS_ADMIN`**: `CAP_PERFMON` is *not* enough (EACCES), with or without `exclude_kernel` | the helper |
+//! | reading `/proc/PID/maps`, opening `/proc/PID/map_files/*`, `perf_event_open` for a pid, `process_vm_readv` (late string reads), of a target that is root, of another uid or non-dumpable | `CAP_SYS_PTRACE`: once the caller's permitted set is smaller than the target's, the kernel refuses even uid 0 (`cap_ptrace_access_check`) | the helper |
+//! | opening `/proc/PID/map_files/*` at all                           | `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN` | the helper (its `CAP_SYS_ADMIN`) |
+//! | reading a mapped file whose own mode refuses the caller          | `CAP_DAC_READ_SEARCH` | the helper |
+//! | `BPF_LINK_CREATE` of a loaded program on an existing perf event; map lookups and updates (drop counters, stack map, USDT specs); `BPF_OBJ_GET_INFO_BY_FD`; reading the mmap'ed ring buffer | **nothing**, even with `unprivileged_bpf_disabled` = 2 (only creating maps and programs checks `CAP_BPF`) | tprof |
+//! | kernel addresses in `/proc/kallsyms`                             | `CAP_SYSLOG` (unless `kptr_restrict` is 0 *and* `perf_event_paranoid` <= 1) | nobody: tprof copies it before the drop |
+//! | symbolizing user stacks                                          | nothing: the files the helper opened are passed to tprof and reopened through `/proc/self/fd/N` (a file whose own mode refuses tprof's new uid stays unsymbolized) | tprof |
 //!
-//! Everything else goes, from the effective, permitted, inheritable and ambient sets and
-//! from the bounding set (so no `execve` can bring it back), and `PR_SET_NO_NEW_PRIVS` is
-//! set: `CAP_DAC_OVERRIDE`, `CAP_FOWNER`, `CAP_CHOWN` (output files were chowned when
-//! created), `CAP_SETUID`/`CAP_SETGID`/`CAP_SETPCAP`, `CAP_SYS_MODULE`, `CAP_SYS_RAWIO`,
-//! `CAP_NET_*`, `CAP_KILL`, `CAP_MKNOD`, ... With [`DropOptions::user`] the process also
-//! leaves uid 0.
-//!
-//! ## Why the default drop is damage limitation only
-//!
-//! With rescans ([`Needs::for_session`]) tprof keeps `CAP_SYS_ADMIN` (uprobe PMU) and
-//! `CAP_SYS_PTRACE`. Either one is enough for code running inside tprof to become full root
-//! again: `CAP_SYS_ADMIN` can bind-mount a file of its own over `/etc/shadow` in the host's
-//! mount namespace; `CAP_SYS_PTRACE` can `ptrace` pid 1 and inject code. And while tprof
-//! stays uid 0, every root-owned file is writable to it as its owner, without any
-//! capability ([`DropOptions::user`] fixes that one). What the drop still buys: a *bug*
-//! cannot write over or chown other users' files, load modules, change the network or kill
-//! other users' processes; `execve` gains nothing; and an exploit needs an extra, visible
-//! step.
-//!
-//! A drop that means something needs [`Needs::without_rescan`]: no new probe sites after
-//! the initial attach (libraries dlopen'ed later and exec'ed images are then not traced),
-//! which takes `CAP_SYS_ADMIN` and `CAP_PERFMON` away; `CAP_BPF` alone cannot load tracing
-//! programs. `CAP_SYS_PTRACE` then stays only for late string reads and user-stack files:
-//! opening `/proc/PID/mem` and the mapped files before the drop would remove it too. Keeping
-//! rescans *and* a meaningful drop takes privilege separation: a small helper process, forked
-//! before the drop, keeps `CAP_SYS_ADMIN` and does nothing but `perf_event_open` uprobes for
-//! the traced pids at offsets it has checked itself, passing the fds back over a Unix socket.
+//! So tprof itself drops *everything* ([`Needs::nothing`]): effective, permitted,
+//! inheritable, ambient and bounding sets, sets `PR_SET_NO_NEW_PRIVS`, and leaves uid 0
+//! ([`DropOptions::for_tprof`]: for the user who ran sudo, else `nobody`), so that it cannot
+//! write root's files as their owner either. The helper keeps exactly [`Needs::broker`]:
+//! `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`, nothing in its bounding set
+//! beyond them, `no_new_privs`. `CAP_SYS_ADMIN` or `CAP_SYS_PTRACE` alone is enough to become
+//! full root again (bind-mount over `/etc/shadow`; `ptrace` pid 1), which is why they live in
+//! a process that does nothing but validated requests, and not in tprof.
 //!
 //! ## Threads
 //!
@@ -48,10 +32,11 @@
 //! thread only (threads created later inherit them); the uid switch goes through glibc,
 //! which applies it to every thread, and a thread that changes uid away from 0 without
 //! `PR_SET_KEEPCAPS` loses all its capabilities: so with [`DropOptions::user`] set, threads
-//! spawned before the drop (the HTTP exporters') end up with none. Without it they keep
-//! theirs: [`Dropped::other_threads`] counts them. (Such a leftover privileged thread also
-//! makes glibc abort the process if anything later calls `setuid()`-family functions: the
-//! call succeeds in that thread and fails in the others.)
+//! spawned before the drop (the HTTP exporters') end up with none. Without it (tprof not
+//! started as root, e.g. with file capabilities) they keep theirs: [`Dropped::other_threads`]
+//! counts them. (Such a leftover privileged thread also makes glibc abort the process if
+//! anything later calls `setuid()`-family functions: the call succeeds in that thread and
+//! fails in the others.)
 
 use std::fmt;
 
@@ -132,67 +117,50 @@ pub fn cap_names(mask: u64) -> Vec<String> {
     (0..64).filter(|c| mask & (1u64 << c) != 0).map(cap_name).collect()
 }
 
-/// What the rest of the session still does, which decides what is kept.
+/// What a process still does after the drop, which decides what it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Needs {
-    /// Rescans attach probe sites of libraries loaded later and of exec'ed images:
-    /// `CAP_SYS_ADMIN` (uprobe PMU), `CAP_PERFMON`, `CAP_BPF` (link), `CAP_SYS_PTRACE`,
-    /// `CAP_DAC_READ_SEARCH`.
-    pub rescan: bool,
-    /// Strings the kernel could not copy are read again from the target
-    /// (`process_vm_readv`): `CAP_SYS_PTRACE`.
-    pub late_reads: bool,
-    /// Reading the session's BPF maps (drop counters, stacks): `CAP_BPF`.
-    pub bpf_maps: bool,
-    /// User stacks are symbolized from the target's files: `CAP_DAC_READ_SEARCH` and
-    /// `CAP_SYS_PTRACE`.
-    pub user_stacks: bool,
-    /// Kernel stacks are symbolized from `/proc/kallsyms`: `CAP_SYSLOG`.
-    pub kernel_stacks: bool,
-    /// Target files are opened through `/proc/PID/map_files` (by rescans or the
-    /// symbolizer): `CAP_CHECKPOINT_RESTORE`.
+    /// Creates uprobe perf events: `CAP_SYS_ADMIN` (which also opens map_files).
+    pub uprobes: bool,
+    /// Reaches any target (maps, map_files, `perf_event_open` for its pid,
+    /// `process_vm_readv`), root and other uids included: `CAP_SYS_PTRACE`.
+    pub any_target: bool,
+    /// Reads target files whatever their mode: `CAP_DAC_READ_SEARCH`.
+    pub target_files: bool,
+    /// Opens `/proc/PID/map_files` without `CAP_SYS_ADMIN`: `CAP_CHECKPOINT_RESTORE`.
     pub map_files: bool,
+    /// Creates BPF maps and programs: `CAP_BPF` and `CAP_PERFMON`. (Using loaded ones
+    /// needs nothing.)
+    pub bpf_load: bool,
+    /// Reads kernel addresses in `/proc/kallsyms`: `CAP_SYSLOG`.
+    pub kallsyms: bool,
 }
 
 impl Needs {
-    /// What `tprof attach`/`record` needs after attaching, rescans included; `stacks` is
-    /// false with `--no-stacks`. Keeps `CAP_SYS_ADMIN`: see the module docs.
-    pub fn for_session(stacks: bool) -> Needs {
-        Needs { rescan: true, late_reads: true, bpf_maps: true, user_stacks: stacks, kernel_stacks: stacks, map_files: true }
+    /// tprof's privileged helper: uprobes for any target, from its files.
+    pub fn broker() -> Needs {
+        Needs { uprobes: true, any_target: true, target_files: true, ..Needs::nothing() }
     }
 
-    /// The session without rescans: no probe site is attached after the drop.
-    pub fn without_rescan(stacks: bool) -> Needs {
-        Needs { rescan: false, ..Needs::for_session(stacks) }
-    }
-
-    /// Nothing at all: drop every capability.
+    /// Nothing at all: drop every capability (tprof itself, once the helper runs).
     pub fn nothing() -> Needs {
-        Needs { rescan: false, late_reads: false, bpf_maps: false, user_stacks: false, kernel_stacks: false, map_files: false }
+        Needs { uprobes: false, any_target: false, target_files: false, map_files: false, bpf_load: false, kallsyms: false }
     }
 
     /// The capabilities these needs take, as a mask.
     pub fn mask(&self) -> u64 {
         let mut m = 0u64;
-        let mut add = |c: u32| m |= 1u64 << c;
-        if self.rescan {
-            [CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH].into_iter().for_each(&mut add);
-        }
-        if self.late_reads {
-            add(CAP_SYS_PTRACE);
-        }
-        if self.bpf_maps {
-            add(CAP_BPF);
-        }
-        if self.user_stacks {
-            [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE].into_iter().for_each(&mut add);
-        }
-        if self.kernel_stacks {
-            add(CAP_SYSLOG);
-        }
-        if self.map_files && (self.rescan || self.user_stacks) {
-            [CAP_CHECKPOINT_RESTORE, CAP_SYS_PTRACE].into_iter().for_each(&mut add);
-        }
+        let mut add = |on: bool, caps: &[u32]| {
+            if on {
+                caps.iter().for_each(|c| m |= 1u64 << c);
+            }
+        };
+        add(self.uprobes, &[CAP_SYS_ADMIN]);
+        add(self.any_target, &[CAP_SYS_PTRACE]);
+        add(self.target_files, &[CAP_DAC_READ_SEARCH]);
+        add(self.map_files, &[CAP_CHECKPOINT_RESTORE]);
+        add(self.bpf_load, &[CAP_BPF, CAP_PERFMON]);
+        add(self.kallsyms, &[CAP_SYSLOG]);
         m
     }
 }
@@ -202,15 +170,19 @@ impl Needs {
 pub struct DropOptions {
     pub needs: Needs,
     /// Leave uid/gid 0 for this `(uid, gid)` (supplementary groups are cleared), keeping
-    /// only the needed capabilities. `None`: stay uid 0.
+    /// only the needed capabilities. `None`: keep the uid.
     pub user: Option<(u32, u32)>,
 }
 
+/// The `nobody` user and group.
+pub const NOBODY: (u32, u32) = (65534, 65534);
+
 impl DropOptions {
-    /// The session's needs, and the user who ran sudo (`SUDO_UID`/`SUDO_GID`) when there is
-    /// one and it is not root.
-    pub fn for_session(stacks: bool) -> DropOptions {
-        DropOptions { needs: Needs::for_session(stacks), user: invoking_user() }
+    /// tprof once its helper runs: nothing kept; if it runs as uid 0, it becomes the user who
+    /// ran sudo (`SUDO_UID`/`SUDO_GID`), or `nobody`.
+    pub fn for_tprof() -> DropOptions {
+        let user = (current_uid() == 0).then(|| invoking_user().unwrap_or(NOBODY));
+        DropOptions { needs: Needs::nothing(), user }
     }
 }
 
@@ -253,7 +225,7 @@ impl fmt::Display for Dropped {
                 n.join(",")
             }
         };
-        write!(f, "privileges dropped after attach: kept {}; dropped {}", list(self.kept), list(self.dropped))?;
+        write!(f, "privileges: kept {}; dropped {}", list(self.kept), list(self.dropped))?;
         if self.missing != 0 {
             write!(f, "; not held: {}", list(self.missing))?;
         }
@@ -439,23 +411,17 @@ mod tests {
         assert_eq!(cap_name(CAP_CHECKPOINT_RESTORE), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(cap_name(41), "cap_41");
         assert_eq!(cap_names((1 << CAP_BPF) | (1 << CAP_CHOWN)), ["CAP_CHOWN", "CAP_BPF"]);
-        let bit = |c: u32| 1u64 << c;
-        let session = Needs::for_session(true).mask();
-        let want = [CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG, CAP_CHECKPOINT_RESTORE];
-        assert_eq!(session, want.iter().map(|c| bit(*c)).sum::<u64>(), "{:?}", cap_names(session));
-        assert_eq!(Needs::for_session(false).mask(), session & !bit(CAP_SYSLOG));
-        let frozen = Needs::without_rescan(true).mask();
-        let want = [CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG, CAP_CHECKPOINT_RESTORE];
-        assert_eq!(frozen, want.iter().map(|c| bit(*c)).sum::<u64>(), "{:?}", cap_names(frozen));
+        assert_eq!(cap_names(Needs::broker().mask()), ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN"]);
         assert_eq!(Needs::nothing().mask(), 0);
-        // Nothing read from the target after the drop: CAP_SYS_PTRACE goes too.
-        let sealed = Needs { late_reads: false, user_stacks: false, ..Needs::without_rescan(true) };
-        assert_eq!(cap_names(sealed.mask()), ["CAP_SYSLOG", "CAP_BPF"]);
-        for n in [Needs::for_session(true), Needs::for_session(false), Needs::without_rescan(true)] {
-            for c in [CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP] {
-                assert_eq!(n.mask() & bit(c), 0, "{} must go", cap_name(c));
-            }
+        let all = Needs { uprobes: true, any_target: true, target_files: true, map_files: true, bpf_load: true, kallsyms: true };
+        assert_eq!(
+            cap_names(all.mask()),
+            ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_SYSLOG", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"]
+        );
+        for c in [CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP] {
+            assert_eq!(all.mask() & (1u64 << c), 0, "{} is never kept", cap_name(c));
         }
+        assert_eq!(DropOptions::for_tprof().needs, Needs::nothing());
     }
 
     #[test]

@@ -2,14 +2,22 @@
 //! syscall and irq tracepoints, and the USDT handler on every tprof probe site of the
 //! traced processes (their executables and the libraries they map, rescanned so that a
 //! library dlopen'ed after attach is picked up).
+//!
+//! The probe sites are found, and their uprobe perf events created, by tprof's privileged
+//! helper ([`broker`]); this process links its programs to the events it gets back, which
+//! needs no privilege, so it drops all of its own ([`drop_privs`]) before the first attach.
 
+pub mod broker;
+pub mod broker_client;
+pub mod broker_proto;
 pub mod drop_privs;
 pub mod privileges;
 pub mod uprobe;
 
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
@@ -17,7 +25,9 @@ use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::{Config, UsdtSpec, MAX_USDT_ARGS};
 
-use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
+use crate::discover::mapped::MappedFile;
+use crate::discover::{self, Mapping, ProbeSite, TPROF_PROVIDER};
+use broker_client::{BrokerClient, BrokerError};
 
 /// The eBPF object built by build.rs (empty when the toolchain was missing).
 static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler.bpf.o"));
@@ -50,8 +60,6 @@ fn usdt_program(probe: u32) -> &'static str {
         _ => USDT_FAST_PROGRAM,
     }
 }
-/// Largest executable file whose notes tprof reads.
-const MAX_ELF_BYTES: u64 = 2 << 30;
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
 pub const MAX_SITES: u32 = 4096;
 
@@ -86,11 +94,17 @@ pub struct Session {
     pub sites: Vec<AttachedSite>,
     /// Problems that did not stop the session (a bad note, an unsupported argument spec).
     pub warnings: Vec<String>,
-    /// Files already attached, by (pid, device, inode): a binary replaced or deleted while
-    /// attached shows up under another path (`/proc/PID/exe`) but is the same file.
-    scanned: HashSet<(u32, u64, u64)>,
+    /// The privileged helper that finds probe sites and creates their uprobes (None: gone,
+    /// or not started yet).
+    broker: Option<BrokerClient>,
+    /// The target files the helper passed, by its file id: it deduplicates them by (pid,
+    /// device, inode), so a binary replaced or deleted while attached, seen under another
+    /// path (`/proc/PID/exe`), is the same file and is not attached twice.
+    files: HashMap<u64, Arc<File>>,
+    /// Each traced process's executable mappings, with their files open (for the
+    /// symbolizer), as of the last scan.
+    mapped: HashMap<u32, Vec<MappedFile>>,
     next_cookie: u32,
-    pmu_type: u32,
 }
 
 pub fn ebpf_object() -> Result<&'static [u8]> {
@@ -151,56 +165,118 @@ impl Session {
             links: Vec::new(),
             sites: Vec::new(),
             warnings: Vec::new(),
-            scanned: HashSet::new(),
+            broker: None,
+            files: HashMap::new(),
+            mapped: HashMap::new(),
             next_cookie: 0,
-            pmu_type: uprobe::uprobe_pmu_type()?,
         })
+    }
+
+    /// Hands the session its privileged helper (see [`broker`]).
+    pub fn set_broker(&mut self, broker: BrokerClient) {
+        self.broker = Some(broker);
+    }
+
+    /// The helper's pid, while it runs.
+    pub fn broker_pid(&self) -> Option<u32> {
+        self.broker.as_ref().filter(|b| b.is_alive()).map(BrokerClient::pid)
+    }
+
+    /// Records that the helper is gone (once): what was attached stays, nothing new can be.
+    fn broker_gone(&mut self, why: &str) {
+        if self.broker.take().is_some() {
+            let msg = format!(
+                "{why}: probe sites of libraries loaded or programs exec'ed from now on are not attached, and strings \
+                 the kernel could not copy stay unread; what was attached is still traced"
+            );
+            eprintln!("tprof: warning: {msg}");
+            self.warnings.push(msg);
+        }
+    }
+
+    /// Asks the helper; a helper found gone is recorded as such.
+    fn ask<T>(&mut self, f: impl FnOnce(&mut BrokerClient) -> Result<T, BrokerError>) -> Result<T> {
+        let Some(b) = self.broker.as_mut() else { bail!("tprof's privileged helper is not running") };
+        match f(b) {
+            Ok(v) => Ok(v),
+            Err(BrokerError::Refused(why)) => bail!("{why}"),
+            Err(e @ BrokerError::Gone(_)) => {
+                let why = e.to_string();
+                self.broker_gone(&why);
+                bail!("{why}")
+            }
+        }
     }
 
     /// Attaches to the tprof probes of every file `pid` maps that was not scanned before.
     /// Returns how many sites were newly attached.
     pub fn attach_pid(&mut self, pid: u32) -> Result<usize> {
-        let files = discover::executable_files(pid).with_context(|| format!("listing the executable mappings of pid {pid}"))?;
+        // The helper opens the files by what is mapped (map_files), never by the paths the
+        // target names (discover::mapped), reads their notes, and creates a uprobe only at a
+        // probe site it found itself.
+        let scan = self.ask(|b| b.scan(pid)).with_context(|| format!("scanning the executable mappings of pid {pid}"))?;
+        for w in &scan.warnings {
+            self.warnings.push(format!("pid {pid}: {w}"));
+        }
+        for f in &scan.files {
+            if let Some(file) = &f.file {
+                self.files.insert(f.id, Arc::clone(file));
+            }
+        }
+        let mapped: Vec<MappedFile> = scan
+            .mappings
+            .iter()
+            .filter_map(|m| {
+                let file = Arc::clone(self.files.get(&m.file)?);
+                let mapping = Mapping { start: m.start, end: m.end, perms: m.perms.clone(), offset: m.offset, inode: m.inode, path: m.path.clone() };
+                Some(MappedFile { mapping, file })
+            })
+            .collect();
+        self.mapped.insert(pid, mapped);
         let mut attached = 0;
-        for file in files {
-            // Resolve through the target's root so targets in other mount namespaces work. A
-            // mapped path is the target's to choose (it can mount its own /proc): only our
-            // own /proc/PID/exe stand-in for a deleted executable is taken as given.
-            let own_exe = PathBuf::from(format!("/proc/{pid}/exe"));
-            let path = if file == own_exe { file.clone() } else { PathBuf::from(format!("/proc/{pid}/root{}", file.display())) };
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            // Never read a device, FIFO or socket the target pointed us at, nor a huge file.
-            if !meta.is_file() || meta.len() > MAX_ELF_BYTES {
-                self.warnings.push(format!("pid {pid}: {} is not a regular file of sane size: skipped", file.display()));
-                continue;
-            }
-            if !self.scanned.insert((pid, meta.dev(), meta.ino())) {
-                continue;
-            }
-            let report = match discover::read_notes_from_path(&path) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.warnings.push(format!("pid {pid}: {}: {e}", file.display()));
-                    continue;
-                }
-            };
-            for skipped in report.skipped {
-                self.warnings.push(format!("pid {pid}: {}: skipped a probe note: {skipped}", file.display()));
-            }
-            for site in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER) {
-                match self.attach_site(pid, &path, &site) {
+        for file in scan.files.into_iter().filter(|f| f.new) {
+            for d in file.sites {
+                let site = ProbeSite {
+                    provider: TPROF_PROVIDER.to_string(),
+                    args: discover::parse_args(&d.args),
+                    name: d.name,
+                    pc: d.pc,
+                    file_offset: d.file_offset,
+                    semaphore: d.semaphore,
+                    semaphore_offset: d.semaphore_offset,
+                    args_text: d.args,
+                };
+                match self.attach_site(pid, file.id, &site) {
                     Ok(()) => {
                         attached += 1;
-                        self.sites.push(AttachedSite { pid, path: file.clone(), site });
+                        self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
                     }
-                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display(), site.file_offset)),
+                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
                 }
             }
         }
         Ok(attached)
     }
 
-    fn attach_site(&mut self, pid: u32, path: &std::path::Path, site: &ProbeSite) -> Result<()> {
+    /// The executable mappings of `pid` with their open files, as of the last scan.
+    pub fn mapped_files(&self, pid: u32) -> Vec<MappedFile> {
+        self.mapped.get(&pid).cloned().unwrap_or_default()
+    }
+
+    /// Reads target memory through the helper (strings the kernel could not copy); None if
+    /// it cannot be read.
+    pub fn read_target(&mut self, pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+        match self.ask(|b| b.read(pid, addr, len)) {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) => None,
+            Err(e) => {
+                log::debug!("late read of pid {pid} at {addr:#x}: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn attach_site(&mut self, pid: u32, file: u64, site: &ProbeSite) -> Result<()> {
         let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
         let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
         let want = discover::tprof_probe_args(probe);
@@ -213,13 +289,14 @@ impl Session {
         let mut spec = UsdtSpec { probe, nargs: args.len() as u32, ..Default::default() };
         spec.args[..args.len()].copy_from_slice(args);
         let cookie = self.next_cookie;
+        let perf = self.ask(|b| b.attach(pid, file, site.file_offset, site.semaphore_offset))?;
         let mut specs: Array<&mut MapData, UsdtSpec> =
             Array::try_from(self.ebpf.map_mut("USDT_SPECS").ok_or_else(|| anyhow!("no USDT_SPECS map"))?)?;
         specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
         let name = usdt_program(probe);
         let prog: &UProbe = self.ebpf.program(name).ok_or_else(|| anyhow!("no {name} program"))?.try_into()?;
         let fd = prog.fd()?.as_fd();
-        let link = uprobe::attach(fd, self.pmu_type, path, site.file_offset, site.semaphore_offset, pid, u64::from(cookie))?;
+        let link = uprobe::link(fd, perf, &format!("tprof:{} at +{:#x}", site.name, site.file_offset), u64::from(cookie))?;
         self.next_cookie += 1;
         self.links.push(link);
         Ok(())
@@ -336,5 +413,7 @@ fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
 impl Drop for Session {
     fn drop(&mut self) {
         self.detach_usdt();
+        // Then the helper goes (it exits when its socket closes).
+        self.broker = None;
     }
 }

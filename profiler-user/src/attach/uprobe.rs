@@ -48,15 +48,9 @@ impl PerfEventAttr {
     }
 }
 
-/// Attaches `prog` to the USDT site at `offset` in `path` for process `pid`, arming the
-/// semaphore at file offset `ref_ctr_offset` (0: none), with attach cookie `cookie`.
-pub fn attach(prog: BorrowedFd<'_>, pmu_type: u32, path: &Path, offset: u64, ref_ctr_offset: u64, pid: u32, cookie: u64) -> Result<UprobeLink> {
-    let perf = open_event(pmu_type, path, offset, ref_ctr_offset, pid)?;
-    link(prog, perf, path, offset, cookie)
-}
-
-/// Opens the uprobe perf event (no program yet). `tprof doctor` uses it to check that this
-/// process may create uprobes at all.
+/// Opens the uprobe perf event at `offset` in `path` for process `pid`, arming the
+/// semaphore at file offset `ref_ctr_offset` (0: none); no program yet. tprof's privileged
+/// helper creates them (`broker`); `tprof doctor` checks with one that uprobes can be made.
 pub fn open_event(pmu_type: u32, path: &Path, offset: u64, ref_ctr_offset: u64, pid: u32) -> Result<OwnedFd> {
     if ref_ctr_offset > u64::from(u32::MAX) {
         bail!("semaphore offset {ref_ctr_offset:#x} in {} does not fit the kernel's 32 bits", path.display());
@@ -88,8 +82,9 @@ pub fn open_event(pmu_type: u32, path: &Path, offset: u64, ref_ctr_offset: u64, 
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
-/// Runs `prog` on the perf event, with `cookie`.
-fn link(prog: BorrowedFd<'_>, perf: OwnedFd, path: &Path, offset: u64, cookie: u64) -> Result<UprobeLink> {
+/// Runs `prog` on the uprobe perf event `perf` (`what` names it in errors), with `cookie`.
+/// Needs no capability (measured on 6.18): the program and the event exist already.
+pub fn link(prog: BorrowedFd<'_>, perf: OwnedFd, what: &str, cookie: u64) -> Result<UprobeLink> {
     // union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags, perf_event.bpf_cookie.
     let mut battr = [0u8; 64];
     battr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
@@ -100,7 +95,7 @@ fn link(prog: BorrowedFd<'_>, perf: OwnedFd, path: &Path, offset: u64, cookie: u
     let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, battr.as_ptr(), battr.len() as libc::c_uint) };
     if link < 0 {
         let err = std::io::Error::last_os_error();
-        bail!("BPF_LINK_CREATE (perf event, cookie {cookie}) for {}:{offset:#x} failed: {err}", path.display());
+        bail!("BPF_LINK_CREATE (perf event, cookie {cookie}) for {what} failed: {err}");
     }
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     let link = unsafe { OwnedFd::from_raw_fd(link as libc::c_int) };

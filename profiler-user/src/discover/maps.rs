@@ -6,8 +6,9 @@
 //! brackets (`[vdso]`, `[stack]`, `[anon:name]`); a file unlinked since it was mapped ends in
 //! ` (deleted)`. libbpf's `usdt.c` follows the same approach to find a process's libraries.
 //!
-//! [`executable_files`] returns plain paths as the process names them, not
-//! `/proc/PID/root/...`: a target in another mount namespace is not handled yet.
+//! [`executable_files`] returns plain paths as the process names them: for display only.
+//! They are the target's to choose, so tprof never opens them: it opens what is mapped
+//! ([`super::mapped`]).
 
 use std::path::{Path, PathBuf};
 

@@ -4,12 +4,15 @@
 //! * [`maps`] lists a process's executable files from `/proc/PID/maps`;
 //! * [`notes`] reads each file's SystemTap SDT notes (`.note.stapsdt`) into [`ProbeSite`]s,
 //!   with uprobe-ready file offsets;
+//! * [`mapped`] opens those files by what is mapped (`/proc/PID/map_files`), never by a
+//!   path the target controls ([`target_file`]);
 //! * [`argspec`] turns a note's argument spec into [`profiler_common::UsdtArg`]s.
 //!
 //! Format: <https://sourceware.org/systemtap/wiki/UserSpaceProbeImplementation>; libbpf's
 //! `usdt.c` is the known-good reference design.
 
 pub mod argspec;
+pub mod mapped;
 pub mod maps;
 pub mod notes;
 pub mod target_file;

@@ -1,0 +1,360 @@
+//! tprof's privileged helper: privilege separation for the one thing the session keeps doing
+//! that needs real privilege, creating uprobes.
+//!
+//! Creating a uprobe perf event needs `CAP_SYS_ADMIN` on kernels such as 6.18
+//! (`CAP_PERFMON` is refused with EACCES), and a session creates uprobes until it ends: a
+//! library dlopen'ed later, or a new image after exec, gets its probes attached by the next
+//! rescan. Rather than keep `CAP_SYS_ADMIN` in the process that parses ring records, talks
+//! HTTP to collectors and symbolizes stacks, tprof starts this helper before anything else
+//! (`/proc/self/exe __broker`, re-executed: no fork of a multithreaded process runs Rust
+//! code), over an inherited `SOCK_SEQPACKET` socketpair, then drops every capability of its
+//! own ([`super::drop_privs`]).
+//!
+//! ## What the helper keeps, and why
+//!
+//! `CAP_SYS_ADMIN` (the uprobe PMU; also lets it open `/proc/PID/map_files`),
+//! `CAP_SYS_PTRACE` (reading the maps of, opening the mapped files of, creating a uprobe
+//! event for, and reading the memory of a target that is root, of another uid, or
+//! non-dumpable: without it the kernel refuses even uid 0 once its capabilities are fewer
+//! than the target's), `CAP_DAC_READ_SEARCH` (a mapped file whose own mode would refuse
+//! uid 0 without capabilities). Nothing else: its bounding set is cut to these three,
+//! `no_new_privs` is set, it is not dumpable, stays uid 0, and dies with tprof (socket EOF,
+//! and `PR_SET_PDEATHSIG`).
+//!
+//! ## What it does, and nothing else
+//!
+//! It serves the [`Request`]s of [`super::broker_proto`] for the pids given on its command
+//! line when tprof started it (while tprof was still fully privileged), a list the other side
+//! can never extend:
+//!
+//! * `Scan`: it reads the pid's maps itself, opens each executable file by what is mapped
+//!   (`discover::mapped`), reads the notes itself, and returns each file (fd passed along the
+//!   first time, for the symbolizer), the tprof probe sites of new files and the mappings.
+//! * `Attach`: creates the uprobe perf event only at a tprof probe site it found in that
+//!   very file of that pid, with that site's semaphore, once per site; the kernel is handed
+//!   the helper's own open file (`/proc/self/fd/N`), never a path. The perf event fd goes back;
+//!   tprof links its already loaded program to it (`BPF_LINK_CREATE` on an existing program
+//!   and perf event needs no capability on 6.18: measured by `tests/drop_privs.rs`).
+//! * `Read`: at most [`MAX_READ`] bytes of a session pid's memory (`process_vm_readv`, which
+//!   honours the target's page protections): the strings the kernel could not copy.
+//!
+//! Every pid is held as a pidfd from startup: a request for a process that has exited is
+//! refused, and an operation is undone if the process exited while it ran, so a reused pid
+//! never gets a probe or a read. A helper that dies takes nothing with it: what was attached
+//! stays attached (the perf events live in tprof), and tprof says what it can no longer do.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::broker_proto::{chunks, Channel, MapDesc, Reply, Request, SiteDesc, MAX_READ, MAX_SITE_TEXT};
+use super::drop_privs::{drop_after_attach, DropOptions, Needs};
+use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
+
+/// The hidden subcommand that runs the helper.
+pub const SUBCOMMAND: &str = "__broker";
+/// Most probe sites the helper creates uprobes for, over the whole session.
+const MAX_ATTACHED: usize = super::MAX_SITES as usize;
+/// Most files it keeps open, over the whole session.
+const MAX_FILES: usize = 4096;
+
+/// A reply and the fd that goes with it.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub reply: Reply,
+    pub fd: Option<OwnedFd>,
+}
+
+impl Outgoing {
+    fn plain(reply: Reply) -> Outgoing {
+        Outgoing { reply, fd: None }
+    }
+    fn refused(reason: impl Into<String>) -> Outgoing {
+        Outgoing::plain(Reply::Refused { reason: reason.into() })
+    }
+}
+
+struct Target {
+    pid: u32,
+    /// None: the process was gone when the helper started.
+    pidfd: Option<OwnedFd>,
+}
+
+struct BrokerFile {
+    pid: u32,
+    dev: u64,
+    ino: u64,
+    display: String,
+    file: Arc<File>,
+    /// The file's tprof probe sites, as the helper read them.
+    sites: Vec<ProbeSite>,
+    /// (offset, semaphore) of the sites attached already.
+    attached: HashSet<(u64, u64)>,
+}
+
+/// The helper's state: the session's pids, and the files it opened for them (a file's id
+/// is its index).
+pub struct Broker {
+    targets: Vec<Target>,
+    pmu_type: u32,
+    files: Vec<BrokerFile>,
+    attached: usize,
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+impl Broker {
+    /// The helper for `pids`, creating uprobes on PMU `pmu_type`.
+    pub fn new(pids: &[u32], pmu_type: u32) -> Broker {
+        let targets = pids.iter().map(|&pid| Target { pid, pidfd: pidfd_open(pid) }).collect();
+        Broker { targets, pmu_type, files: Vec::new(), attached: 0 }
+    }
+
+    /// Handles one request: the replies to send, the last one final.
+    pub fn handle(&mut self, req: Request) -> Vec<Outgoing> {
+        let result = match req {
+            Request::Scan { pid } => self.scan(pid),
+            Request::Attach { pid, file, offset, semaphore } => self.attach(pid, file, offset, semaphore).map(|o| vec![o]),
+            Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
+        };
+        result.unwrap_or_else(|why| vec![Outgoing::refused(why)])
+    }
+
+    /// The session's target `pid`, still alive; refused otherwise.
+    fn live_target(&self, pid: u32) -> Result<&Target, String> {
+        let t = self.targets.iter().find(|t| t.pid == pid).ok_or_else(|| format!("pid {pid} is not a process of this session"))?;
+        if !alive(t) {
+            return Err(format!("pid {pid} has exited"));
+        }
+        Ok(t)
+    }
+
+    fn scan(&mut self, pid: u32) -> Result<Vec<Outgoing>, String> {
+        self.live_target(pid)?;
+        let scan = discover::mapped::exec_files(pid).map_err(|e| format!("{e:#}"))?;
+        let mut out: Vec<Outgoing> = scan.warnings.into_iter().map(|message| Outgoing::plain(Reply::Warning { message })).collect();
+        let mut ids = Vec::with_capacity(scan.files.len());
+        for f in scan.files {
+            if let Some(id) = self.files.iter().position(|b| b.pid == pid && b.dev == f.dev && b.ino == f.ino) {
+                out.push(Outgoing::plain(Reply::File { id: id as u64, display: f.display, new: false }));
+                ids.push(Some(id as u64));
+                continue;
+            }
+            if self.files.len() >= MAX_FILES {
+                out.push(Outgoing::plain(Reply::Warning { message: format!("{}: not scanned: more than {MAX_FILES} files this session", f.display) }));
+                ids.push(None);
+                continue;
+            }
+            let (sites, warnings) = tprof_sites(&f.file, &f.display);
+            let id = self.files.len() as u64;
+            let fd = f.file.as_fd().try_clone_to_owned().map_err(|e| format!("dup of {}: {e}", f.display))?;
+            out.extend(warnings.into_iter().map(|message| Outgoing::plain(Reply::Warning { message })));
+            out.push(Outgoing { reply: Reply::File { id, display: f.display.clone(), new: true }, fd: Some(fd) });
+            let descs: Vec<SiteDesc> = sites
+                .iter()
+                .map(|s| SiteDesc {
+                    name: s.name.clone(),
+                    pc: s.pc,
+                    file_offset: s.file_offset,
+                    semaphore: s.semaphore,
+                    semaphore_offset: s.semaphore_offset,
+                    args: s.args_text.clone(),
+                })
+                .collect();
+            for part in chunks(descs) {
+                out.push(Outgoing::plain(Reply::Sites { file: id, sites: part }));
+            }
+            self.files.push(BrokerFile { pid, dev: f.dev, ino: f.ino, display: f.display, file: f.file, sites, attached: HashSet::new() });
+            ids.push(Some(id));
+        }
+        let maps: Vec<MapDesc> = scan
+            .mappings
+            .into_iter()
+            .filter_map(|(m, i)| {
+                let file = ids.get(i).copied().flatten()?;
+                Some(MapDesc { start: m.start, end: m.end, offset: m.offset, perms: m.perms, inode: m.inode, path: m.path, file })
+            })
+            .collect();
+        for part in chunks(maps) {
+            out.push(Outgoing::plain(Reply::Mappings { maps: part }));
+        }
+        out.push(Outgoing::plain(Reply::Done));
+        Ok(out)
+    }
+
+    fn attach(&mut self, pid: u32, file: u64, offset: u64, semaphore: u64) -> Result<Outgoing, String> {
+        self.live_target(pid)?;
+        let pmu_type = self.pmu_type;
+        let f = usize::try_from(file)
+            .ok()
+            .and_then(|i| self.files.get_mut(i))
+            .filter(|f| f.pid == pid)
+            .ok_or_else(|| format!("file {file} is not a file scanned in pid {pid}"))?;
+        if !f.sites.iter().any(|s| s.file_offset == offset && s.semaphore_offset == semaphore) {
+            return Err(format!("{}+{offset:#x} (semaphore {semaphore:#x}) is not a tprof probe site of that file", f.display));
+        }
+        if f.attached.contains(&(offset, semaphore)) {
+            return Err(format!("{}+{offset:#x} is attached already", f.display));
+        }
+        if self.attached >= MAX_ATTACHED {
+            return Err(format!("more than {MAX_ATTACHED} probe sites this session"));
+        }
+        let path = discover::target_file::fd_path(&f.file);
+        let perf = super::uprobe::open_event(pmu_type, &path, offset, semaphore, pid).map_err(|e| format!("{}: {e:#}", f.display))?;
+        f.attached.insert((offset, semaphore));
+        self.attached += 1;
+        // The process may have exited while the event was created, and its pid been reused:
+        // then the event is dropped (closed) here, never handed out.
+        self.live_target(pid)?;
+        Ok(Outgoing { reply: Reply::Attached, fd: Some(perf) })
+    }
+
+    fn read(&self, pid: u32, addr: u64, len: u32) -> Result<Outgoing, String> {
+        self.live_target(pid)?;
+        if len == 0 || len > MAX_READ {
+            return Err(format!("reads are 1 to {MAX_READ} bytes, not {len}"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: `local` describes `buf`, owned and alive for the call; the remote range is
+        // only read, by the kernel, with the target's page protections.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return Err(format!("reading {len} bytes at {addr:#x} of pid {pid}: {}", std::io::Error::last_os_error()));
+        }
+        self.live_target(pid)?;
+        buf.truncate(n as usize);
+        Ok(Outgoing::plain(Reply::Bytes { data: buf }))
+    }
+}
+
+fn alive(t: &Target) -> bool {
+    let Some(fd) = &t.pidfd else { return false };
+    // SAFETY: pidfd_send_signal with signal 0 (existence check only), no siginfo, no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0) };
+    rc == 0
+}
+
+/// The tprof probe sites of a file whose text fits the protocol, and warnings for the rest.
+fn tprof_sites(file: &File, display: &str) -> (Vec<ProbeSite>, Vec<String>) {
+    let report = match discover::mapped::read_file_notes(file, display) {
+        Ok(r) => r,
+        Err(e) => return (Vec::new(), vec![format!("{e:#}")]),
+    };
+    let mut warnings: Vec<String> = report.skipped.iter().map(|s| format!("{display}: skipped a probe note: {s}")).collect();
+    let mut sites = Vec::new();
+    for s in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER) {
+        if s.name.len() > MAX_SITE_TEXT || s.args_text.len() > MAX_SITE_TEXT {
+            warnings.push(format!("{display}: skipped a tprof probe note with a name or argument spec over {MAX_SITE_TEXT} bytes"));
+            continue;
+        }
+        sites.push(s);
+    }
+    (sites, warnings)
+}
+
+/// Command line of the helper: `__broker --fd N --parent PID [--pid PID]...`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Args {
+    pub fd: i32,
+    pub parent: u32,
+    pub pids: Vec<u32>,
+}
+
+pub fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut it = args.iter();
+    let (mut fd, mut parent, mut pids) = (None, None, Vec::new());
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--fd" => fd = Some(value.parse::<i32>().map_err(|e| format!("--fd {value}: {e}"))?),
+            "--parent" => parent = Some(value.parse::<u32>().map_err(|e| format!("--parent {value}: {e}"))?),
+            "--pid" => pids.push(value.parse::<u32>().map_err(|e| format!("--pid {value}: {e}"))?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args { fd: fd.ok_or("--fd is required")?, parent: parent.ok_or("--parent is required")?, pids })
+}
+
+/// `tprof __broker ...`: `args` are the arguments after the subcommand. Not for people:
+/// tprof starts it (see [`super::broker_client`]).
+pub fn main(args: &[String]) -> ExitCode {
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tprof: privileged helper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn die_with_parent(parent: u32) -> Result<(), String> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(format!("PR_SET_PDEATHSIG: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: getppid has no arguments and cannot fail.
+    let ppid = unsafe { libc::getppid() } as u32;
+    if ppid != parent {
+        return Err(format!("tprof (pid {parent}) is gone"));
+    }
+    Ok(())
+}
+
+/// The helper's process name (`ps`, `/proc/PID/comm`).
+pub const COMM: &std::ffi::CStr = c"tprof-helper";
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let args = parse_args(args)?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, ours.
+    unsafe { libc::prctl(libc::PR_SET_NAME, COMM.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    die_with_parent(args.parent)?;
+    if args.fd < 3 {
+        return Err(format!("--fd {} is a standard stream", args.fd));
+    }
+    // SAFETY: the fd tprof passed on our command line: the socketpair end it left open for
+    // us across exec, owned by nobody else in this process.
+    let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(args.fd) });
+    let pmu = super::uprobe::uprobe_pmu_type().map_err(|e| format!("{e:#}"))?;
+    let mut broker = Broker::new(&args.pids, pmu);
+    let dropped = drop_after_attach(&DropOptions { needs: Needs::broker(), user: None }).map_err(|e| format!("dropping privileges: {e:#}"))?;
+    // SAFETY: prctl with integer arguments only. Not dumpable: no core file, and nothing of
+    // this uid may ptrace it.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error()));
+    }
+    // Credential changes may clear the parent-death signal: set it again.
+    die_with_parent(args.parent)?;
+    let privileges = format!("privileged helper (pid {}): {dropped}", std::process::id());
+    chan.send(&Reply::Ready { pid: std::process::id(), privileges }, None).map_err(|e| format!("sending to tprof: {e}"))?;
+    loop {
+        let replies = match chan.recv::<Request>(None) {
+            Ok((req, fd)) => {
+                drop(fd); // requests carry none
+                broker.handle(req)
+            }
+            Err(super::broker_proto::RecvError::Closed) => return Ok(()),
+            Err(super::broker_proto::RecvError::Bad(why)) => vec![Outgoing::refused(format!("unreadable request: {why}"))],
+            Err(e) => return Err(format!("receiving from tprof: {e}")),
+        };
+        for o in replies {
+            match chan.send(&o.reply, o.fd.as_ref().map(|f| f.as_fd())) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Ok(()),
+                Err(e) => return Err(format!("sending to tprof: {e}")),
+            }
+            // `o.fd` closes here: the helper keeps no perf event, so a dead tprof leaves none.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The helper's request validation, without a kernel uprobe: what it refuses never reaches
+//! a syscall. (Creating real uprobes through it is end-to-end tested in tests/.)
+
+use super::*;
+
+fn me() -> u32 {
+    std::process::id()
+}
+
+/// A helper for this process, with this test binary as file 0 carrying one fake tprof site
+/// at offset 0x1000, semaphore 0x20.
+fn broker_with_a_site() -> Broker {
+    let mut b = Broker::new(&[me()], 0);
+    let exe = std::env::current_exe().unwrap();
+    let file = Arc::new(File::open(&exe).unwrap());
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().unwrap();
+    let site = ProbeSite {
+        provider: TPROF_PROVIDER.into(),
+        name: "task_end".into(),
+        pc: 0x1000,
+        file_offset: 0x1000,
+        semaphore: 0x20,
+        semaphore_offset: 0x20,
+        args_text: "8@%rdi 8@%rsi 8@%rdx".into(),
+        args: Ok(Vec::new()),
+    };
+    b.files.push(BrokerFile { pid: me(), dev: meta.dev(), ino: meta.ino(), display: exe.display().to_string(), file, sites: vec![site], attached: HashSet::new() });
+    b
+}
+
+fn refusal(out: Vec<Outgoing>) -> String {
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].fd.is_none(), "a refusal carries no fd");
+    match &out[0].reply {
+        Reply::Refused { reason } => reason.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn pids_outside_the_session_are_refused() {
+    let mut b = broker_with_a_site();
+    let other = 1;
+    for req in [
+        Request::Scan { pid: other },
+        Request::Attach { pid: other, file: 0, offset: 0x1000, semaphore: 0x20 },
+        Request::Read { pid: other, addr: 0x1000, len: 8 },
+    ] {
+        let why = refusal(b.handle(req.clone()));
+        assert!(why.contains("pid 1 is not a process of this session"), "{req:?}: {why}");
+    }
+}
+
+#[test]
+fn offsets_that_are_not_probe_sites_are_refused() {
+    let mut b = broker_with_a_site();
+    for (offset, semaphore) in [(0x1001, 0x20), (0xfff, 0x20), (0x1000, 0), (0x1000, 0x21), (0, 0)] {
+        let why = refusal(b.handle(Request::Attach { pid: me(), file: 0, offset, semaphore }));
+        assert!(why.contains("is not a tprof probe site of that file"), "{offset:#x}/{semaphore:#x}: {why}");
+    }
+    let why = refusal(b.handle(Request::Attach { pid: me(), file: 1, offset: 0x1000, semaphore: 0x20 }));
+    assert!(why.contains("file 1 is not a file scanned in pid"), "{why}");
+    let why = refusal(b.handle(Request::Attach { pid: me(), file: u64::MAX, offset: 0x1000, semaphore: 0x20 }));
+    assert!(why.contains("is not a file scanned"), "{why}");
+    assert_eq!(b.attached, 0, "nothing was created");
+}
+
+#[test]
+fn a_file_of_another_session_pid_is_refused() {
+    // Two session pids: a file scanned in one cannot be attached in the other.
+    let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+    let mut b = broker_with_a_site();
+    b.targets.push(Target { pid: child.id(), pidfd: pidfd_open(child.id()) });
+    let why = refusal(b.handle(Request::Attach { pid: child.id(), file: 0, offset: 0x1000, semaphore: 0x20 }));
+    assert!(why.contains("is not a file scanned in pid"), "{why}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let why = refusal(b.handle(Request::Scan { pid: child.id() }));
+    assert!(why.contains("has exited"), "a pid whose process exited is refused (its number may be reused): {why}");
+}
+
+#[test]
+fn reads_are_bounded() {
+    let mut b = broker_with_a_site();
+    let data = *b"tprof helper read";
+    let addr = data.as_ptr() as u64;
+    for len in [0, MAX_READ + 1, u32::MAX] {
+        let why = refusal(b.handle(Request::Read { pid: me(), addr, len }));
+        assert!(why.contains("reads are 1 to 128 bytes"), "{len}: {why}");
+    }
+    let out = b.handle(Request::Read { pid: me(), addr, len: data.len() as u32 });
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].reply, Reply::Bytes { data: data.to_vec() });
+    let why = refusal(b.handle(Request::Read { pid: me(), addr: 8, len: 8 }));
+    assert!(why.contains("Bad address"), "an unmapped address: {why}");
+}
+
+#[test]
+fn scans_pass_each_file_once_and_end_with_done() {
+    let mut b = Broker::new(&[me()], 0);
+    let first = b.handle(Request::Scan { pid: me() });
+    assert_eq!(first.last().map(|o| &o.reply), Some(&Reply::Done), "{first:?}");
+    let files: Vec<&Outgoing> = first.iter().filter(|o| matches!(o.reply, Reply::File { .. })).collect();
+    assert!(!files.is_empty());
+    assert!(files.iter().all(|o| matches!(o.reply, Reply::File { new: true, .. }) && o.fd.is_some()), "new files come with their fd");
+    let maps = first.iter().filter_map(|o| if let Reply::Mappings { maps } = &o.reply { Some(maps.len()) } else { None }).sum::<usize>();
+    assert!(maps >= files.len(), "every file has an executable mapping");
+    let again = b.handle(Request::Scan { pid: me() });
+    assert!(again.iter().all(|o| o.fd.is_none()), "known files are not passed again");
+    assert!(again.iter().any(|o| matches!(o.reply, Reply::File { new: false, .. })));
+}
+
+#[test]
+fn command_line() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![1, 2] }));
+    assert!(parse_args(&s(&["--fd", "5"])).is_err(), "--parent is required");
+    assert!(parse_args(&s(&["--fd", "x", "--parent", "1"])).is_err());
+    assert!(parse_args(&s(&["--pid"])).is_err());
+    assert!(parse_args(&s(&["--what", "1"])).is_err());
+}
