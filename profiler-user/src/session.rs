@@ -241,6 +241,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
         p.report.warnings.push(format!("the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"));
     }
     p.report.sites = session.sites.len();
+    p.report.probe_links = session.probe_links().to_string();
     p.report.duration_ns = start.elapsed().as_nanos() as u64;
     p.report.warnings.extend(session.warnings.iter().cloned());
     p.report.stop_reason = stop_reason;

@@ -49,7 +49,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::broker_proto::{chunks, Channel, MapDesc, Reply, Request, SiteDesc, MAX_READ, MAX_SITE_TEXT};
+use super::broker_proto::{
+    chunks, Channel, MapDesc, MultiSiteDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_SITE_TEXT,
+};
 use super::drop_privs::{drop_after_attach, DropOptions, Needs};
 use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
 
@@ -101,6 +103,8 @@ pub struct Broker {
     pmu_type: u32,
     files: Vec<BrokerFile>,
     attached: usize,
+    /// The USDT programs tprof handed over for uprobe_multi links, by slot.
+    programs: [Option<OwnedFd>; 2],
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -114,17 +118,71 @@ impl Broker {
     /// The helper for `pids`, creating uprobes on PMU `pmu_type`.
     pub fn new(pids: &[u32], pmu_type: u32) -> Broker {
         let targets = pids.iter().map(|&pid| Target { pid, pidfd: pidfd_open(pid) }).collect();
-        Broker { targets, pmu_type, files: Vec::new(), attached: 0 }
+        Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None] }
     }
 
     /// Handles one request: the replies to send, the last one final.
     pub fn handle(&mut self, req: Request) -> Vec<Outgoing> {
+        self.handle_with_fd(req, None)
+    }
+
+    /// Handles one request and the fd that came with it (only [`Request::Program`] takes
+    /// one; any other is closed).
+    pub fn handle_with_fd(&mut self, req: Request, fd: Option<OwnedFd>) -> Vec<Outgoing> {
         let result = match req {
             Request::Scan { pid } => self.scan(pid),
             Request::Attach { pid, file, offset, semaphore } => self.attach(pid, file, offset, semaphore).map(|o| vec![o]),
             Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
+            Request::Program { slot } => self.keep_program(slot, fd).map(|o| vec![o]),
+            Request::AttachMulti { pid, file, slot, sites } => self.attach_multi(pid, file, slot, &sites).map(|o| vec![o]),
         };
         result.unwrap_or_else(|why| vec![Outgoing::refused(why)])
+    }
+
+    fn keep_program(&mut self, slot: u32, fd: Option<OwnedFd>) -> Result<Outgoing, String> {
+        let fd = fd.ok_or("a program request without its fd")?;
+        let place = self.programs.get_mut(slot as usize).ok_or_else(|| format!("no program slot {slot}"))?;
+        if place.is_some() {
+            return Err(format!("program slot {slot} is set already"));
+        }
+        *place = Some(fd);
+        Ok(Outgoing::plain(Reply::Kept))
+    }
+
+    /// One uprobe_multi link over `sites` of a scanned file: every site must be a tprof
+    /// probe site of that file not attached yet, or nothing is done.
+    fn attach_multi(&mut self, pid: u32, file: u64, slot: u32, sites: &[MultiSiteDesc]) -> Result<Outgoing, String> {
+        self.live_target(pid)?;
+        let prog = self.programs.get(slot as usize).and_then(Option::as_ref).ok_or_else(|| format!("no program in slot {slot}"))?;
+        if sites.is_empty() || sites.len() > MAX_MULTI_SITES {
+            return Err(format!("1 to {MAX_MULTI_SITES} sites per link, not {}", sites.len()));
+        }
+        if self.attached + sites.len() > MAX_ATTACHED {
+            return Err(format!("more than {MAX_ATTACHED} probe sites this session"));
+        }
+        let f = usize::try_from(file)
+            .ok()
+            .and_then(|i| self.files.get_mut(i))
+            .filter(|f| f.pid == pid)
+            .ok_or_else(|| format!("file {file} is not a file scanned in pid {pid}"))?;
+        let mut seen = HashSet::new();
+        for s in sites {
+            if !f.sites.iter().any(|p| p.file_offset == s.offset && p.semaphore_offset == s.semaphore) {
+                return Err(format!("{}+{:#x} (semaphore {:#x}) is not a tprof probe site of that file", f.display, s.offset, s.semaphore));
+            }
+            if f.attached.contains(&(s.offset, s.semaphore)) || !seen.insert((s.offset, s.semaphore)) {
+                return Err(format!("{}+{:#x} is attached already", f.display, s.offset));
+            }
+        }
+        let path = discover::target_file::fd_path(&f.file);
+        let multi: Vec<super::multi::MultiSite> =
+            sites.iter().map(|s| super::multi::MultiSite { offset: s.offset, ref_ctr_offset: s.semaphore, cookie: s.cookie }).collect();
+        let link = super::multi::link(prog.as_fd(), &path, pid, &multi).map_err(|e| format!("{}: {e:#}", f.display))?;
+        f.attached.extend(seen);
+        self.attached += sites.len();
+        // As for a perf event: a pid reused meanwhile gets nothing (the link closes here).
+        self.live_target(pid)?;
+        Ok(Outgoing { reply: Reply::Attached, fd: Some(link) })
     }
 
     /// The session's target `pid`, still alive; refused otherwise.
@@ -337,10 +395,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     chan.send(&Reply::Ready { pid: std::process::id(), privileges }, None).map_err(|e| format!("sending to tprof: {e}"))?;
     loop {
         let replies = match chan.recv::<Request>(None) {
-            Ok((req, fd)) => {
-                drop(fd); // requests carry none
-                broker.handle(req)
-            }
+            Ok((req, fd)) => broker.handle_with_fd(req, fd),
             Err(super::broker_proto::RecvError::Closed) => return Ok(()),
             Err(super::broker_proto::RecvError::Bad(why)) => vec![Outgoing::refused(format!("unreadable request: {why}"))],
             Err(e) => return Err(format!("receiving from tprof: {e}")),

@@ -1,7 +1,7 @@
 //! tprof's side of the privileged helper ([`super::broker`]): starting it, and its requests.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::broker::SUBCOMMAND;
-use super::broker_proto::{Channel, MapDesc, RecvError, Reply, Request, SiteDesc, MAX_READ};
+use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, RecvError, Reply, Request, SiteDesc, MAX_READ};
 
 /// Longest wait for the helper to start, and to answer a scan (it reads whole binaries).
 const SLOW: Duration = Duration::from_secs(60);
@@ -162,6 +162,28 @@ impl BrokerClient {
     pub fn attach(&mut self, pid: u32, file: u64, offset: u64, semaphore: u64) -> Result<OwnedFd, BrokerError> {
         self.send(&Request::Attach { pid, file, offset, semaphore })?;
         match self.recv(QUICK)? {
+            (Reply::Attached, Some(fd)) => Ok(fd),
+            (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
+            (other, fd) => Err(self.gone(format!("unexpected answer to an attach: {other:?} (fd: {})", fd.is_some()))),
+        }
+    }
+
+    /// Hands the helper a USDT program loaded for uprobe_multi links (see [`Request::Program`]).
+    pub fn program(&mut self, slot: u32, prog: BorrowedFd<'_>) -> Result<(), BrokerError> {
+        let r = self.chan()?.send(&Request::Program { slot }, Some(prog));
+        r.map_err(|e| self.gone(format!("sending a request: {e}")))?;
+        match self.recv(QUICK)? {
+            (Reply::Kept, None) => Ok(()),
+            (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
+            (other, fd) => Err(self.gone(format!("unexpected answer to a program: {other:?} (fd: {})", fd.is_some()))),
+        }
+    }
+
+    /// A uprobe_multi link of program `slot` over `sites` of a scanned file (see
+    /// [`Request::AttachMulti`]).
+    pub fn attach_multi(&mut self, pid: u32, file: u64, slot: u32, sites: Vec<MultiSiteDesc>) -> Result<OwnedFd, BrokerError> {
+        self.send(&Request::AttachMulti { pid, file, slot, sites })?;
+        match self.recv(SLOW)? {
             (Reply::Attached, Some(fd)) => Ok(fd),
             (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
             (other, fd) => Err(self.gone(format!("unexpected answer to an attach: {other:?} (fd: {})", fd.is_some()))),

@@ -32,7 +32,26 @@ pub enum Request {
     Attach { pid: u32, file: u64, offset: u64, semaphore: u64 },
     /// Read at most [`MAX_READ`] bytes of `pid`'s memory at `addr`.
     Read { pid: u32, addr: u64, len: u32 },
+    /// Keep the USDT program whose fd rides along (loaded for uprobe_multi links) as
+    /// program `slot` (0 or 1), for [`Request::AttachMulti`]; once per slot.
+    Program { slot: u32 },
+    /// Create one uprobe_multi link of program `slot` on sites of file `file` of `pid`:
+    /// only tprof probe sites the helper found in that file, each once.
+    AttachMulti { pid: u32, file: u64, slot: u32, sites: Vec<MultiSiteDesc> },
 }
+
+/// A site of a [`Request::AttachMulti`]: its offset, semaphore offset (0: none) and the
+/// cookie the program will see there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiSiteDesc {
+    pub offset: u64,
+    pub semaphore: u64,
+    pub cookie: u64,
+}
+
+/// Most sites in one [`Request::AttachMulti`] (keeps the message well under
+/// [`MAX_MESSAGE`]).
+pub const MAX_MULTI_SITES: usize = 256;
 
 /// A tprof probe site as the helper read it from a file's notes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +93,10 @@ pub enum Reply {
     Warning { message: String },
     /// The end of a scan.
     Done,
-    /// The uprobe perf event fd rides along.
+    /// The uprobe perf event (or uprobe_multi link) fd rides along.
     Attached,
+    /// A [`Request::Program`] was kept.
+    Kept,
     /// Target memory.
     Bytes { data: Vec<u8> },
     /// The request was refused or failed; nothing was done.

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod broker_client;
 pub mod broker_proto;
 pub mod drop_privs;
+pub mod multi;
 pub mod privileges;
 pub mod uprobe;
 
@@ -52,6 +53,11 @@ const TRACEPOINTS: [&str; 12] = [
 const USDT_PROGRAM: &str = "tprof_usdt";
 const USDT_FAST_PROGRAM: &str = "tprof_usdt_fast";
 
+/// The uprobe_multi program slot of `probe`: 0 for [`USDT_PROGRAM`], 1 for the fast one.
+fn usdt_slot(probe: u32) -> u32 {
+    u32::from(usdt_program(probe) != USDT_PROGRAM)
+}
+
 /// The program that handles `probe` (see the eBPF side's docs for why there are two).
 fn usdt_program(probe: u32) -> &'static str {
     use profiler_common::probe::*;
@@ -91,6 +97,11 @@ pub struct Session {
     /// aya-log reader, with --debug-ebpf.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     links: Vec<uprobe::UprobeLink>,
+    /// The USDT programs loaded for uprobe_multi links (by [`usdt_slot`]), when the kernel
+    /// has them: sites are then attached with one link per file and program, and the helper
+    /// holds copies of these to create the links.
+    multi: Option<[std::os::fd::OwnedFd; 2]>,
+    multi_links: Vec<std::os::fd::OwnedFd>,
     pub sites: Vec<AttachedSite>,
     /// Problems that did not stop the session (a bad note, an unsupported argument spec).
     pub warnings: Vec<String>,
@@ -154,6 +165,22 @@ impl Session {
                 .with_context(|| format!("{name} is not a uprobe program"))?;
             usdt.load().with_context(|| format!("loading the USDT program {name}"))?;
         }
+        // The same programs again, for uprobe_multi links (see multi.rs); without them (a
+        // kernel before 6.6), one perf event per site.
+        let mut warnings = Vec::new();
+        let multi = match multi::load(obj, &ebpf, &[(USDT_PROGRAM, true), (USDT_FAST_PROGRAM, false)]) {
+            Ok(v) => match <[std::os::fd::OwnedFd; 2]>::try_from(v) {
+                Ok(pair) => Some(pair),
+                Err(_) => None,
+            },
+            Err(e) => {
+                warnings.push(format!(
+                    "uprobe_multi links unavailable ({e:#}): one perf event per probe site instead (slower to detach; \
+                     the target's main thread pays a perf context switch at each of its context switches)"
+                ));
+                None
+            }
+        };
         let logger = if opts.debug_ebpf {
             Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger (--debug-ebpf)")?)
         } else {
@@ -162,9 +189,11 @@ impl Session {
         Ok(Session {
             logger,
             ebpf,
+            multi,
+            multi_links: Vec::new(),
             links: Vec::new(),
             sites: Vec::new(),
-            warnings: Vec::new(),
+            warnings,
             broker: None,
             files: HashMap::new(),
             mapped: HashMap::new(),
@@ -175,6 +204,20 @@ impl Session {
     /// Hands the session its privileged helper (see [`broker`]).
     pub fn set_broker(&mut self, broker: BrokerClient) {
         self.broker = Some(broker);
+        // The helper creates the uprobe_multi links (checking every offset): it needs the
+        // programs.
+        if let Some(progs) = self.multi.take() {
+            let mut handed = Ok(());
+            for (slot, p) in progs.iter().enumerate() {
+                if handed.is_ok() {
+                    handed = self.ask(|b| b.program(slot as u32, p.as_fd()));
+                }
+            }
+            match handed {
+                Ok(()) => self.multi = Some(progs),
+                Err(e) => self.warnings.push(format!("uprobe_multi links unavailable ({e:#}): one perf event per probe site instead")),
+            }
+        }
     }
 
     /// The helper's pid, while it runs.
@@ -235,8 +278,10 @@ impl Session {
         self.mapped.insert(pid, mapped);
         let mut attached = 0;
         for file in scan.files.into_iter().filter(|f| f.new) {
-            for d in file.sites {
-                let site = ProbeSite {
+            let sites: Vec<ProbeSite> = file
+                .sites
+                .into_iter()
+                .map(|d| ProbeSite {
                     provider: TPROF_PROVIDER.to_string(),
                     args: discover::parse_args(&d.args),
                     name: d.name,
@@ -245,17 +290,85 @@ impl Session {
                     semaphore: d.semaphore,
                     semaphore_offset: d.semaphore_offset,
                     args_text: d.args,
-                };
-                match self.attach_site(pid, file.id, &site) {
-                    Ok(()) => {
-                        attached += 1;
-                        self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
+                })
+                .collect();
+            attached += if self.multi.is_some() {
+                self.attach_file_multi(pid, file.id, &file.display, sites)
+            } else {
+                let mut n = 0;
+                for site in sites {
+                    match self.attach_site(pid, file.id, &site) {
+                        Ok(()) => {
+                            n += 1;
+                            self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
+                        }
+                        Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
                     }
-                    Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
+                }
+                n
+            };
+        }
+        Ok(attached)
+    }
+
+    /// Attaches the sites of one file with uprobe_multi links (one per program, and per
+    /// [`broker_proto::MAX_MULTI_SITES`]); returns how many were attached.
+    fn attach_file_multi(&mut self, pid: u32, file: u64, display: &str, sites: Vec<ProbeSite>) -> usize {
+        let mut groups: [Vec<(ProbeSite, broker_proto::MultiSiteDesc)>; 2] = [Vec::new(), Vec::new()];
+        for site in sites {
+            match self.spec_for(&site) {
+                Ok((probe, cookie)) => {
+                    let d = broker_proto::MultiSiteDesc { offset: site.file_offset, semaphore: site.semaphore_offset, cookie: u64::from(cookie) };
+                    groups[usdt_slot(probe) as usize].push((site, d));
+                }
+                Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {display}+{:#x}: {e:#}", site.name, site.file_offset)),
+            }
+        }
+        let mut attached = 0;
+        for (slot, group) in groups.into_iter().enumerate() {
+            let mut rest = group;
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(broker_proto::MAX_MULTI_SITES));
+                let chunk = std::mem::replace(&mut rest, tail);
+                let descs: Vec<_> = chunk.iter().map(|(_, d)| *d).collect();
+                match self.ask(|b| b.attach_multi(pid, file, slot as u32, descs)) {
+                    Ok(link) => {
+                        attached += chunk.len();
+                        self.multi_links.push(link);
+                        for (site, _) in chunk {
+                            self.sites.push(AttachedSite { pid, path: PathBuf::from(display), site });
+                        }
+                    }
+                    Err(e) => {
+                        let names: Vec<String> = chunk.iter().map(|(s, _)| format!("tprof:{} at +{:#x}", s.name, s.file_offset)).collect();
+                        self.warnings.push(format!("pid {pid}: {display}: {}: {e:#}", names.join(", ")));
+                    }
                 }
             }
         }
-        Ok(attached)
+        attached
+    }
+
+    /// Checks a site's probe and arguments and writes its spec under a new cookie:
+    /// (probe id, cookie).
+    fn spec_for(&mut self, site: &ProbeSite) -> Result<(u32, u32)> {
+        let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
+        let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
+        let want = discover::tprof_probe_args(probe);
+        if args.len() < want || args.len() > MAX_USDT_ARGS {
+            bail!("{} arguments where tprof:{} takes {want} (ABI v1)", args.len(), site.name);
+        }
+        if self.next_cookie >= MAX_SITES {
+            bail!("more than {MAX_SITES} probe sites in one session");
+        }
+        let mut spec = UsdtSpec { probe, nargs: args.len() as u32, ..Default::default() };
+        spec.args[..args.len()].copy_from_slice(args);
+        let cookie = self.next_cookie;
+        let mut specs: Array<&mut MapData, UsdtSpec> =
+            Array::try_from(self.ebpf.map_mut("USDT_SPECS").ok_or_else(|| anyhow!("no USDT_SPECS map"))?)?;
+        specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
+        self.next_cookie += 1;
+        Ok((probe, cookie))
     }
 
     /// The executable mappings of `pid` with their open files, as of the last scan.
@@ -277,27 +390,12 @@ impl Session {
     }
 
     fn attach_site(&mut self, pid: u32, file: u64, site: &ProbeSite) -> Result<()> {
-        let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
-        let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
-        let want = discover::tprof_probe_args(probe);
-        if args.len() < want || args.len() > MAX_USDT_ARGS {
-            bail!("{} arguments where tprof:{} takes {want} (ABI v1)", args.len(), site.name);
-        }
-        if self.next_cookie >= MAX_SITES {
-            bail!("more than {MAX_SITES} probe sites in one session");
-        }
-        let mut spec = UsdtSpec { probe, nargs: args.len() as u32, ..Default::default() };
-        spec.args[..args.len()].copy_from_slice(args);
-        let cookie = self.next_cookie;
+        let (probe, cookie) = self.spec_for(site)?;
         let perf = self.ask(|b| b.attach(pid, file, site.file_offset, site.semaphore_offset))?;
-        let mut specs: Array<&mut MapData, UsdtSpec> =
-            Array::try_from(self.ebpf.map_mut("USDT_SPECS").ok_or_else(|| anyhow!("no USDT_SPECS map"))?)?;
-        specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
         let name = usdt_program(probe);
         let prog: &UProbe = self.ebpf.program(name).ok_or_else(|| anyhow!("no {name} program"))?.try_into()?;
         let fd = prog.fd()?.as_fd();
         let link = uprobe::link(fd, perf, &format!("tprof:{} at +{:#x}", site.name, site.file_offset), u64::from(cookie))?;
-        self.next_cookie += 1;
         self.links.push(link);
         Ok(())
     }
@@ -337,6 +435,11 @@ impl Session {
                 out.push((name.to_string(), n));
             }
         }
+        for (name, fd) in [USDT_PROGRAM, USDT_FAST_PROGRAM].iter().zip(self.multi.iter().flatten()) {
+            if let Some(n) = recursion_misses(fd.as_fd()).filter(|n| *n > 0) {
+                out.push((format!("{name} (uprobe_multi)"), n));
+            }
+        }
         out
     }
 
@@ -368,12 +471,12 @@ impl Session {
         }
     }
 
-    /// Detaches every USDT site (disarming the semaphores as the links go), on parallel
-    /// threads. Each detach of a perf-event uprobe waits for an RCU grace period in the
-    /// kernel (~0.1 s here, under a global mutex, so parallelism helps little): BPF
-    /// uprobe_multi links would make it one wait per binary, but aya 0.14 cannot load
-    /// uprobe.multi programs.
+    /// Detaches every USDT site (disarming the semaphores as the links go). A uprobe_multi
+    /// link goes with one wait for the kernel (per file and program); a perf-event uprobe
+    /// (the fallback) each waits for an RCU grace period (~0.1 s here, under a global
+    /// mutex, so the parallel threads here help little).
     pub fn detach_usdt(&mut self) {
+        self.multi_links.clear();
         let links = std::mem::take(&mut self.links);
         let per_thread = links.len().div_ceil(64).max(1);
         let mut chunks: Vec<Vec<uprobe::UprobeLink>> = Vec::new();
@@ -388,8 +491,17 @@ impl Session {
         });
     }
 
+    /// How probe sites are attached in this session (see `SessionReport::probe_links`).
+    pub fn probe_links(&self) -> &'static str {
+        if self.multi.is_some() {
+            "uprobe_multi"
+        } else {
+            "perf_event"
+        }
+    }
+
     pub fn attached_links(&self) -> usize {
-        self.links.len()
+        self.links.len() + self.multi_links.len()
     }
 }
 

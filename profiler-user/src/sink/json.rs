@@ -212,7 +212,7 @@ impl<W: Write> Sink for JsonSink<W> {
         }
         let drops: Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect();
         self.line(&json!({
-            "type": "session", "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns,
+            "type": "session", "pids": r.pids, "sites": r.sites, "probe_links": r.probe_links, "duration_ns": r.duration_ns,
             "records": r.records, "events": r.correlator.events(), "summed_intervals": r.correlator.summed_intervals,
             "undecodable": r.undecodable, "kernel_drops": drops,
             "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins,

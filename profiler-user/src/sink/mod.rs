@@ -15,6 +15,9 @@ use crate::decode::{Record, TaskKey};
 pub struct SessionReport {
     pub pids: Vec<u32>,
     pub sites: usize,
+    /// How the probe sites were attached: `uprobe_multi` (one link per file and program)
+    /// or `perf_event` (one uprobe perf event per site, on kernels before 6.6).
+    pub probe_links: String,
     pub duration_ns: u64,
     pub records: u64,
     /// Records the decoder rejected (short or unknown kind).

@@ -202,10 +202,11 @@ impl<W: Write> Sink for TextSink<W> {
         }
         writeln!(
             self.out,
-            "-- tprof: {} ms, pids {:?}, {} probe sites, {} records ({} kernel events, {} summed in the kernel), {} tasks ended, {} kernel records lost{}",
+            "-- tprof: {} ms, pids {:?}, {} probe sites ({}), {} records ({} kernel events, {} summed in the kernel), {} tasks ended, {} kernel records lost{}",
             ms(r.duration_ns),
             r.pids,
             r.sites,
+            r.probe_links,
             r.records,
             r.correlator.events(),
             r.correlator.summed_intervals,
