@@ -120,3 +120,40 @@ fn command_line() {
     assert!(parse_args(&s(&["--pid"])).is_err());
     assert!(parse_args(&s(&["--what", "1"])).is_err());
 }
+
+fn multi(offset: u64, semaphore: u64) -> MultiSiteDesc {
+    MultiSiteDesc { offset, semaphore, cookie: 7 }
+}
+
+#[test]
+fn uprobe_multi_requests_are_checked_site_by_site() {
+    let mut b = broker_with_a_site();
+    let req = |sites: Vec<MultiSiteDesc>| Request::AttachMulti { pid: me(), file: 0, slot: 0, sites };
+    // No program handed over yet.
+    let why = refusal(b.handle(req(vec![multi(0x1000, 0x20)])));
+    assert!(why.contains("no program in slot 0"), "{why}");
+    // A program request must carry its fd, and a slot is set once.
+    let why = refusal(b.handle(Request::Program { slot: 0 }));
+    assert!(why.contains("without its fd"), "{why}");
+    let fd = || Some(OwnedFd::from(File::open("/dev/null").unwrap()));
+    assert!(matches!(b.handle_with_fd(Request::Program { slot: 0 }, fd())[0].reply, Reply::Kept));
+    let why = refusal(b.handle_with_fd(Request::Program { slot: 0 }, fd()));
+    assert!(why.contains("set already"), "{why}");
+    let why = refusal(b.handle_with_fd(Request::Program { slot: 2 }, fd()));
+    assert!(why.contains("no program slot 2"), "{why}");
+    // One bad site refuses the whole link; so do duplicates, empty and oversized requests.
+    let why = refusal(b.handle(req(vec![multi(0x1000, 0x20), multi(0x1001, 0x20)])));
+    assert!(why.contains("+0x1001 (semaphore 0x20) is not a tprof probe site"), "{why}");
+    let why = refusal(b.handle(req(vec![multi(0x1000, 0x20), multi(0x1000, 0x20)])));
+    assert!(why.contains("attached already"), "{why}");
+    let why = refusal(b.handle(req(Vec::new())));
+    assert!(why.contains("sites per link"), "{why}");
+    let why = refusal(b.handle(req(vec![multi(0x1000, 0x20); MAX_MULTI_SITES + 1])));
+    assert!(why.contains("sites per link"), "{why}");
+    let why = refusal(b.handle(Request::AttachMulti { pid: 1, file: 0, slot: 0, sites: vec![multi(0x1000, 0x20)] }));
+    assert!(why.contains("pid 1 is not a process of this session"), "{why}");
+    // A site passing every check reaches the kernel, which refuses /dev/null as a program.
+    let why = refusal(b.handle(req(vec![multi(0x1000, 0x20)])));
+    assert!(why.contains("BPF_LINK_CREATE"), "{why}");
+    assert_eq!(b.attached, 0, "nothing was created");
+}
