@@ -315,7 +315,16 @@ pub struct Config {
     pub detail_ns: u64,
     /// Blocks at least this long get their stacks.
     pub stack_ns: u64,
+    /// The traced processes (thread group ids), `npids` of them: the syscall programs,
+    /// which run for every syscall of every process, return at once for any other. 0: no
+    /// filter (more processes than fit).
+    pub pids: [u32; MAX_FILTER_PIDS],
+    pub npids: u32,
+    pub _pad: u32,
 }
+
+/// Traced processes the kernel programs filter on by pid (more: no filter, a map lookup).
+pub const MAX_FILTER_PIDS: usize = 8;
 
 /// Sums for one syscall number in an [`Agg`] (`nr` -1: free slot).
 #[repr(C)]
@@ -431,7 +440,7 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 48 + 4 * MAX_FILTER_PIDS);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<Agg>() == 40 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 40 + 32 * AGG_SYSCALLS);

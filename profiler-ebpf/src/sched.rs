@@ -19,7 +19,7 @@ use profiler_common::{
 };
 
 use crate::emit::{count_anomaly, count_drop, header, now, RB_FLAGS};
-use crate::maps::{config, EVENTS, IRQ_DEPTH, STACKS};
+use crate::maps::{config, traced_tgid, EVENTS, IRQ_DEPTH, STACKS};
 use crate::thread::ThreadExt;
 
 /// `BPF_F_USER_STACK`: bpf_get_stackid takes the user-space stack.
@@ -70,7 +70,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     let (prev_pid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
 
     // prev leaves the CPU.
-    if prev_tid != 0 {
+    if prev_tid != 0 && traced_tgid(prev_pid) {
         if let Some(st) = thread::get(prev_tid) {
             if st.depth > 0 {
                 st.running(prev_pid, prev_tid, ts);

@@ -7,13 +7,17 @@ use aya_ebpf::programs::BtfTracePointContext;
 use profiler_common::{kind, SyscallRecord, UStackRecord};
 
 use crate::emit::{emit, header, now};
-use crate::maps::config;
+use crate::maps::{config, traced_tgid};
 use crate::sched::{stack_id, USER_STACK};
 use crate::thread::{self, ThreadExt};
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced_tgid((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
     if let Some(st) = thread::get(tid) {
         // Tracked for stacks too: the syscall a long block happened in is where its user
         // stack is taken.
@@ -31,6 +35,9 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !traced_tgid(pid) {
+        return 0;
+    }
     let Some(st) = thread::get(tid) else { return 0 };
     let nr = st.sys_nr;
     if nr < 0 {

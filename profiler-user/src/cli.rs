@@ -214,6 +214,7 @@ impl TargetArgs {
                 stacks: !self.no_stacks,
                 stack_ns: stack_threshold_ns,
                 detail_ns: parse_duration(&self.detail_threshold)?.as_nanos() as u64,
+                pids: self.pids.clone(),
                 debug_ebpf: self.debug_ebpf,
             },
             filter,

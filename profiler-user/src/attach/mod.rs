@@ -79,6 +79,9 @@ pub struct LoadOptions {
     pub stack_ns: u64,
     /// Intervals shorter than this are summed in the kernel (0: stream every one).
     pub detail_ns: u64,
+    /// The traced processes (the kernel programs filter on them when there are at most
+    /// `MAX_FILTER_PIDS`); empty: no filter.
+    pub pids: Vec<u32>,
     /// Enable the eBPF programs' aya-log diagnostics (otherwise the verifier prunes them).
     pub debug_ebpf: bool,
 }
@@ -137,7 +140,15 @@ impl Session {
             stacks: u32::from(opts.stacks),
             detail_ns: opts.detail_ns,
             stack_ns: opts.stack_ns,
+            pids: [0; profiler_common::MAX_FILTER_PIDS],
+            npids: 0,
+            _pad: 0,
         };
+        let mut config = config;
+        if (1..=profiler_common::MAX_FILTER_PIDS).contains(&opts.pids.len()) {
+            config.pids[..opts.pids.len()].copy_from_slice(&opts.pids);
+            config.npids = opts.pids.len() as u32;
+        }
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
