@@ -106,6 +106,10 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
 
     // next comes on the CPU.
     let offs = config().offsets;
+    let next_pid = task_field(next, offs.task_tgid)?;
+    if !traced_tgid(next_pid) {
+        return Some(());
+    }
     let next_tid = task_field(next, offs.task_pid)?;
     if next_tid == 0 {
         return Some(());
@@ -127,7 +131,6 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         st.offcpu_since = 0;
         return Some(());
     }
-    let next_pid = task_field(next, offs.task_tgid).unwrap_or(0);
     if long_block && st.offcpu_sys_nr >= 0 {
         st.ustack_id = USTACK_DEFERRED;
         st.ustack_wanted = 1;
@@ -181,6 +184,9 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
 fn try_sched_waking(ctx: &BtfTracePointContext) -> Option<()> {
     let p: u64 = ctx.arg(0);
     let offs = config().offsets;
+    if !traced_tgid(task_field(p, offs.task_tgid)?) {
+        return Some(());
+    }
     let tid = task_field(p, offs.task_pid)?;
     let st = thread::get(tid)?;
     if st.offcpu_since == 0 || st.runnable_since != 0 {
