@@ -77,13 +77,13 @@ pub const MAX_HELD_EVENTS: usize = 4096;
 pub struct Filtered<S> {
     pub inner: S,
     filter: Filter,
-    held: HashMap<TaskKey, Vec<Record>>,
+    held: HashMap<TaskKey, Vec<Record>, foldhash::fast::RandomState>,
     pub discarded: u64,
 }
 
 impl<S: Sink> Filtered<S> {
     pub fn new(inner: S, filter: Filter) -> Self {
-        Filtered { inner, filter, held: HashMap::new(), discarded: 0 }
+        Filtered { inner, filter, held: HashMap::default(), discarded: 0 }
     }
 
     /// Whether the trace-id and task-name filters select this task (min-latency aside).
@@ -117,7 +117,7 @@ impl<S: Sink> Filtered<S> {
                 self.inner.event(rec, task)
             }
             Output::Summary(task) => {
-                let held = self.held.remove(&task.key).unwrap_or_default();
+                let held = if self.held.is_empty() { Vec::new() } else { self.held.remove(&task.key).unwrap_or_default() };
                 let slow = match self.filter.min_latency_ns {
                     Some(min) => task.wall_ns().is_some_and(|w| w >= min),
                     None => true,
