@@ -283,6 +283,12 @@ struct BpfObjects {
     map: i32,
     prog: i32,
     perf: i32,
+    /// The same program loaded for uprobe_multi links (expected_attach_type 48).
+    multi_prog: i32,
+    /// `/usr/bin/sleep` opened before the drop, and the root target's pid and file offset.
+    sleep_file: std::fs::File,
+    root_pid: u32,
+    offset: u64,
 }
 
 fn bpf_call(cmd: i32, attr: &[u8]) -> Result<i32, i32> {
@@ -310,10 +316,15 @@ fn bpf_objects(root_pid: u32) -> BpfObjects {
     prog[4..8].copy_from_slice(&2u32.to_ne_bytes()); // insn_cnt
     prog[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     prog[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    let prog = bpf_call(5, &prog).expect("BPF_PROG_LOAD before the drop");
+    let prog_attr = prog;
+    let prog = bpf_call(5, &prog_attr).expect("BPF_PROG_LOAD before the drop");
+    let mut multi = prog_attr;
+    multi[68..72].copy_from_slice(&48u32.to_ne_bytes()); // BPF_TRACE_UPROBE_MULTI
+    let multi_prog = bpf_call(5, &multi).expect("BPF_PROG_LOAD (uprobe_multi) before the drop");
     let (_, _, off) = MAPPINGS.with(|m| m.borrow().iter().find(|(p, _)| *p == root_pid).map(|(_, r)| *r)).expect("mapping known");
     let perf = uprobe_fd(root_pid, &format!("/proc/{root_pid}/root/usr/bin/sleep"), off).expect("uprobe before the drop");
-    BpfObjects { map, prog, perf }
+    let sleep_file = std::fs::File::open(format!("/proc/{root_pid}/root/usr/bin/sleep")).expect("open sleep before the drop");
+    BpfObjects { map, prog, perf, multi_prog, sleep_file, root_pid, offset: off }
 }
 
 /// What reaching a target takes, besides creating a uprobe.
@@ -322,8 +333,9 @@ fn all_ok(p: &Probe) -> [(&'static str, &Result<(), i32>); 5] {
 }
 
 /// What tprof does with its BPF objects after the drop: (map update, map lookup, link
-/// create, prog info).
-fn use_bpf_objects(o: &BpfObjects) -> [Result<(), i32>; 4] {
+/// create, prog info), and what a holder of a uprobe_multi program can do: link it into
+/// a root process (a breakpoint at any offset of any file it can name, in any process).
+fn use_bpf_objects(o: &BpfObjects) -> [Result<(), i32>; 5] {
     let (key, mut value) = (0u32, 7u64);
     let mut elem = [0u8; 32];
     elem[0..4].copy_from_slice(&(o.map as u32).to_ne_bytes());
@@ -342,7 +354,20 @@ fn use_bpf_objects(o: &BpfObjects) -> [Result<(), i32>; 4] {
     get[4..8].copy_from_slice(&((info.len() * 8) as u32).to_ne_bytes());
     get[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
     let info = bpf_call(15, &get).map(drop);
-    [update, lookup, link, info]
+    let path = CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&o.sleep_file))).unwrap();
+    let (offsets, refs, cookies) = ([o.offset], [0u64], [0u64]);
+    let mut m = [0u8; 64];
+    m[0..4].copy_from_slice(&(o.multi_prog as u32).to_ne_bytes());
+    m[8..12].copy_from_slice(&48u32.to_ne_bytes()); // BPF_TRACE_UPROBE_MULTI
+    m[16..24].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+    m[24..32].copy_from_slice(&(offsets.as_ptr() as u64).to_ne_bytes());
+    m[32..40].copy_from_slice(&(refs.as_ptr() as u64).to_ne_bytes());
+    m[40..48].copy_from_slice(&(cookies.as_ptr() as u64).to_ne_bytes());
+    m[48..52].copy_from_slice(&1u32.to_ne_bytes());
+    m[56..60].copy_from_slice(&o.root_pid.to_ne_bytes());
+    // SAFETY: closing the link fd the kernel just returned (removing the breakpoint).
+    let multi = bpf_call(28, &m).map(|fd| unsafe { libc::close(fd) }).map(drop);
+    [update, lookup, link, info, multi]
 }
 
 /// Whether /proc/kallsyms shows real addresses to this process now.
@@ -457,8 +482,12 @@ fn run(case: &str, w: &mut World) {
     let bpf = bpf_map_create();
     println!("root target: {root:?}\nnobody target: {nobody:?}\nkallsyms {kallsyms} bpf {bpf:?}");
     let bpf_use = use_bpf_objects(&objects);
-    println!("bpf objects after the drop (update, lookup, link, info): {bpf_use:?}");
-    for (what, r) in ["map update", "map lookup", "BPF_LINK_CREATE", "BPF_OBJ_GET_INFO_BY_FD"].iter().zip(&bpf_use) {
+    println!("bpf objects after the drop (update, lookup, link, info, uprobe_multi link): {bpf_use:?}");
+    // The last: why tprof hands its uprobe_multi programs to the helper and closes them.
+    for (what, r) in ["map update", "map lookup", "BPF_LINK_CREATE", "BPF_OBJ_GET_INFO_BY_FD", "a uprobe_multi link into a root process"]
+        .iter()
+        .zip(&bpf_use)
+    {
         assert_eq!(*r, Ok(()), "{what} on objects made before the drop needs no capability ({case})");
     }
     match case {

@@ -101,9 +101,13 @@ pub struct Session {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     links: Vec<uprobe::UprobeLink>,
     /// The USDT programs loaded for uprobe_multi links (by [`usdt_slot`]), when the kernel
-    /// has them: sites are then attached with one link per file and program, and the helper
-    /// holds copies of these to create the links.
+    /// has them, until they are handed to the helper. tprof does not keep them: creating a
+    /// uprobe_multi link takes no privilege beyond the program fd, so whoever holds it can
+    /// put a breakpoint at any offset of any file in any process; only the helper, which
+    /// checks every offset, does.
     multi: Option<[std::os::fd::OwnedFd; 2]>,
+    /// Sites are attached with uprobe_multi links (the helper holds the programs).
+    uses_multi: bool,
     multi_links: Vec<std::os::fd::OwnedFd>,
     pub sites: Vec<AttachedSite>,
     /// Problems that did not stop the session (a bad note, an unsupported argument spec).
@@ -201,6 +205,7 @@ impl Session {
             logger,
             ebpf,
             multi,
+            uses_multi: false,
             multi_links: Vec::new(),
             links: Vec::new(),
             sites: Vec::new(),
@@ -225,9 +230,10 @@ impl Session {
                 }
             }
             match handed {
-                Ok(()) => self.multi = Some(progs),
+                Ok(()) => self.uses_multi = true,
                 Err(e) => self.warnings.push(format!("uprobe_multi links unavailable ({e:#}): one perf event per probe site instead")),
             }
+            // `progs` closes here (see `multi`).
         }
     }
 
@@ -303,7 +309,7 @@ impl Session {
                     args_text: d.args,
                 })
                 .collect();
-            attached += if self.multi.is_some() {
+            attached += if self.uses_multi {
                 self.attach_file_multi(pid, file.id, &file.display, sites)
             } else {
                 let mut n = 0;
@@ -446,11 +452,7 @@ impl Session {
                 out.push((name.to_string(), n));
             }
         }
-        for (name, fd) in [USDT_PROGRAM, USDT_FAST_PROGRAM].iter().zip(self.multi.iter().flatten()) {
-            if let Some(n) = recursion_misses(fd.as_fd()).filter(|n| *n > 0) {
-                out.push((format!("{name} (uprobe_multi)"), n));
-            }
-        }
+
         out
     }
 
@@ -504,7 +506,7 @@ impl Session {
 
     /// How probe sites are attached in this session (see `SessionReport::probe_links`).
     pub fn probe_links(&self) -> &'static str {
-        if self.multi.is_some() {
+        if self.uses_multi {
             "uprobe_multi"
         } else {
             "perf_event"
