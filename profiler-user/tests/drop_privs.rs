@@ -9,7 +9,9 @@
 //! before the drop still work (map updates and lookups, `BPF_LINK_CREATE` of a loaded program
 //! on an existing uprobe perf event, `BPF_OBJ_GET_INFO_BY_FD`) while creating new ones does
 //! not; `perfmon_not_enough` that a uprobe perf event needs CAP_SYS_ADMIN (CAP_PERFMON,
-//! CAP_BPF and CAP_SYS_PTRACE are not enough); and `no_ptrace` that without CAP_SYS_PTRACE
+//! CAP_BPF and CAP_SYS_PTRACE are not enough); every case, that a uprobe_multi program fd
+//! alone links into a root process at any offset (hence tprof hands those programs to the
+//! helper and closes them); and `no_ptrace` that without CAP_SYS_PTRACE
 //! even uid 0 can no longer reach a root target once its permitted set is smaller than the
 //! target's.
 
