@@ -1,4 +1,5 @@
-//! USDT attach that arms semaphores: `perf_event_open` on the `uprobe` PMU with the
+//! The fallback USDT attach (kernels without uprobe_multi links, before 6.6: see
+//! `multi.rs` for the default), which also arms semaphores: `perf_event_open` on the `uprobe` PMU with the
 //! probe's file offset and its semaphore's `ref_ctr_offset` (so the kernel increments the
 //! semaphore in the target, and decrements it when the event goes away, even if tprof is
 //! killed), then `BPF_LINK_CREATE` (`BPF_PERF_EVENT`) to run our program with a per-site
