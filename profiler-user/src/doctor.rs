@@ -272,6 +272,7 @@ pub fn one_line(s: &str, max: usize) -> (String, bool) {
 const RING: &str = "BPF ring buffer";
 const TP_BTF: &str = "tp_btf programs";
 const SLEEPABLE: &str = "sleepable uprobe";
+const MULTI: &str = "uprobe_multi links";
 
 fn check_ebpf_load(privileged: bool) -> Vec<Check> {
     if !privileged {
@@ -279,13 +280,19 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
             Check::new(name, true, Status::Fail, "not checked: loading eBPF programs needs the capabilities above")
                 .hint("run `sudo tprof doctor`")
         };
-        return vec![skip(RING), skip(TP_BTF), skip(SLEEPABLE)];
+        return vec![skip(RING), skip(TP_BTF), skip(SLEEPABLE), skip(MULTI)];
     }
     let opts = LoadOptions { ring_bytes: 1 << 20, syscalls: true, stacks: true, stack_ns: 1_000_000, detail_ns: 100_000, pids: Vec::new(), debug_ebpf: false };
     match Session::load(&opts) {
         Ok(session) => {
             let tp = session.ebpf.programs().filter(|(_, p)| matches!(p, aya::programs::Program::BtfTracePoint(_))).count();
             let has_ring = session.ebpf.maps().any(|(name, m)| name == "EVENTS" && matches!(m, aya::maps::Map::RingBuf(_)));
+            let multi = if session.has_uprobe_multi() {
+                Check::new(MULTI, false, Status::Ok, "the USDT programs loaded for uprobe_multi links (one link per file)")
+            } else {
+                let why = session.warnings.first().cloned().unwrap_or_default();
+                Check::new(MULTI, false, Status::Warn, why).hint("Linux >= 6.6 has them; tprof falls back to one perf event per probe site")
+            };
             // Dropping the session detaches and unloads everything at once.
             drop(session);
             vec![
@@ -297,6 +304,7 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
                 },
                 Check::new(TP_BTF, true, Status::Ok, format!("{tp} loaded and attached (scheduler, syscalls, irq, exit), then detached")),
                 Check::new(SLEEPABLE, true, Status::Ok, "tprof_usdt (uprobe.s) accepted by the verifier"),
+                multi,
             ]
         }
         Err(e) => {
@@ -314,7 +322,7 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
             let unknown = |name: &'static str| {
                 Check::new(name, true, Status::Warn, "not reached: an earlier stage of the load failed").hint("fix the FAIL above first")
             };
-            match stage {
+            let mut checks = match stage {
                 LoadStage::Prerequisites => vec![
                     fail(RING, "tprof could not prepare its programs: fix the BTF line above, or rebuild tprof (`cargo xtask build`)"),
                     unknown(TP_BTF),
@@ -340,7 +348,9 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
                     ok(TP_BTF, "loaded and attached"),
                     fail(SLEEPABLE, "the programs loaded but the session could not start; see the error"),
                 ],
-            }
+            };
+            checks.push(unknown(MULTI));
+            checks
         }
     }
 }

@@ -253,3 +253,21 @@ pub fn clean_session<T>(mut session: impl FnMut() -> (Vec<Value>, T)) -> (Vec<Va
 }
 
 pub const MAX_SESSION_TRIES: u32 = 3;
+
+/// Runs `tprof-target` with `requests` under `tprof attach` (plus `extra` flags) in a clean
+/// session (see [`clean_session`]) and returns tprof's NDJSON and the target's stdout lines.
+pub fn trace_requests(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
+    require_root();
+    clean_session(|| {
+        let mut target = start_target(requests);
+        let tprof = attach(&[target.pid()], extra);
+        target.send_line("go");
+        let mut lines = Vec::new();
+        target.expect_line("done", &mut lines);
+        assert!(target.wait().success(), "target failed");
+        // tprof notices the target's exit by itself (rescan every 500 ms) and stops.
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof failed: {status}");
+        (out, lines)
+    })
+}

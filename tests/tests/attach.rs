@@ -6,24 +6,8 @@ use tprof_tests::*;
 
 const MS: f64 = 1.0;
 
-/// Runs the target with `requests` under `tprof attach` and returns (tprof's NDJSON, the
-/// target's stdout lines).
 fn trace(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
-    require_root();
-    clean_session(|| trace_once(requests, extra))
-}
-
-fn trace_once(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
-    let mut target = start_target(requests);
-    let tprof = attach(&[target.pid()], extra);
-    target.send_line("go");
-    let mut lines = Vec::new();
-    target.expect_line("done", &mut lines);
-    assert!(target.wait().success(), "target failed");
-    // tprof notices the target's exit by itself (rescan every 500 ms) and stops.
-    let (out, status) = collect(tprof);
-    assert!(status.success(), "tprof failed: {status}");
-    (out, lines)
+    trace_requests(requests, extra)
 }
 
 #[test]

@@ -9,17 +9,7 @@ use tprof_tests::*;
 const ROUNDS: u64 = 2000;
 
 fn run_short(detail: &str) -> (Vec<Value>, Vec<String>) {
-    clean_session(|| {
-        let mut target = start_target(&[&format!("short:{ROUNDS}")]);
-        let tprof = attach(&[target.pid()], &["--detail-threshold", detail]);
-        target.send_line("go");
-        let mut lines = Vec::new();
-        target.expect_line("done", &mut lines);
-        assert!(target.wait().success(), "target failed");
-        let (out, status) = collect(tprof);
-        assert!(status.success(), "tprof failed: {status}");
-        (out, lines)
-    })
+    trace_requests(&[&format!("short:{ROUNDS}")], &["--detail-threshold", detail])
 }
 
 fn syscall_count(s: &Value, names: &[&str]) -> u64 {

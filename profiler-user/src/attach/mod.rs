@@ -504,6 +504,12 @@ impl Session {
         });
     }
 
+    /// Whether the USDT programs loaded for uprobe_multi links (before they go to the
+    /// helper: see [`Session::set_broker`]).
+    pub fn has_uprobe_multi(&self) -> bool {
+        self.multi.is_some() || self.uses_multi
+    }
+
     /// How probe sites are attached in this session (see `SessionReport::probe_links`).
     pub fn probe_links(&self) -> &'static str {
         if self.uses_multi {

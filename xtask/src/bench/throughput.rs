@@ -523,6 +523,8 @@ pub fn soak(bins: &Bins, root_ok: bool, minutes: f64, rate: u64) -> Result<Vec<J
     let mut producer = BenchProc::spawn(c, "flood-bench mixed")?;
     let mut t = pinned(&bins.tprof, bins.tracer_cpu());
     t.args(["attach", "--pid", &producer.pid.to_string(), "--summary-only", "--format", "json"]);
+    // A record per event, as in the throughput steps: the soak loads the record pipeline.
+    t.args(["--detail-threshold", "0"]);
     t.args(["--min-latency", "3600s", "--ring-size", &RING_MIB.to_string()]);
     let tracer = Tracer::start(TracerKind::Tprof, t, "tprof")?;
     let before = proc_sample(tracer.pid).ok_or_else(|| anyhow!("tprof exited"))?;
