@@ -315,6 +315,9 @@ pub struct Config {
     pub detail_ns: u64,
     /// Blocks at least this long get their stacks.
     pub stack_ns: u64,
+    /// A task a thread has worked for at least this long (since it began or was attached
+    /// there) streams every interval from then on, however short (0: never).
+    pub slow_ns: u64,
     /// The traced processes (thread group ids), `npids` of them: the syscall programs,
     /// which run for every syscall of every process, return at once for any other. 0: no
     /// filter (more processes than fit).
@@ -400,6 +403,8 @@ pub struct ThreadState {
     pub agg: Agg,
     /// Tasks this thread works for, innermost last (`depth` valid entries).
     pub stack: [TaskId; TASK_STACK_DEPTH],
+    /// When each began (or was attached) on this thread.
+    pub since: [u64; TASK_STACK_DEPTH],
     pub depth: u32,
     /// `prev_state` at the last switch-out.
     pub state: u32,
@@ -440,13 +445,13 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 48 + 4 * MAX_FILTER_PIDS);
+const _: () = assert!(core::mem::size_of::<Config>() == 56 + 4 * MAX_FILTER_PIDS);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<Agg>() == 40 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 40 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<KStackRecord>() == 48 + 16 + 8 * KSTACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<UStackRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 168 + 24 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 168 + 32 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

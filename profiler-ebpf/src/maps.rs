@@ -12,6 +12,7 @@ pub static CONFIG: Config = Config {
     stacks: 1,
     detail_ns: 0,
     stack_ns: 0,
+    slow_ns: 0,
     pids: [0; profiler_common::MAX_FILTER_PIDS],
     npids: 0,
     _pad: 0,

@@ -126,7 +126,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     let (blocked, runq) = st.sum_off_cpu(ts);
     let cfg = config();
     let long_block = cfg.stacks != 0 && st.state != 0 && blocked > 0 && blocked >= cfg.stack_ns;
-    if !long_block && !thread::detailed(blocked + runq) {
+    if !long_block && !thread::detailed(st, blocked + runq, ts) {
         thread::add_off_cpu(st, blocked, runq);
         st.offcpu_since = 0;
         return Some(());

@@ -61,7 +61,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     let start = st.sys_start;
     let took = ts.saturating_sub(start);
-    if !thread::detailed(took) {
+    if !thread::detailed(st, took, ts) {
         st.add_syscall(nr, took, ret < 0);
         return 0;
     }

@@ -12,6 +12,7 @@ use profiler_common::{
 };
 
 use crate::emit::{count_anomaly, emit, header};
+
 use crate::maps::{config, THREADS, ZERO_THREAD};
 
 /// The thread's entry, if it ever ran a task while traced.
@@ -76,17 +77,39 @@ fn sys_slot(agg: &mut Agg, nr: i32) -> &mut AggSyscall {
     last
 }
 
-/// Whether an interval of `ns` is streamed as its own record (else summed).
+/// Whether an interval of `ns` ending at `now` is streamed as its own record (else
+/// summed): a long one, or any one of a task that turned slow (worked for on this thread
+/// for at least `Config::slow_ns`).
 #[inline(always)]
-pub fn detailed(ns: u64) -> bool {
-    let d = config().detail_ns;
-    d == 0 || ns >= d
+pub fn detailed(st: &ThreadState, ns: u64, now: u64) -> bool {
+    let c = config();
+    if c.detail_ns == 0 || ns >= c.detail_ns {
+        return true;
+    }
+    if c.slow_ns == 0 {
+        return false;
+    }
+    // The innermost task's entry, found with constant indices.
+    let d = st.depth as usize;
+    let mut since = 0;
+    let mut i = 0;
+    while i < TASK_STACK_DEPTH {
+        // SAFETY: a read of an element of an array we hold a reference to. Volatile: LLVM
+        // would otherwise merge these constant-index loads into one indexed load whose
+        // bound the verifier cannot follow.
+        let v = unsafe { core::ptr::read_volatile(&st.since[i]) };
+        if i + 1 == d {
+            since = v;
+        }
+        i += 1;
+    }
+    since != 0 && now.saturating_sub(since) >= c.slow_ns
 }
 
 /// Methods on the map value (the type is shared with userspace, hence a trait).
 pub trait ThreadExt {
     fn top(&self) -> Option<TaskId>;
-    fn push(&mut self, task: TaskId) -> bool;
+    fn push(&mut self, task: TaskId, now: u64) -> bool;
     fn remove(&mut self, span_id: u64) -> bool;
     fn running(&mut self, pid: u32, tid: u32, now: u64);
     fn emit_off_cpu(&self, pid: u32, tid: u32, now: u64, extra_flags: u32);
@@ -110,12 +133,13 @@ impl ThreadExt for ThreadState {
     /// Pushes a task; returns false when the stack is full (the task is then not tracked
     /// on this thread, and userspace sees its begin without kernel time).
     #[inline(always)]
-    fn push(&mut self, task: TaskId) -> bool {
+    fn push(&mut self, task: TaskId, now: u64) -> bool {
         let d = self.depth as usize;
         if d >= TASK_STACK_DEPTH {
             return false;
         }
         self.stack[d] = task;
+        self.since[d] = now;
         self.depth += 1;
         true
     }
@@ -211,7 +235,7 @@ impl ThreadExt for ThreadState {
         if let Some(task) = self.top() {
             let start = self.oncpu_since;
             if start != 0 && now > start {
-                if detailed(now - start) {
+                if detailed(self, now - start, now) {
                     emit::<OnCpuRecord>(kind::ON_CPU, &task, |r| {
                         // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                         unsafe {

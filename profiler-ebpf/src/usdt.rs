@@ -215,7 +215,7 @@ fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> boo
     st.running(pid, tid, ts);
     st.cut_slice(pid, tid, ts);
     st.flush_agg(pid, tid, ts);
-    let pushed = st.push(task);
+    let pushed = st.push(task, ts);
     st.oncpu_since = ts;
     pushed
 }

@@ -66,6 +66,11 @@ pub struct TargetArgs {
     /// up in the totals only. 0 streams every one.
     #[arg(long, default_value = "100us")]
     pub detail_threshold: String,
+    /// A request that has run this long streams every interval from then on, however
+    /// short: the slow ones get their full story (every lock wait, waker and syscall).
+    /// 0: never.
+    #[arg(long, default_value = "10ms")]
+    pub slow_request: String,
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16)]
     pub ring_size: u32,
@@ -215,6 +220,7 @@ impl TargetArgs {
                 stack_ns: stack_threshold_ns,
                 detail_ns: parse_duration(&self.detail_threshold)?.as_nanos() as u64,
                 pids: self.pids.clone(),
+                slow_ns: parse_duration(&self.slow_request)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
             },
             filter,

@@ -9,7 +9,11 @@ use tprof_tests::*;
 const ROUNDS: u64 = 2000;
 
 fn run_short(detail: &str) -> (Vec<Value>, Vec<String>) {
-    trace_requests(&[&format!("short:{ROUNDS}")], &["--detail-threshold", detail])
+    run_short_with(&["--detail-threshold", detail, "--slow-request", "0"])
+}
+
+fn run_short_with(flags: &[&str]) -> (Vec<Value>, Vec<String>) {
+    trace_requests(&[&format!("short:{ROUNDS}")], flags)
 }
 
 fn syscall_count(s: &Value, names: &[&str]) -> u64 {
@@ -70,6 +74,26 @@ fn summed_intervals_match_the_streamed_ones() {
 }
 
 #[test]
+fn a_request_that_turns_slow_streams_every_interval_from_then_on() {
+    require_root();
+    // The short task runs ~120 ms of ~60 us rounds (2000 x ~55 us sleeps): summed until it
+    // has run 30 ms, then every interval streamed. Which round crosses 30 ms depends on the
+    // machine, so the split is checked by time: no streamed interval ends before 30 ms into
+    // the task, and both kinds exist (30 ms is far from both ends of ~120 ms).
+    let (out, lines) = run_short_with(&["--detail-threshold", "10ms", "--slow-request", "30ms"]);
+    let s = check_short(&out, &lines, "slow after 30ms");
+    let span = s["span_id"].as_str().expect("span").to_string();
+    let begin = s["begin_ns"].as_u64().expect("begin");
+    let streamed: Vec<&Value> =
+        out.iter().filter(|v| v["span_id"] == span.as_str() && ["on_cpu", "off_cpu", "syscall"].iter().any(|t| v["type"] == *t)).collect();
+    assert!(streamed.len() as u64 >= ROUNDS / 2, "the rounds after 30 ms are streamed: {}", streamed.len());
+    let first_end = streamed.iter().filter_map(|v| v["ts_ns"].as_u64()).min().unwrap_or(0);
+    assert!(first_end >= begin + 30_000_000, "streaming starts once the task is 30 ms old: {} ms", (first_end - begin) as f64 / 1e6);
+    assert!(events_of(&out, &span, "agg") >= 1, "the first 30 ms arrive summed");
+    assert!(s["summed_intervals"].as_u64().unwrap_or(0) >= 100, "{s}");
+}
+
+#[test]
 fn sums_of_a_task_open_at_the_end_are_not_lost() {
     require_root();
     // The task's thread sends its sums only when it leaves the task; here it is still in
@@ -77,7 +101,7 @@ fn sums_of_a_task_open_at_the_end_are_not_lost() {
     let n = 500;
     let (out, mut target) = clean_session(|| {
         let mut target = start_target(&[&format!("open:{n}")]);
-        let tprof = attach(&[target.pid()], &["--detail-threshold", "10ms", "--duration", "2s"]);
+        let tprof = attach(&[target.pid()], &["--detail-threshold", "10ms", "--slow-request", "0", "--duration", "2s"]);
         target.send_line("go");
         let mut lines = Vec::new();
         target.expect_line("open waiting", &mut lines);

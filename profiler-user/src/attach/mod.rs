@@ -79,6 +79,8 @@ pub struct LoadOptions {
     pub stack_ns: u64,
     /// Intervals shorter than this are summed in the kernel (0: stream every one).
     pub detail_ns: u64,
+    /// A task worked for this long on a thread streams every interval from then on (0: never).
+    pub slow_ns: u64,
     /// The traced processes (the kernel programs filter on them when there are at most
     /// `MAX_FILTER_PIDS`); empty: no filter.
     pub pids: Vec<u32>,
@@ -144,6 +146,7 @@ impl Session {
             stacks: u32::from(opts.stacks),
             detail_ns: opts.detail_ns,
             stack_ns: opts.stack_ns,
+            slow_ns: opts.slow_ns,
             pids: [0; profiler_common::MAX_FILTER_PIDS],
             npids: 0,
             _pad: 0,
