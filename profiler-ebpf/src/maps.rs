@@ -18,24 +18,28 @@ pub static CONFIG: Config = Config {
     _pad: 0,
 };
 
-pub fn config() -> Config {
-    // SAFETY: CONFIG is a plain static; the volatile read stops the compiler from folding the
-    // zero initializer, since userspace rewrites it before load.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+/// One field of CONFIG: `cfg!(detail_ns)`. A volatile read of that field only, which stops
+/// the compiler from folding the zero initializer (userspace rewrites CONFIG before load);
+/// reading the whole struct would cost a load per field at every use.
+#[macro_export]
+macro_rules! cfg {
+    ($field:ident) => {
+        // SAFETY: CONFIG is a plain static, never written by the programs.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::maps::CONFIG.$field)) }
+    };
 }
 
 /// Whether thread group `tgid` is one tprof traces (always true without a pid filter).
 /// Cheaper than the THREADS lookup it saves every other process.
 #[inline(always)]
 pub fn traced_tgid(tgid: u32) -> bool {
-    // SAFETY: plain reads of the CONFIG static (see `config`).
-    let n = unsafe { core::ptr::read_volatile(&CONFIG.npids) } as usize;
+    let n = crate::cfg!(npids) as usize;
     if n == 0 {
         return true;
     }
     let mut i = 0;
     while i < profiler_common::MAX_FILTER_PIDS {
-        // SAFETY: as above; `i` is bounded by the array's length.
+        // SAFETY: a plain read of the CONFIG static; `i` is bounded by the array's length.
         if i < n && unsafe { core::ptr::read_volatile(&CONFIG.pids[i]) } == tgid {
             return true;
         }

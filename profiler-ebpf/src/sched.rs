@@ -19,7 +19,7 @@ use profiler_common::{
 };
 
 use crate::emit::{count_anomaly, count_drop, header, now, RB_FLAGS};
-use crate::maps::{config, traced_tgid, EVENTS, IRQ_DEPTH, STACKS};
+use crate::maps::{traced_tgid, EVENTS, IRQ_DEPTH, STACKS};
 use crate::thread::ThreadExt;
 
 /// `BPF_F_USER_STACK`: bpf_get_stackid takes the user-space stack.
@@ -95,7 +95,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 // kernel stack from the task there, the user stack when the syscall it
                 // blocked in returns. A block outside a syscall (a page fault) has no such
                 // later point: its user stack is taken now.
-                if prev_state != 0 && config().stacks != 0 && st.sys_nr < 0 {
+                if prev_state != 0 && crate::cfg!(stacks) != 0 && st.sys_nr < 0 {
                     st.ustack_id = stack_id(ctx, USER_STACK);
                 }
             } else {
@@ -105,7 +105,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     }
 
     // next comes on the CPU.
-    let offs = config().offsets;
+    let offs = crate::cfg!(offsets);
     let next_pid = task_field(next, offs.task_tgid)?;
     if !traced_tgid(next_pid) {
         return Some(());
@@ -124,8 +124,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         return Some(());
     }
     let (blocked, runq) = st.sum_off_cpu(ts);
-    let cfg = config();
-    let long_block = cfg.stacks != 0 && st.state != 0 && blocked > 0 && blocked >= cfg.stack_ns;
+    let long_block = crate::cfg!(stacks) != 0 && st.state != 0 && blocked > 0 && blocked >= crate::cfg!(stack_ns);
     if !long_block && !thread::detailed(st, blocked + runq, ts) {
         thread::add_off_cpu(st, blocked, runq);
         st.offcpu_since = 0;
@@ -183,7 +182,7 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
 
 fn try_sched_waking(ctx: &BtfTracePointContext) -> Option<()> {
     let p: u64 = ctx.arg(0);
-    let offs = config().offsets;
+    let offs = crate::cfg!(offsets);
     if !traced_tgid(task_field(p, offs.task_tgid)?) {
         return Some(());
     }

@@ -7,7 +7,7 @@ use aya_ebpf::programs::BtfTracePointContext;
 use profiler_common::{kind, SyscallRecord, UStackRecord};
 
 use crate::emit::{emit, header, now};
-use crate::maps::{config, traced_tgid};
+use crate::maps::traced_tgid;
 use crate::sched::{stack_id, USER_STACK};
 use crate::thread::{self, ThreadExt};
 
@@ -21,8 +21,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     if let Some(st) = thread::get(tid) {
         // Tracked for stacks too: the syscall a long block happened in is where its user
         // stack is taken.
-        let cfg = config();
-        if st.depth > 0 && (cfg.syscalls != 0 || cfg.stacks != 0) {
+        if st.depth > 0 && (crate::cfg!(syscalls) != 0 || crate::cfg!(stacks) != 0) {
             let nr: i64 = ctx.arg(1);
             st.sys_nr = nr as i32;
             st.sys_start = now();
@@ -55,7 +54,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
             unsafe { r.write(UStackRecord { header: header(kind::USTACK, ts, pid, tid, &task), ustack_id: id, _pad: 0 }) }
         });
     }
-    if config().syscalls == 0 {
+    if crate::cfg!(syscalls) == 0 {
         return 0;
     }
     let ret: i64 = ctx.arg(1);

@@ -13,7 +13,7 @@ use profiler_common::{
 
 use crate::emit::{count_anomaly, emit, header};
 
-use crate::maps::{config, THREADS, ZERO_THREAD};
+use crate::maps::{THREADS, ZERO_THREAD};
 
 /// The thread's entry, if it ever ran a task while traced.
 #[inline(always)]
@@ -82,11 +82,12 @@ fn sys_slot(agg: &mut Agg, nr: i32) -> &mut AggSyscall {
 /// for at least `Config::slow_ns`).
 #[inline(always)]
 pub fn detailed(st: &ThreadState, ns: u64, now: u64) -> bool {
-    let c = config();
-    if c.detail_ns == 0 || ns >= c.detail_ns {
+    let detail_ns = crate::cfg!(detail_ns);
+    if detail_ns == 0 || ns >= detail_ns {
         return true;
     }
-    if c.slow_ns == 0 {
+    let slow_ns = crate::cfg!(slow_ns);
+    if slow_ns == 0 {
         return false;
     }
     // The innermost task's entry, found with constant indices.
@@ -103,7 +104,7 @@ pub fn detailed(st: &ThreadState, ns: u64, now: u64) -> bool {
         }
         i += 1;
     }
-    since != 0 && now.saturating_sub(since) >= c.slow_ns
+    since != 0 && now.saturating_sub(since) >= slow_ns
 }
 
 /// Methods on the map value (the type is shared with userspace, hence a trait).

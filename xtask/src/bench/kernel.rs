@@ -12,7 +12,9 @@
 //!   durations summed in maps, stacks at blocking switch-outs; nothing emitted per event),
 //!   goal at least 3x tprof's cost (bpftrace needs tracefs: mounted for the run if it is not);
 //! - tprof, every event (`--detail-threshold 0`): what streaming a record per event costs
-//!   over the default, which sums intervals shorter than 100 us in the kernel;
+//!   over the default, which sums intervals shorter than 100 us in the kernel (the plain
+//!   tprof modes run with `--slow-request 0`: each workload is one task lasting seconds,
+//!   which the default would stream in full after 10 ms, as it does a slow request);
 //! - "other pid" (tprof, bare): the tracer traces another process, the measured one is a
 //!   bystander: what a tracer's global tracepoint programs cost everyone else.
 //!
@@ -270,6 +272,11 @@ fn start_tracer(bins: &Bins, mode: Mode, pid: u32) -> Result<Option<Tracer>> {
             c.args(["--duration", "300s", "--ring-size", &RING_MIB.to_string()]);
             if mode == Mode::TprofStream {
                 c.args(["--detail-threshold", "0"]);
+            } else {
+                // Each workload is one task lasting seconds, which --slow-request (10 ms)
+                // would stream in full after its first 10 ms, as it does a slow request:
+                // off, so that this mode measures the summed path fast requests take.
+                c.args(["--slow-request", "0"]);
             }
             Tracer::start(TracerKind::Tprof, c, "tprof")?
         }
