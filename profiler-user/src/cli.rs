@@ -77,6 +77,16 @@ pub struct TargetArgs {
     /// Print the eBPF programs' own diagnostics (aya-log) on stderr.
     #[arg(long)]
     pub debug_ebpf: bool,
+    /// How to attach probe sites: `auto` (uprobe_multi links where the kernel has them,
+    /// Linux >= 6.6) or `perf-event` (one uprobe perf event per site, the older way).
+    #[arg(long, value_enum, default_value_t = ProbeLinks::Auto)]
+    pub probe_links: ProbeLinks,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProbeLinks {
+    Auto,
+    PerfEvent,
 }
 
 /// What to show and where to export it.
@@ -222,6 +232,7 @@ impl TargetArgs {
                 pids: self.pids.clone(),
                 slow_ns: parse_duration(&self.slow_request)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
+                uprobe_multi: self.probe_links == ProbeLinks::Auto,
             },
             filter,
             stack_threshold_ns,

@@ -228,3 +228,23 @@ fn wakeup_chain_crosses_threads_and_processes() {
     assert!(link["blocked_ns"].as_u64().unwrap_or(0) as f64 / 1e6 >= 9.5, "{front}");
     assert_eq!(link["waker"]["pid"].as_u64(), Some(writer), "woken by the writer process: {front}");
 }
+
+#[test]
+fn perf_event_links_attribute_the_same() {
+    // The older attach path (one uprobe perf event per site, what kernels before 6.6 get)
+    // on the same known workloads, with the same tolerances as known_workloads_are_attributed.
+    let (out, lines) = trace(&["sleep:20", "mutex:10"], &["--probe-links", "perf-event"]);
+    let sess = session(&out);
+    assert_eq!(sess["probe_links"], "perf_event", "{sess}");
+    assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
+    assert!(sess["warnings"].as_array().is_some_and(|w| w.is_empty()), "choosing perf events is no warning: {sess}");
+    let s = summary(&out, "sleep");
+    assert!(s["incomplete"].is_null(), "{s}");
+    let blocked = ms(s, "blocked_ns");
+    assert!((19.9..25.0).contains(&blocked), "sleep blocked {blocked} ms: {s}");
+    let s = summary(&out, "mutex");
+    let futex = s["blocked_in_syscall_ns"]["futex"].as_u64().unwrap_or(0) as f64 / 1e6;
+    assert!((5.0..15.0).contains(&futex), "mutex blocked in futex {futex} ms: {s}");
+    let holder_span = fact(&lines, "mutex holder", "span");
+    assert_eq!(s["blocks"][0]["waker"]["span_id"], holder_span.as_str(), "woken by the holder's task: {s}");
+}

@@ -86,6 +86,8 @@ pub struct LoadOptions {
     pub pids: Vec<u32>,
     /// Enable the eBPF programs' aya-log diagnostics (otherwise the verifier prunes them).
     pub debug_ebpf: bool,
+    /// Try uprobe_multi links (else one perf event per probe site).
+    pub uprobe_multi: bool,
 }
 
 /// A probe site tprof attached to.
@@ -186,11 +188,10 @@ impl Session {
         // The same programs again, for uprobe_multi links (see multi.rs); without them (a
         // kernel before 6.6), one perf event per site.
         let mut warnings = Vec::new();
-        let multi = match multi::load(obj, &ebpf, &[(USDT_PROGRAM, true), (USDT_FAST_PROGRAM, false)]) {
-            Ok(v) => match <[std::os::fd::OwnedFd; 2]>::try_from(v) {
-                Ok(pair) => Some(pair),
-                Err(_) => None,
-            },
+        let loaded = opts.uprobe_multi.then(|| multi::load(obj, &ebpf, &[(USDT_PROGRAM, true), (USDT_FAST_PROGRAM, false)]));
+        let multi = match loaded.unwrap_or_else(|| Ok(Vec::new())) {
+            // Empty: --probe-links perf-event asked for the older way.
+            Ok(v) => <[std::os::fd::OwnedFd; 2]>::try_from(v).ok(),
             Err(e) => {
                 warnings.push(format!(
                     "uprobe_multi links unavailable ({e:#}): one perf event per probe site instead (slower to detach; \
