@@ -74,16 +74,19 @@ fn describe(rec: &Record) -> String {
         Record::Syscall { meta, nr, start_ns, ret } => {
             format!("syscall {} {} ms = {ret}", syscall_name(*nr), ms(meta.ts_ns.saturating_sub(*start_ns)))
         }
-        Record::Agg { sums, .. } => format!(
-            "summed short intervals: on-cpu {} ms in {} slices, blocked {} ms and run queue {} ms in {} off-cpu intervals, {} syscalls {} ms",
-            ms(sums.oncpu_ns),
-            sums.slices,
-            ms(sums.blocked_ns),
-            ms(sums.runq_ns),
-            sums.offcpu,
-            sums.syscalls,
-            ms(sums.syscalls().iter().map(|s| s.total_ns).sum()),
-        ),
+        Record::Agg { sums, .. } => {
+            let mut parts = Vec::new();
+            if sums.slices > 0 {
+                parts.push(format!("on-cpu {} ms in {} slices", ms(sums.oncpu_ns), sums.slices));
+            }
+            if sums.offcpu > 0 {
+                parts.push(format!("blocked {} ms, run queue {} ms in {} off-cpu intervals", ms(sums.blocked_ns), ms(sums.runq_ns), sums.offcpu));
+            }
+            if sums.syscalls > 0 {
+                parts.push(format!("{} syscalls {} ms", sums.syscalls, ms(sums.syscalls().iter().map(|s| s.total_ns).sum())));
+            }
+            format!("summed short intervals: {}", parts.join(", "))
+        }
         Record::KStack { frames, .. } => format!("kernel stack of a long block ({} frames)", frames.len()),
         Record::UStack { .. } => "user stack of a long block".into(),
     }
