@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use profiler_common::{Header, TaskId};
 
-use crate::maps::{ANOMALIES, DROPS, EVENTS, SPAN_DROPS};
+use crate::maps::{ANOMALIES, ANY_SPAN_DROPS, DROPS, EVENTS, SPAN_DROPS};
 
 /// No wakeup per record: userspace polls the ring in batches (1.7 us vs 0.5 us per event).
 pub const RB_FLAGS: u64 = aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64;
@@ -44,6 +44,10 @@ pub fn count_drop(kind: u32, task: &TaskId) {
         bump(p);
     }
     if task.span_id != 0 {
+        if let Some(p) = ANY_SPAN_DROPS.get_ptr_mut(0) {
+            // SAFETY: a live, aligned map value; a racing writer writes the same value.
+            unsafe { *p = 1 };
+        }
         match SPAN_DROPS.get_ptr_mut(task.span_id) {
             Some(p) => bump(p),
             None => {
@@ -64,6 +68,9 @@ pub fn count_anomaly(slot: u32) {
 /// Takes (and clears) the lost-record count of a task, for its TASK_END record.
 #[inline(always)]
 pub fn take_span_drops(span_id: u64) -> u64 {
+    if ANY_SPAN_DROPS.get(0).is_none_or(|v| *v == 0) {
+        return 0;
+    }
     // SAFETY: plain read of a map value.
     match unsafe { SPAN_DROPS.get(span_id) } {
         Some(n) => {

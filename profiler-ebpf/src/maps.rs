@@ -72,6 +72,11 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::MAX + 1
 #[map]
 pub static SPAN_DROPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// Non-zero once any task lost a record: until then, a task's end skips the SPAN_DROPS
+/// lookup (an LRU hash lookup per task end, for nothing, in the common case).
+#[map]
+pub static ANY_SPAN_DROPS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per-CPU interrupt nesting depth (hardirq, softirq, hrtimer expiry): a wakeup seen at a
 /// depth above zero has no user waker.
 #[map]
