@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 /// Hash maps keyed by task: looked up once per record, so a fast (seeded) hasher, not SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use crate::decode::{Meta, Record, StackIds, TaskKey, Waker};
+use crate::decode::{Meta, Name, Record, StackIds, TaskKey, Waker};
 
 /// Bounds on what one task may hold, so a hostile or buggy target cannot grow tprof.
 pub const MAX_REGIONS: usize = 256;
@@ -24,7 +24,7 @@ pub const MAX_OPEN_TASKS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionSpan {
-    pub name: String,
+    pub name: Name,
     pub start_ns: u64,
     pub end_ns: Option<u64>,
     pub depth: u32,
@@ -46,8 +46,7 @@ pub const MAX_CHAIN: usize = 3;
 /// Slots of the caches of task names and last blocks kept for chains (a power of two).
 pub const MAX_REMEMBERED: usize = 4096;
 const _: () = assert!(MAX_REMEMBERED.is_power_of_two());
-/// Distinct task names shared (beyond, each task's name is its own copy).
-const MAX_INTERNED: usize = 4096;
+
 
 /// One off-CPU interval that blocked the task, kept for the "why slow" line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +78,7 @@ pub struct SyscallStat {
 #[derive(Clone, Debug, Default)]
 pub struct TaskState {
     pub key: TaskKey,
-    pub name: String,
+    pub name: Name,
     pub parent_span_id: u64,
     pub pid: u32,
     /// None: the task began before tprof attached.
@@ -242,9 +241,7 @@ impl<V> Remembered<V> {
 #[derive(Default)]
 pub struct Correlator {
     tasks: HashMap<TaskKey, TaskState>,
-    names: Remembered<std::sync::Arc<str>>,
-    /// Task names, shared: a service has few, and a task's begin then costs no allocation.
-    interned: HashMap<String, std::sync::Arc<str>>,
+    names: Remembered<Name>,
     last_blocks: Remembered<LastBlock>,
     pub stats: CorrelatorStats,
 }
@@ -286,17 +283,7 @@ impl Correlator {
         st.note_thread(meta.tid);
         apply(st, rec);
         if let Record::TaskBegin { name, .. } = rec {
-            let shared = match self.interned.get(name.as_str()) {
-                Some(n) => std::sync::Arc::clone(n),
-                None => {
-                    let n: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
-                    if self.interned.len() < MAX_INTERNED {
-                        self.interned.insert(name.clone(), std::sync::Arc::clone(&n));
-                    }
-                    n
-                }
-            };
-            self.names.insert(meta.task, shared);
+            self.names.insert(meta.task, Name::clone(name));
         }
         if let Record::OffCpu { .. } = rec {
             link_chain(st, &self.names, &mut self.last_blocks, rec);
@@ -323,7 +310,7 @@ impl Correlator {
 /// Names the waker's task of the block just added (the last one ending at `rec`'s time),
 /// follows the wakers' own last blocks back up to MAX_CHAIN hops, charges the wait to the
 /// waker's task, and remembers this block for chains that pass through this task.
-fn link_chain(st: &mut TaskState, names: &Remembered<std::sync::Arc<str>>, last: &mut Remembered<LastBlock>, rec: &Record) {
+fn link_chain(st: &mut TaskState, names: &Remembered<Name>, last: &mut Remembered<LastBlock>, rec: &Record) {
     let Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } = rec else { return };
     let end = meta.ts_ns;
     // A hostile or corrupt record may start after it ends: never panic, clamp it.

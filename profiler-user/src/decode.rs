@@ -120,12 +120,12 @@ pub enum Waker {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    TaskBegin { meta: Meta, parent_span_id: u64, name: String, name_flags: u32 },
+    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32 },
     TaskEnd { meta: Meta, dropped: u64 },
     TaskAttach { meta: Meta, parent_span_id: u64 },
     TaskDetach { meta: Meta },
-    RegionBegin { meta: Meta, name: String, name_flags: u32 },
-    RegionEnd { meta: Meta, name: String, name_flags: u32 },
+    RegionBegin { meta: Meta, name: Name, name_flags: u32 },
+    RegionEnd { meta: Meta, name: Name, name_flags: u32 },
     Log { meta: Meta, key: String, value: String, flags: u32 },
     /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
     OnCpu { meta: Meta, start_ns: u64 },
@@ -225,6 +225,43 @@ fn text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (String, u32)
     (String::from_utf8_lossy(&buf[..n]).into_owned(), s.flags)
 }
 
+/// A task or region name: shared, since a service has few distinct ones (no allocation per
+/// record for a name seen before).
+pub type Name = std::sync::Arc<str>;
+
+/// Distinct names interned per thread; beyond, each record's name is its own copy.
+const MAX_INTERNED_NAMES: usize = 4096;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<std::collections::HashMap<Box<[u8]>, Name, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashMap::default());
+}
+
+/// The name of these bytes (lossy UTF-8), shared with earlier records of the same name.
+fn intern(bytes: &[u8]) -> Name {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(n) = names.get(bytes) {
+            return Name::clone(n);
+        }
+        let n: Name = Name::from(String::from_utf8_lossy(bytes));
+        if names.len() < MAX_INTERNED_NAMES {
+            names.insert(bytes.into(), Name::clone(&n));
+        }
+        n
+    })
+}
+
+/// A target string used as a name: like [`text`], interned.
+fn name_text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (Name, u32) {
+    let n = (s.len as usize).min(buf.len());
+    if s.flags & strflag::UNREADABLE != 0 && n > 0 {
+        let (t, flags) = text(pid, s, buf, late);
+        return (Name::from(t), flags);
+    }
+    (intern(&buf[..n]), s.flags)
+}
+
 /// Decodes one ring-buffer record (strings the kernel could not read stay empty).
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     decode_with(bytes, &mut |_, _, _| None)
@@ -237,7 +274,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         kind::TASK_BEGIN | kind::TASK_ATTACH => {
             let r: TaskRecord = read(bytes, kind_raw)?;
             if kind_raw == kind::TASK_BEGIN {
-                let (name, name_flags) = text(r.header.pid, &r.name, &r.name_buf, late);
+                let (name, name_flags) = name_text(r.header.pid, &r.name, &r.name_buf, late);
                 Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags }
             } else {
                 Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
@@ -253,7 +290,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         }
         kind::REGION_BEGIN | kind::REGION_END => {
             let r: RegionRecord = read(bytes, kind_raw)?;
-            let (name, name_flags) = text(r.header.pid, &r.name, &r.name_buf, late);
+            let (name, name_flags) = name_text(r.header.pid, &r.name, &r.name_buf, late);
             let meta = meta(&r.header);
             if kind_raw == kind::REGION_BEGIN {
                 Record::RegionBegin { meta, name, name_flags }
@@ -372,7 +409,7 @@ mod tests {
         let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 7, name, name_buf };
         let rec = decode(&raw_bytes(&r)).expect("decodes");
         let Record::TaskBegin { meta, parent_span_id, name, .. } = rec else { panic!("wrong variant {rec:?}") };
-        assert_eq!(name, "GET /");
+        assert_eq!(&*name, "GET /");
         assert_eq!(parent_span_id, 7);
         assert_eq!(meta.task.trace_hex(), "00000000000000aa00000000000000bb");
         assert_eq!(meta.task.span_hex(), "00000000000000cc");
@@ -397,11 +434,11 @@ mod tests {
             Some(b"lazy-p".to_vec())
         });
         let Ok(Record::RegionBegin { name, name_flags, .. }) = rec else { panic!("decodes: {rec:?}") };
-        assert_eq!((name.as_str(), name_flags), ("lazy-p", strflag::LATE));
+        assert_eq!((&*name, name_flags), ("lazy-p", strflag::LATE));
         assert_eq!(asked, [(10, 0xdead0, 6)]);
         // Still unreadable later (e.g. a freed buffer): empty, flagged.
         let Ok(Record::RegionBegin { name, name_flags, .. }) = decode(&raw_bytes(&r)) else { panic!() };
-        assert_eq!((name.as_str(), name_flags), ("", strflag::UNREADABLE));
+        assert_eq!((&*name, name_flags), ("", strflag::UNREADABLE));
     }
 
     #[test]

@@ -110,17 +110,17 @@ impl TypeStats {
 
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    pub by_name: BTreeMap<String, TypeStats>,
+    pub by_name: BTreeMap<crate::decode::Name, TypeStats>,
     pub other_types: u64,
 }
 
 impl Stats {
     pub fn add(&mut self, t: &TaskState) {
-        if !self.by_name.contains_key(&t.name) && self.by_name.len() >= MAX_TYPES {
+        if !self.by_name.contains_key(&*t.name) && self.by_name.len() >= MAX_TYPES {
             self.other_types += 1;
             return;
         }
-        let s = self.by_name.entry(t.name.clone()).or_default();
+        let s = self.by_name.entry(crate::decode::Name::clone(&t.name)).or_default();
         match t.wall_ns() {
             Some(wall) if t.incomplete().is_none() => {
                 s.wall.record(wall);
@@ -171,7 +171,7 @@ mod tests {
     fn types_are_bounded() {
         let mut s = Stats::default();
         for i in 0..(MAX_TYPES + 3) {
-            let t = TaskState { name: format!("t{i}"), begin_ns: Some(0), end_ns: Some(10), ..Default::default() };
+            let t = TaskState { name: format!("t{i}").into(), begin_ns: Some(0), end_ns: Some(10), ..Default::default() };
             s.add(&t);
         }
         assert_eq!(s.by_name.len(), MAX_TYPES);

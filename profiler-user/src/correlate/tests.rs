@@ -46,7 +46,7 @@ fn sleep_spin_and_wait_add_up_to_wall() {
     assert_eq!(events, recs.len());
     assert_eq!(s.len(), 1);
     let t = &s[0];
-    assert_eq!(t.name, "req");
+    assert_eq!(&*t.name, "req");
     assert_eq!(t.wall_ns(), Some(33 * ms));
     assert_eq!(t.on_cpu_ns, 10 * ms);
     assert_eq!(t.blocked_ns, 20 * ms);
@@ -129,7 +129,7 @@ fn wakeup_chain_follows_the_wakers_own_blocks() {
         Record::TaskEnd { meta: m(13 * ms, 7, 1), dropped: 0 },
     ];
     let (s, _) = run(&recs);
-    let a = s.iter().find(|t| t.name == "A").expect("A ended");
+    let a = s.iter().find(|t| &*t.name == "A").expect("A ended");
     let b = &a.blocks[0];
     assert_eq!(b.waker_task_name.as_deref(), Some("B"));
     assert_eq!(a.waited_on, vec![(key(2), Some("B".to_string()), 10 * ms)]);

@@ -204,7 +204,8 @@ impl PerfettoSink {
             span.last = Some(span.last.map_or(ts, |x| x.max(ts)));
         }
         if !t.name.is_empty() {
-            span.name.clone_from(&t.name);
+            span.name.clear();
+            span.name.push_str(&t.name);
         }
         span.pid = t.pid;
         Some(uuid)
@@ -373,7 +374,7 @@ impl Sink for PerfettoSink {
     fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
         let m = *rec.meta();
         let task_track = self.note_task(task, Some(m.ts_ns));
-        let tname = if task.name.is_empty() { "task" } else { task.name.as_str() };
+        let tname = if task.name.is_empty() { "task" } else { &*task.name };
         let span = m.task.span_hex();
         let thread = self.track(TrackKey::Thread(m.pid, m.tid), m.pid);
         match rec {
@@ -439,7 +440,7 @@ impl Sink for PerfettoSink {
             t.blocked_in_syscall.iter().map(|(nr, ns)| (format!("blocked_in.{}", syscall_name(*nr)), *ns)).collect();
         args.extend(blocked.iter().map(|(k, v)| (k.as_str(), U(*v))));
         args.extend(t.logs.iter().map(|(k, v)| (k.as_str(), S(v))));
-        let name = if t.name.is_empty() { "task" } else { t.name.as_str() };
+        let name = if t.name.is_empty() { "task" } else { &*t.name };
         self.push(track, begin, end, false, body(name, "task", &args));
         for r in &t.regions {
             let b = body(&r.name, "region", &[("depth", U(u64::from(r.depth)))]);

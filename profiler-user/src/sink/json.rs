@@ -57,7 +57,7 @@ pub fn event_json(rec: &Record) -> Value {
     let ty = match rec {
         Record::TaskBegin { parent_span_id, name, name_flags, .. } => {
             put("parent_span_id", format!("{parent_span_id:016x}").into());
-            put("name", name.as_str().into());
+            put("name", Value::from(&**name));
             put("name_flags", (*name_flags).into());
             "task_begin"
         }
@@ -68,7 +68,7 @@ pub fn event_json(rec: &Record) -> Value {
         Record::TaskAttach { .. } => "task_attach",
         Record::TaskDetach { .. } => "task_detach",
         Record::RegionBegin { name, .. } | Record::RegionEnd { name, .. } => {
-            put("name", name.as_str().into());
+            put("name", Value::from(&**name));
             if matches!(rec, Record::RegionBegin { .. }) {
                 "region_begin"
             } else {
@@ -162,7 +162,7 @@ pub fn summary_json(t: &TaskState) -> Value {
     let regions: Vec<Value> = t
         .regions
         .iter()
-        .map(|r| json!({"name": r.name, "start_ns": r.start_ns, "end_ns": r.end_ns, "depth": r.depth}))
+        .map(|r| json!({"name": &*r.name, "start_ns": r.start_ns, "end_ns": r.end_ns, "depth": r.depth}))
         .collect();
     let blocks: Vec<Value> = t
         .blocks
@@ -178,7 +178,7 @@ pub fn summary_json(t: &TaskState) -> Value {
     json!({
         "type": "summary",
         "trace_id": trace, "span_id": span, "parent_span_id": format!("{:016x}", t.parent_span_id),
-        "name": t.name, "pid": t.pid, "threads": t.threads,
+        "name": &*t.name, "pid": t.pid, "threads": t.threads,
         "begin_ns": t.begin_ns, "end_ns": t.end_ns, "wall_ns": t.wall_ns(),
         "on_cpu_ns": t.on_cpu_ns, "runq_ns": t.runq_ns, "blocked_ns": t.blocked_ns,
         "unscheduled_ns": t.unscheduled_ns(), "syscall_ns": t.syscall_ns(),
@@ -203,7 +203,7 @@ impl<W: Write> Sink for JsonSink<W> {
         for (name, s) in &r.stats.by_name {
             let h = &s.wall;
             self.line(&json!({
-                "type": "task_stats", "name": name, "count": h.count, "incomplete": s.incomplete,
+                "type": "task_stats", "name": &**name, "count": h.count, "incomplete": s.incomplete,
                 "p50_ns": h.quantile(0.5), "p90_ns": h.quantile(0.9), "p99_ns": h.quantile(0.99), "max_ns": h.max_ns,
                 "mean_ns": h.mean(), "avg_on_cpu_ns": s.avg(s.on_cpu_ns), "avg_runq_ns": s.avg(s.runq_ns),
                 "avg_blocked_ns": s.avg(s.blocked_ns), "avg_unscheduled_ns": s.avg(s.unscheduled_ns),

@@ -92,7 +92,7 @@ impl<S: Sink> Filtered<S> {
             return false;
         }
         if let Some(name) = &self.filter.task_name {
-            if &task.name != name {
+            if &*task.name != name.as_str() {
                 return false;
             }
         }
