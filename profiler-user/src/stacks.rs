@@ -68,6 +68,9 @@ pub struct Symbolizer {
     blaze: Blaze,
     threshold_ns: u64,
     kernel_cache: HashMap<u32, Vec<Frame>>,
+    /// Kernel stacks that came as addresses, by those addresses: the same few blocking
+    /// paths recur request after request.
+    kernel_addr_cache: HashMap<Vec<u64>, Vec<Frame>>,
     user_cache: HashMap<(u32, u32), Vec<Frame>>,
     /// Executable file mappings of each traced process, as last seen, with their files
     /// open: user addresses are symbolized from the files themselves, so a process that
@@ -90,6 +93,7 @@ impl Symbolizer {
             blaze: Blaze::new(),
             threshold_ns,
             kernel_cache: HashMap::new(),
+            kernel_addr_cache: HashMap::new(),
             user_cache: HashMap::new(),
             maps: HashMap::new(),
             missing: 0,
@@ -130,7 +134,7 @@ impl Symbolizer {
             let mut kernel = if addrs.is_empty() {
                 ids.kernel.map(|id| self.kernel_frames(id)).unwrap_or_default()
             } else {
-                self.kernel_addrs(&addrs)
+                self.kernel_frames_of(addrs)
             };
             // The first frames are tprof's own program and the tracepoint machinery.
             let ours = kernel
@@ -167,6 +171,19 @@ impl Symbolizer {
             }
             None => addrs.iter().map(|a| Frame { addr: *a, func: None, file: None, line: None }).collect(),
         }
+    }
+
+    /// Symbolized kernel addresses, cached.
+    fn kernel_frames_of(&mut self, addrs: Vec<u64>) -> Vec<Frame> {
+        if let Some(f) = self.kernel_addr_cache.get(&addrs) {
+            return f.clone();
+        }
+        let frames = self.kernel_addrs(&addrs);
+        if self.kernel_addr_cache.len() >= MAX_CACHED {
+            self.kernel_addr_cache.clear();
+        }
+        self.kernel_addr_cache.insert(addrs, frames.clone());
+        frames
     }
 
     fn kernel_frames(&mut self, id: u32) -> Vec<Frame> {
