@@ -12,12 +12,13 @@
 //!
 //! ## What the helper keeps, and why
 //!
-//! `CAP_SYS_ADMIN` (the uprobe PMU; also lets it open `/proc/PID/map_files`),
+//! `CAP_SYS_ADMIN` (the uprobe PMU; given up once tprof hands it both uprobe_multi programs:
+//! links take no capability), `CAP_CHECKPOINT_RESTORE` (opening `/proc/PID/map_files`),
 //! `CAP_SYS_PTRACE` (reading the maps of, opening the mapped files of, creating a uprobe
 //! event for, and reading the memory of a target that is root, of another uid, or
 //! non-dumpable: without it the kernel refuses even uid 0 once its capabilities are fewer
 //! than the target's), `CAP_DAC_READ_SEARCH` (a mapped file whose own mode would refuse
-//! uid 0 without capabilities). Nothing else: its bounding set is cut to these three,
+//! uid 0 without capabilities). Nothing else: its bounding set is cut to these four,
 //! `no_new_privs` is set, it is not dumpable, stays uid 0, and dies with tprof (socket EOF,
 //! and `PR_SET_PDEATHSIG`).
 //!
@@ -35,6 +36,10 @@
 //!   the helper's own open file (`/proc/self/fd/N`), never a path. The perf event fd goes back;
 //!   tprof links its already loaded program to it (`BPF_LINK_CREATE` on an existing program
 //!   and perf event needs no capability on 6.18: measured by `tests/drop_privs.rs`).
+//! * `Program`, then `AttachMulti`: tprof hands over its two USDT programs loaded for
+//!   uprobe_multi links (once per slot, and closes its own copies), then asks for links over
+//!   sites of a scanned file: each one must be a tprof probe site the helper found in that
+//!   file, not attached before, or nothing is created. The link fd goes back.
 //! * `Read`: at most [`MAX_READ`] bytes of a session pid's memory (`process_vm_readv`, which
 //!   honours the target's page protections): the strings the kernel could not copy.
 //!
@@ -105,6 +110,9 @@ pub struct Broker {
     attached: usize,
     /// The USDT programs tprof handed over for uprobe_multi links, by slot.
     programs: [Option<OwnedFd>; 2],
+    /// Give CAP_SYS_ADMIN up once both programs are here (off in unit tests, which run in
+    /// the test process).
+    give_up_sys_admin: bool,
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -118,7 +126,7 @@ impl Broker {
     /// The helper for `pids`, creating uprobes on PMU `pmu_type`.
     pub fn new(pids: &[u32], pmu_type: u32) -> Broker {
         let targets = pids.iter().map(|&pid| Target { pid, pidfd: pidfd_open(pid) }).collect();
-        Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None] }
+        Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None], give_up_sys_admin: false }
     }
 
     /// Handles one request: the replies to send, the last one final.
@@ -146,6 +154,12 @@ impl Broker {
             return Err(format!("program slot {slot} is set already"));
         }
         *place = Some(fd);
+        // With both uprobe_multi programs, links are all the helper creates: they take no
+        // capability, and map_files is opened with CAP_CHECKPOINT_RESTORE. CAP_SYS_ADMIN
+        // (for the perf-event fallback) goes.
+        if self.programs.iter().all(Option::is_some) && self.give_up_sys_admin {
+            super::drop_privs::give_up(1 << super::drop_privs::CAP_SYS_ADMIN).map_err(|e| format!("giving up CAP_SYS_ADMIN: {e:#}"))?;
+        }
         Ok(Outgoing::plain(Reply::Kept))
     }
 
@@ -383,6 +397,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(args.fd) });
     let pmu = super::uprobe::uprobe_pmu_type().map_err(|e| format!("{e:#}"))?;
     let mut broker = Broker::new(&args.pids, pmu);
+    broker.give_up_sys_admin = true;
     let dropped = drop_after_attach(&DropOptions { needs: Needs::broker(), user: None }).map_err(|e| format!("dropping privileges: {e:#}"))?;
     // SAFETY: prctl with integer arguments only. Not dumpable: no core file, and nothing of
     // this uid may ptrace it.

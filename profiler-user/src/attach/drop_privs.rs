@@ -137,9 +137,10 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// tprof's privileged helper: uprobes for any target, from its files.
+    /// tprof's privileged helper: uprobes for any target, from its files. `map_files` too:
+    /// it keeps opening them once it gives `CAP_SYS_ADMIN` up (see [`give_up`]).
     pub fn broker() -> Needs {
-        Needs { uprobes: true, any_target: true, target_files: true, ..Needs::nothing() }
+        Needs { uprobes: true, any_target: true, target_files: true, map_files: true, ..Needs::nothing() }
     }
 
     /// Nothing at all: drop every capability (tprof itself, once the helper runs).
@@ -345,6 +346,13 @@ fn switch_user(uid: u32, gid: u32) -> Result<()> {
 /// clears the bounding and ambient sets of the rest, optionally leaves uid 0, and sets
 /// `PR_SET_NO_NEW_PRIVS`. Call it once, from the thread that runs the session, after the
 /// initial attach and after every output file is open. Irreversible.
+/// Removes `caps` (a mask) from this thread's effective and permitted sets, for good (the
+/// bounding set needs `CAP_SETPCAP`, long gone: with `no_new_privs` no exec regains them).
+pub fn give_up(caps: u64) -> Result<()> {
+    let (eff, prm, inh) = capget()?;
+    capset(eff & !caps, prm & !caps, inh & !caps)
+}
+
 pub fn drop_after_attach(opts: &DropOptions) -> Result<Dropped> {
     let (_, permitted, _) = capget()?;
     let wanted = opts.needs.mask();
@@ -411,7 +419,7 @@ mod tests {
         assert_eq!(cap_name(CAP_CHECKPOINT_RESTORE), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(cap_name(41), "cap_41");
         assert_eq!(cap_names((1 << CAP_BPF) | (1 << CAP_CHOWN)), ["CAP_CHOWN", "CAP_BPF"]);
-        assert_eq!(cap_names(Needs::broker().mask()), ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN"]);
+        assert_eq!(cap_names(Needs::broker().mask()), ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_CHECKPOINT_RESTORE"]);
         assert_eq!(Needs::nothing().mask(), 0);
         let all = Needs { uprobes: true, any_target: true, target_files: true, map_files: true, bpf_load: true, kallsyms: true };
         assert_eq!(
