@@ -164,16 +164,7 @@ fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
 
 /// Runs the target's `requests` traced with `extra` tprof arguments; returns its stdout.
 fn traced(requests: &[&str], extra: &[&str]) -> Vec<String> {
-    require_root();
-    let mut target = start_target(requests);
-    let tprof = attach(&[target.pid()], extra);
-    target.send_line("go");
-    let mut lines = Vec::new();
-    target.expect_line("done", &mut lines);
-    assert!(target.wait().success(), "target failed");
-    let (_, status) = collect(tprof);
-    assert!(status.success(), "tprof failed: {status}");
-    lines
+    trace_requests(requests, extra).1
 }
 
 fn printed_span(lines: &[String], task: &str) -> String {
