@@ -67,7 +67,6 @@ pub struct Symbolizer {
     map: Option<StackTraceMap<MapData>>,
     blaze: Blaze,
     threshold_ns: u64,
-    kernel_cache: HashMap<u32, Vec<Frame>>,
     /// Kernel stacks that came as addresses, by those addresses: the same few blocking
     /// paths recur request after request.
     kernel_addr_cache: HashMap<Vec<u64>, Vec<Frame>>,
@@ -92,7 +91,6 @@ impl Symbolizer {
             kallsyms,
             blaze: Blaze::new(),
             threshold_ns,
-            kernel_cache: HashMap::new(),
             kernel_addr_cache: HashMap::new(),
             user_cache: HashMap::new(),
             maps: HashMap::new(),
@@ -114,7 +112,7 @@ impl Symbolizer {
         self.map.is_some()
             && b.stack.is_none()
             && b.blocked_ns >= self.threshold_ns
-            && (b.stack_ids.kernel.is_some() || b.stack_ids.user.is_some() || !b.kernel_addrs.is_empty())
+            && (b.stack_ids.user.is_some() || !b.kernel_addrs.is_empty())
     }
 
     /// Fills `stack` for the task's blocks that lasted at least the threshold.
@@ -126,16 +124,12 @@ impl Symbolizer {
         for i in 0..task.blocks.len() {
             let (ids, long) = (task.blocks[i].stack_ids, task.blocks[i].blocked_ns >= self.threshold_ns);
             let addrs = std::mem::take(&mut task.blocks[i].kernel_addrs);
-            if !long || (ids.kernel.is_none() && ids.user.is_none() && addrs.is_empty()) {
+            if !long || (ids.user.is_none() && addrs.is_empty()) {
                 continue;
             }
-            // The kernel stack comes as addresses (taken from the task at switch-in), or as
-            // an id in the stack map.
-            let mut kernel = if addrs.is_empty() {
-                ids.kernel.map(|id| self.kernel_frames(id)).unwrap_or_default()
-            } else {
-                self.kernel_frames_of(addrs)
-            };
+            // The kernel stack comes as addresses, taken from the task at switch-in (the
+            // eBPF side no longer stores kernel stacks in the stack map).
+            let mut kernel = if addrs.is_empty() { Vec::new() } else { self.kernel_frames_of(addrs) };
             // The first frames are tprof's own program and the tracepoint machinery.
             let ours = kernel
                 .iter()
@@ -183,19 +177,6 @@ impl Symbolizer {
             self.kernel_addr_cache.clear();
         }
         self.kernel_addr_cache.insert(addrs, frames.clone());
-        frames
-    }
-
-    fn kernel_frames(&mut self, id: u32) -> Vec<Frame> {
-        if let Some(f) = self.kernel_cache.get(&id) {
-            return f.clone();
-        }
-        let addrs = self.addrs(id);
-        let frames = self.kernel_addrs(&addrs);
-        if self.kernel_cache.len() >= MAX_CACHED {
-            self.kernel_cache.clear();
-        }
-        self.kernel_cache.insert(id, frames.clone());
         frames
     }
 

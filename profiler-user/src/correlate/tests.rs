@@ -199,7 +199,7 @@ fn deferred_stacks_join_their_block() {
     let recs = [
         Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
         Record::OffCpu { meta: meta(12 * ms, 7), start_ns: ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(202), waker: Waker::Kernel, stacks: pending, end_inferred: false },
-        Record::KStack { meta: meta(12 * ms, 7), start_ns: ms, frames: vec![0xffff_1, 0xffff_2] },
+        Record::KStack { meta: meta(12 * ms, 7), start_ns: ms, frames: vec![0xffff1, 0xffff2] },
         // A KSTACK of an interval not in the ledger, and stacks of a task never seen: ignored.
         Record::KStack { meta: meta(12 * ms, 7), start_ns: 5, frames: vec![0xdead] },
         Record::UStack { meta: Meta { task: TaskKey { trace_id: 9, span_id: 9 }, ..meta(12 * ms, 7) }, id: Some(1) },
@@ -210,6 +210,6 @@ fn deferred_stacks_join_their_block() {
     assert_eq!(s.len(), 1, "stack records create no task");
     assert_eq!(events, 3, "stack records are not events");
     let b = &s[0].blocks[0];
-    assert_eq!(b.kernel_addrs, vec![0xffff_1, 0xffff_2]);
+    assert_eq!(b.kernel_addrs, vec![0xffff1, 0xffff2]);
     assert_eq!((b.stack_ids.user, b.stack_ids.user_pending), (Some(42), false));
 }
