@@ -58,20 +58,8 @@ fn mutex_request(ms: u64) {
 }
 
 fn pipe_request(ms: u64) {
-    let exe = std::env::current_exe().unwrap_or_else(|_| "tprof-target".into());
-    let mut child = Command::new(exe)
-        .arg("--pipe-writer")
-        .arg(ms.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning the pipe writer: {e}"));
-    let (Some(mut to_child), Some(mut from_child)) = (child.stdin.take(), child.stdout.take()) else {
-        panic!("pipe writer has no stdio");
-    };
-    // Wait until the child runs, so the request measures only the pipe wait.
-    let mut ready = [0u8; 1];
-    let _ = from_child.read_exact(&mut ready);
+    // Waits until the child runs, so the request measures only the pipe wait.
+    let (mut child, mut to_child, mut from_child) = spawn_writer(ms);
     println!("pipe writer pid {}", child.id());
     let task = Task::new("pipe");
     println!("pipe task span {:016x} tid {}", task.context().span_id(), gettid());
