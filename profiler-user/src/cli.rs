@@ -181,10 +181,12 @@ impl OutputArgs {
     /// The sinks these flags ask for: the terminal stream plus any exporters. Files are
     /// given to the user who ran sudo.
     pub fn sinks<W: std::io::Write + 'static>(&self, out: W, pids: &[u32]) -> Result<Tee> {
-        use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink, WallClock};
-        use crate::sink::{give_to_invoking_user, json::JsonSink, text::TextSink};
+        use crate::attach::privileges::give_to_invoking_user;
+        use crate::clock::WallClock;
+        use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink};
+        use crate::sink::{json::JsonSink, text::TextSink};
         let primary: Box<dyn crate::sink::Sink> = match self.format {
-            Format::Text => Box::new(TextSink::new(out, crate::session::monotonic_ns())),
+            Format::Text => Box::new(TextSink::new(out, crate::clock::monotonic_ns())),
             Format::Json => Box::new(JsonSink::new(out)),
         };
         let mut tee = Tee::new(primary, !self.summary_only);

@@ -1,45 +1,16 @@
 //! Groups decoded records by task (trace-id, span-id) and keeps each task's ledger: wall
 //! time, on-CPU, run-queue wait, blocked time (and in which syscall, woken by whom),
-//! syscalls and regions. Pure logic, unit-tested without a kernel.
-//!
-//! Ledger rules (no double counting): an off-CPU interval is split into *blocked*
-//! (switch-out to wakeup) and *run queue* (wakeup, or preemption, to switch-in). Blocked
-//! time inside a syscall is also reported under that syscall, as a view, not a second
-//! charge. Wall time not covered by on-CPU, run-queue or blocked time is time when no
-//! thread worked for the task (an async task waiting in its executor).
-
-use std::collections::BTreeMap;
+//! syscalls and regions, by the rules of [`crate::model::ledger`]. Pure logic, unit-tested
+//! without a kernel.
 
 /// Hash maps keyed by task: looked up once per record, so a fast (seeded) hasher, not SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use crate::decode::{Meta, Name, Record, StackIds, TaskKey, Waker};
+use crate::model::event::{agg_intervals, agg_syscalls, Meta, Name, Record, TaskKey, Waker};
+use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS};
 
-/// Bounds on what one task may hold, so a hostile or buggy target cannot grow tprof.
-pub const MAX_REGIONS: usize = 256;
-pub const MAX_LOGS: usize = 64;
-pub const MAX_BLOCKS: usize = 3;
 /// Tasks tracked at once; beyond this, new tasks are counted and ignored.
 pub const MAX_OPEN_TASKS: usize = 100_000;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegionSpan {
-    pub name: Name,
-    pub start_ns: u64,
-    pub end_ns: Option<u64>,
-    pub depth: u32,
-}
-
-/// One hop of a wake-up chain: what the waker's own task was blocked on just before it
-/// woke the task downstream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChainLink {
-    pub task: TaskKey,
-    pub name: Option<String>,
-    pub blocked_ns: u64,
-    pub syscall_nr: Option<u32>,
-    pub waker: Waker,
-}
 
 /// Hops followed from a blocked task back through its wakers' tasks.
 pub const MAX_CHAIN: usize = 3;
@@ -47,147 +18,6 @@ pub const MAX_CHAIN: usize = 3;
 pub const MAX_REMEMBERED: usize = 4096;
 const _: () = assert!(MAX_REMEMBERED.is_power_of_two());
 
-
-/// One off-CPU interval that blocked the task, kept for the "why slow" line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Block {
-    pub tid: u32,
-    pub start_ns: u64,
-    pub blocked_ns: u64,
-    pub syscall_nr: Option<u32>,
-    pub waker: Waker,
-    pub stack_ids: StackIds,
-    /// Kernel return addresses taken when the thread came back on the CPU (KSTACK record).
-    pub kernel_addrs: Vec<u64>,
-    /// Symbolized stacks, filled in by the session (off the event path) for long blocks.
-    pub stack: Option<crate::stacks::Stack>,
-    /// Name of the waker's task, when tprof saw it begin.
-    pub waker_task_name: Option<String>,
-    /// What the waker's task was itself blocked on before it woke this one, and so on.
-    pub chain: Vec<ChainLink>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyscallStat {
-    pub count: u64,
-    pub total_ns: u64,
-    pub errors: u64,
-}
-
-/// A task's ledger, as it stands.
-#[derive(Clone, Debug, Default)]
-pub struct TaskState {
-    pub key: TaskKey,
-    pub name: Name,
-    pub parent_span_id: u64,
-    pub pid: u32,
-    /// None: the task began before tprof attached.
-    pub begin_ns: Option<u64>,
-    pub end_ns: Option<u64>,
-    pub on_cpu_ns: u64,
-    pub runq_ns: u64,
-    pub blocked_ns: u64,
-    /// Blocked time by the syscall the thread was in (view of `blocked_ns`).
-    pub blocked_in_syscall: BTreeMap<u32, u64>,
-    pub syscalls: BTreeMap<u32, SyscallStat>,
-    pub regions: Vec<RegionSpan>,
-    pub logs: Vec<(String, String)>,
-    /// Longest blocks, longest first.
-    pub blocks: Vec<Block>,
-    /// Blocked time charged to the tasks whose threads woke this one (at most 8 tasks).
-    pub waited_on: Vec<(TaskKey, Option<String>, u64)>,
-    /// Records the kernel could not queue for this task.
-    pub dropped: u64,
-    /// Regions/logs over the caps, not kept.
-    pub truncated: u64,
-    /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
-    /// sign of life: upper bounds).
-    pub inferred: u64,
-    /// Short intervals (on-CPU slices, off-CPU intervals, syscalls) the kernel summed
-    /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
-    pub summed: u64,
-    pub threads: Vec<u32>,
-    pub(crate) open_regions: Vec<usize>,
-}
-
-impl TaskState {
-    fn new(key: TaskKey, meta: &Meta) -> Self {
-        TaskState { key, pid: meta.pid, ..Default::default() }
-    }
-
-    pub fn wall_ns(&self) -> Option<u64> {
-        Some(self.end_ns?.saturating_sub(self.begin_ns?))
-    }
-
-    pub fn syscall_ns(&self) -> u64 {
-        self.syscalls.values().map(|s| s.total_ns).sum()
-    }
-
-    /// Wall time when no thread worked for the task (never negative).
-    pub fn unscheduled_ns(&self) -> Option<u64> {
-        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.runq_ns + self.blocked_ns))
-    }
-
-    /// Why the ledger may be missing events.
-    pub fn incomplete(&self) -> Option<String> {
-        let mut why = Vec::new();
-        if self.begin_ns.is_none() {
-            why.push("began before attach".to_string());
-        }
-        if self.end_ns.is_none() {
-            why.push("did not end while traced".to_string());
-        }
-        if self.dropped > 0 {
-            why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
-        }
-        if self.inferred > 0 {
-            why.push(format!("{} off-CPU intervals end at an inferred time (switch-in not seen)", self.inferred));
-        }
-        (!why.is_empty()).then(|| why.join(", "))
-    }
-
-    fn note_thread(&mut self, tid: u32) {
-        if !self.threads.contains(&tid) && self.threads.len() < 64 {
-            self.threads.push(tid);
-        }
-    }
-
-    fn add_block(&mut self, b: Block) {
-        let at = self.blocks.iter().position(|x| x.blocked_ns < b.blocked_ns).unwrap_or(self.blocks.len());
-        if at < MAX_BLOCKS {
-            self.blocks.insert(at, b);
-            self.blocks.truncate(MAX_BLOCKS);
-        }
-    }
-}
-
-/// What the correlator hands to sinks.
-#[derive(Debug)]
-pub enum Output<'a> {
-    /// A record, with the ledger of the task it belongs to.
-    Event(&'a Record, &'a TaskState),
-    /// A task ended (or the session ended with it open): its final ledger.
-    Summary(&'a TaskState),
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CorrelatorStats {
-    pub records: u64,
-    pub tasks_ended: u64,
-    /// Tasks not tracked because MAX_OPEN_TASKS were open.
-    pub tasks_over_limit: u64,
-    /// AGG records, and the short intervals they summed.
-    pub agg_records: u64,
-    pub summed_intervals: u64,
-}
-
-impl CorrelatorStats {
-    /// Kernel events the records stood for: each record one, except that an AGG record
-    /// stands for the intervals it summed.
-    pub fn events(&self) -> u64 {
-        self.records - self.agg_records + self.summed_intervals
-    }
-}
 
 /// The last blocked interval of a task, for wake-up chains.
 #[derive(Clone, Debug)]
@@ -246,6 +76,27 @@ pub struct Correlator {
     pub stats: CorrelatorStats,
 }
 
+/// How the correlator grows a ledger.
+impl TaskState {
+    fn new(key: TaskKey, meta: &Meta) -> Self {
+        TaskState { key, pid: meta.pid, ..Default::default() }
+    }
+
+    fn note_thread(&mut self, tid: u32) {
+        if !self.threads.contains(&tid) && self.threads.len() < 64 {
+            self.threads.push(tid);
+        }
+    }
+
+    fn add_block(&mut self, b: Block) {
+        let at = self.blocks.iter().position(|x| x.blocked_ns < b.blocked_ns).unwrap_or(self.blocks.len());
+        if at < MAX_BLOCKS {
+            self.blocks.insert(at, b);
+            self.blocks.truncate(MAX_BLOCKS);
+        }
+    }
+}
+
 impl Correlator {
     pub fn new() -> Self {
         Self::default()
@@ -262,7 +113,7 @@ impl Correlator {
         let meta = *rec.meta();
         if let Record::Agg { sums, .. } = rec {
             self.stats.agg_records += 1;
-            self.stats.summed_intervals += sums.intervals();
+            self.stats.summed_intervals += agg_intervals(sums);
         }
         if meta.task.span_id == 0 {
             return;
@@ -442,16 +293,16 @@ fn apply(st: &mut TaskState, rec: &Record) {
             st.on_cpu_ns += sums.oncpu_ns;
             st.runq_ns += sums.runq_ns;
             st.blocked_ns += sums.blocked_ns;
-            st.summed += sums.intervals();
-            for sc in sums.syscalls() {
+            st.summed += agg_intervals(sums);
+            for (nr, sc) in agg_syscalls(sums) {
                 if sc.count > 0 {
-                    let s = st.syscalls.entry(sc.nr).or_default();
+                    let s = st.syscalls.entry(nr).or_default();
                     s.count += u64::from(sc.count);
                     s.total_ns += sc.total_ns;
                     s.errors += u64::from(sc.errors);
                 }
                 if sc.blocked_ns > 0 {
-                    *st.blocked_in_syscall.entry(sc.nr).or_default() += sc.blocked_ns;
+                    *st.blocked_in_syscall.entry(nr).or_default() += sc.blocked_ns;
                 }
             }
         }

@@ -3,175 +3,11 @@
 //! traced process are kept as lossy UTF-8 and escaped by the sinks.
 
 use profiler_common::{
-    kind, strflag, Agg, AggRecord, Header, KStackRecord, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef,
-    SyscallRecord, TaskEndRecord, TaskId, TaskRecord, UStackRecord, AGG_OTHER_NR, KSTACK_DEPTH, USTACK_DEFERRED,
+    kind, strflag, AggRecord, Header, KStackRecord, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef,
+    SyscallRecord, TaskEndRecord, TaskRecord, UStackRecord, KSTACK_DEPTH, USTACK_DEFERRED,
 };
 
-/// A task's identity as userspace sees it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskKey {
-    pub trace_id: u128,
-    pub span_id: u64,
-}
-
-impl TaskKey {
-    pub fn from_raw(t: &TaskId) -> Self {
-        TaskKey { trace_id: (u128::from(t.trace_hi) << 64) | u128::from(t.trace_lo), span_id: t.span_id }
-    }
-    pub fn trace_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
-    }
-    pub fn span_hex(&self) -> String {
-        format!("{:016x}", self.span_id)
-    }
-}
-
-/// Fields every record has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    pub cpu: u32,
-    /// CLOCK_MONOTONIC ns; the end of the interval for interval records.
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub task: TaskKey,
-}
-
-/// Where a thread blocked: ids in the kernel's STACKS map (None: not taken, or lost).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StackIds {
-    pub kernel: Option<u32>,
-    pub user: Option<u32>,
-    /// The user stack follows in a USTACK record (taken when the syscall returned).
-    pub user_pending: bool,
-}
-
-/// The syscall number userspace files the "other syscalls" sums of an AGG record under.
-pub const OTHER_SYSCALLS: u32 = u32::MAX;
-
-/// One syscall's sums in an AGG record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyscallSums {
-    /// [`OTHER_SYSCALLS`]: syscalls beyond the record's slots.
-    pub nr: u32,
-    pub count: u32,
-    pub errors: u32,
-    pub total_ns: u64,
-    pub blocked_ns: u64,
-}
-
-/// Short intervals of one thread for one task, summed in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sums {
-    pub oncpu_ns: u64,
-    pub runq_ns: u64,
-    pub blocked_ns: u64,
-    pub slices: u32,
-    pub offcpu: u32,
-    pub syscalls: u32,
-    /// Valid entries of `sys`.
-    pub nsys: usize,
-    pub sys: [SyscallSums; profiler_common::AGG_SYSCALLS],
-}
-
-impl Sums {
-    fn from_raw(a: &Agg) -> Self {
-        let mut s = Sums {
-            oncpu_ns: a.oncpu_ns,
-            runq_ns: a.runq_ns,
-            blocked_ns: a.blocked_ns,
-            slices: a.slices,
-            offcpu: a.offcpu,
-            syscalls: a.syscalls,
-            ..Default::default()
-        };
-        for raw in a.sys.iter().filter(|x| x.nr >= 0 || x.nr == AGG_OTHER_NR) {
-            let nr = if raw.nr == AGG_OTHER_NR { OTHER_SYSCALLS } else { raw.nr as u32 };
-            s.sys[s.nsys] =
-                SyscallSums { nr, count: raw.count, errors: raw.errors, total_ns: raw.total_ns, blocked_ns: raw.blocked_ns };
-            s.nsys += 1;
-        }
-        s
-    }
-
-    pub fn syscalls(&self) -> &[SyscallSums] {
-        &self.sys[..self.nsys]
-    }
-
-    /// Intervals summed.
-    pub fn intervals(&self) -> u64 {
-        u64::from(self.slices) + u64::from(self.offcpu) + u64::from(self.syscalls)
-    }
-}
-
-/// Who made a blocked thread runnable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Waker {
-    /// No wakeup was seen (e.g. it happened before attach).
-    Unknown,
-    /// It was preempted while runnable: nobody had to wake it.
-    Preempted,
-    /// Woken from interrupt context or by a kernel thread: no user waker.
-    Kernel,
-    /// Woken by this user thread, which may itself be working for a task. `via_softirq`:
-    /// from a softirq that ran inside that thread's syscall (e.g. a loopback send).
-    Thread { pid: u32, tid: u32, comm: String, task: Option<TaskKey>, via_softirq: bool },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
-    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32 },
-    TaskEnd { meta: Meta, dropped: u64 },
-    TaskAttach { meta: Meta, parent_span_id: u64 },
-    TaskDetach { meta: Meta },
-    RegionBegin { meta: Meta, name: Name, name_flags: u32 },
-    RegionEnd { meta: Meta, name: Name, name_flags: u32 },
-    Log { meta: Meta, key: String, value: String, flags: u32 },
-    /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
-    OnCpu { meta: Meta, start_ns: u64 },
-    /// Off the CPU from `start_ns`; runnable from `runnable_ns` (if known); on again at `meta.ts_ns`.
-    OffCpu {
-        meta: Meta,
-        start_ns: u64,
-        runnable_ns: Option<u64>,
-        state: u32,
-        syscall_nr: Option<u32>,
-        waker: Waker,
-        /// Ids in the kernel's stack map of the kernel and user stacks at switch-out.
-        stacks: StackIds,
-        /// The switch-in was not seen: the interval ends at the thread's next sign of life
-        /// (a probe or a switch-out), an upper bound.
-        end_inferred: bool,
-    },
-    Syscall { meta: Meta, nr: u32, start_ns: u64, ret: i64 },
-    /// Short intervals of this thread for the task since its last AGG record, summed.
-    Agg { meta: Meta, sums: Sums },
-    /// Kernel stack (return addresses, innermost first) of the long block of `meta.tid` that
-    /// started at `start_ns`.
-    KStack { meta: Meta, start_ns: u64, frames: Vec<u64> },
-    /// User stack id of the long blocks of `meta.tid` whose user stack was pending.
-    UStack { meta: Meta, id: Option<u32> },
-}
-
-impl Record {
-    pub fn meta(&self) -> &Meta {
-        match self {
-            Record::TaskBegin { meta, .. }
-            | Record::TaskEnd { meta, .. }
-            | Record::TaskAttach { meta, .. }
-            | Record::TaskDetach { meta }
-            | Record::RegionBegin { meta, .. }
-            | Record::RegionEnd { meta, .. }
-            | Record::Log { meta, .. }
-            | Record::OnCpu { meta, .. }
-            | Record::OffCpu { meta, .. }
-            | Record::Syscall { meta, .. }
-            | Record::Agg { meta, .. }
-            | Record::KStack { meta, .. }
-            | Record::UStack { meta, .. } => meta,
-        }
-    }
-}
+use crate::model::event::{Meta, Name, Record, StackIds, TaskKey, Waker};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -225,9 +61,6 @@ fn text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (String, u32)
     (String::from_utf8_lossy(&buf[..n]).into_owned(), s.flags)
 }
 
-/// A task or region name: shared, since a service has few distinct ones (no allocation per
-/// record for a name seen before).
-pub type Name = std::sync::Arc<str>;
 
 /// Distinct names interned per thread; beyond, each record's name is its own copy.
 const MAX_INTERNED_NAMES: usize = 4096;
@@ -331,7 +164,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         }
         kind::AGG => {
             let r: AggRecord = read(bytes, kind_raw)?;
-            Record::Agg { meta: meta(&r.header), sums: Sums::from_raw(&r.agg) }
+            Record::Agg { meta: meta(&r.header), sums: r.agg }
         }
         kind::KSTACK => {
             let r: KStackRecord = read(bytes, kind_raw)?;
@@ -387,7 +220,7 @@ pub(crate) fn raw_bytes<T: Copy>(rec: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::{waker as w, NAME_LEN};
+    use profiler_common::{waker as w, TaskId, NAME_LEN};
     use profiler_common::StrRef;
 
     fn hdr(kind: u32) -> Header {
@@ -484,14 +317,15 @@ mod tests {
 
     #[test]
     fn kernel_sums_and_deferred_stacks() {
-        use profiler_common::{AggSyscall, AGG_SYSCALLS};
+        use crate::model::event::{agg_intervals, agg_syscalls, OTHER_SYSCALLS};
+        use profiler_common::{Agg, AggSyscall, AGG_OTHER_NR, AGG_SYSCALLS};
         let mut agg = Agg { oncpu_ns: 1, runq_ns: 2, blocked_ns: 3, slices: 4, offcpu: 5, syscalls: 9, ..Default::default() };
         agg.sys = [AggSyscall { nr: -1, ..Default::default() }; AGG_SYSCALLS];
         agg.sys[0] = AggSyscall { nr: 7, count: 6, errors: 1, total_ns: 70, blocked_ns: 3, _pad: 0 };
         agg.sys[1] = AggSyscall { nr: AGG_OTHER_NR, count: 3, total_ns: 30, ..Default::default() };
         let Ok(Record::Agg { sums, .. }) = decode(&raw_bytes(&AggRecord { header: hdr(kind::AGG), agg })) else { panic!() };
-        assert_eq!((sums.oncpu_ns, sums.runq_ns, sums.blocked_ns, sums.intervals()), (1, 2, 3, 18));
-        let nrs: Vec<(u32, u32)> = sums.syscalls().iter().map(|s| (s.nr, s.count)).collect();
+        assert_eq!((sums.oncpu_ns, sums.runq_ns, sums.blocked_ns, agg_intervals(&sums)), (1, 2, 3, 18));
+        let nrs: Vec<(u32, u32)> = agg_syscalls(&sums).map(|(nr, s)| (nr, s.count)).collect();
         assert_eq!(nrs, [(7, 6), (OTHER_SYSCALLS, 3)], "free slots are skipped, the other-slot is named");
 
         let mut k = KStackRecord { header: hdr(kind::KSTACK), start_ns: 9, nframes: 3, _pad: 0, frames: [0; KSTACK_DEPTH] };

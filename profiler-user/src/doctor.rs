@@ -85,7 +85,7 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
         writeln!(out, "{}", format_line(&c))?;
         if let Some(more) = &c.more {
             for l in more.lines() {
-                writeln!(out, "        {}", crate::sink::escape(l))?;
+                writeln!(out, "        {}", crate::present::escape(l))?;
             }
         }
         out.flush()?;
@@ -261,7 +261,7 @@ pub fn classify_load_error(chain: &[String]) -> LoadStage {
 /// Collapses a multi-line error into one line of at most `max` characters (plus an ellipsis).
 pub fn one_line(s: &str, max: usize) -> (String, bool) {
     let flat = s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
-    let flat = crate::sink::escape(&flat);
+    let flat = crate::present::escape(&flat);
     if flat.chars().count() <= max {
         (flat, false)
     } else {

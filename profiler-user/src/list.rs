@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::discover::{self, NotesReport};
-use crate::sink::escape;
+use crate::present::escape;
 
 fn print_file(out: &mut dyn Write, path: &str, report: &NotesReport) -> std::io::Result<()> {
     let path = escape(path);

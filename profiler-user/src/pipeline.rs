@@ -5,12 +5,15 @@
 use std::collections::HashMap;
 use std::io;
 
-use crate::correlate::{Correlator, Output, TaskState};
+use crate::correlate::Correlator;
 use crate::decode::{decode_with, LateReader};
+use crate::model::ledger::{Output, TaskState};
+use crate::model::report::SessionReport;
+use crate::model::stack::Stack;
+use crate::model::stats::Stats;
 use crate::record::Recorder;
-use crate::sink::{Filter, Filtered, SessionReport, Sink};
-use crate::stacks::{Stack, Symbolizer};
-use crate::stats::Stats;
+use crate::sink::{Filter, Filtered, Sink};
+use crate::stacks::Symbolizer;
 
 /// Where blocking stacks come from.
 pub enum Stacks {

@@ -15,10 +15,10 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::sink::SessionReport;
-use crate::stacks::Stack;
+use crate::model::report::SessionReport;
+use crate::model::stack::Stack;
 
 const MAGIC: &[u8; 8] = b"TPROFREC";
 const FORMAT: u32 = 1;
@@ -33,6 +33,22 @@ pub mod tag {
     pub const HEADER: u8 = 5;
 }
 
+/// The first frame of a recording.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Header {
+    pub pids: Vec<u32>,
+    pub tprof_version: String,
+}
+
+/// A symbolized blocking stack, by the task's span-id and the block's start.
+#[derive(Debug, Serialize, Deserialize)]
+struct StackFrame {
+    span_id: u64,
+    start_ns: u64,
+    stack: Stack,
+}
+
 pub struct Recorder {
     out: BufWriter<File>,
     path: std::path::PathBuf,
@@ -43,13 +59,13 @@ pub struct Recorder {
 impl Recorder {
     pub fn create(path: &Path, pids: &[u32]) -> Result<Recorder> {
         let file = File::create(path).with_context(|| format!("creating the recording {}", path.display()))?;
-        crate::sink::give_to_invoking_user(path);
+        crate::attach::privileges::give_to_invoking_user(path);
         let mut r = Recorder { out: BufWriter::new(file), path: path.to_path_buf(), bytes: 0, raw_records: 0 };
         r.out.write_all(MAGIC)?;
         r.out.write_all(&FORMAT.to_le_bytes())?;
         r.out.write_all(&profiler_common::RECORD_ABI_VERSION.to_le_bytes())?;
-        let header = json!({"pids": pids, "tprof_version": env!("CARGO_PKG_VERSION")});
-        r.frame(tag::HEADER, header.to_string().as_bytes())?;
+        let header = Header { pids: pids.to_vec(), tprof_version: env!("CARGO_PKG_VERSION").to_string() };
+        r.frame(tag::HEADER, &serde_json::to_vec(&header)?)?;
         Ok(r)
     }
 
@@ -84,18 +100,13 @@ impl Recorder {
     }
 
     pub fn stack(&mut self, span_id: u64, start_ns: u64, stack: &Stack) -> io::Result<()> {
-        let v = json!({"span_id": span_id, "start_ns": start_ns, "stack": stack});
-        self.frame(tag::STACK, v.to_string().as_bytes())
+        let bytes = serde_json::to_vec(&StackFrame { span_id, start_ns, stack: stack.clone() }).map_err(io::Error::other)?;
+        self.frame(tag::STACK, &bytes)
     }
 
     pub fn trailer(&mut self, r: &SessionReport) -> io::Result<()> {
-        let drops: serde_json::Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
-        let v = json!({
-            "pids": r.pids, "sites": r.sites, "duration_ns": r.duration_ns, "kernel_drops": drops,
-            "missed_switch_ins": r.missed_switch_ins, "stacks_lost": r.stacks_lost,
-            "warnings": r.warnings, "stop_reason": r.stop_reason,
-        });
-        self.frame(tag::REPORT, v.to_string().as_bytes())?;
+        let bytes = serde_json::to_vec(r).map_err(io::Error::other)?;
+        self.frame(tag::REPORT, &bytes)?;
         self.out.flush().map_err(|e| self.named(e))
     }
 }
@@ -145,8 +156,9 @@ impl Frames {
 pub struct Tables {
     pub late: HashMap<(u32, u64), Vec<u8>>,
     pub stacks: HashMap<(u64, u64), Stack>,
-    pub report: Option<Value>,
-    pub header: Option<Value>,
+    /// The live session's report (None: `tprof record` was killed before writing it).
+    pub report: Option<SessionReport>,
+    pub header: Option<Header>,
     /// Why the first pass stopped early, if it did.
     pub truncated: Option<String>,
 }
@@ -172,11 +184,8 @@ pub fn read_tables(path: &Path) -> Result<Tables> {
                 t.late.insert((pid, u64::from_le_bytes(a)), bytes[12..].to_vec());
             }
             tag::STACK => {
-                let v: Value = serde_json::from_slice(&bytes).context("stack frame")?;
-                let stack: Stack = serde_json::from_value(v["stack"].clone()).context("stack frame")?;
-                if let (Some(span), Some(start)) = (v["span_id"].as_u64(), v["start_ns"].as_u64()) {
-                    t.stacks.insert((span, start), stack);
-                }
+                let f: StackFrame = serde_json::from_slice(&bytes).context("stack frame")?;
+                t.stacks.insert((f.span_id, f.start_ns), f.stack);
             }
             tag::REPORT => t.report = serde_json::from_slice(&bytes).ok(),
             tag::HEADER => t.header = serde_json::from_slice(&bytes).ok(),

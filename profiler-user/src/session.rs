@@ -20,7 +20,10 @@ use crate::attach::drop_privs::{drop_after_attach, DropOptions};
 use crate::attach::{privileges, LoadOptions, Session};
 use crate::pipeline::{Pipeline, Stacks};
 use crate::record::Recorder;
-use crate::sink::{kind_name, Filter, SessionReport, Sink};
+use crate::clock::monotonic_ns;
+use crate::model::report::SessionReport;
+use crate::present::kind_name;
+use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 
 /// How often the ring buffer is drained.
@@ -42,14 +45,6 @@ pub struct AttachOptions {
     pub filter: Filter,
     /// Blocks at least this long get symbolized stacks.
     pub stack_threshold_ns: u64,
-}
-
-/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 fn alive(pid: u32) -> bool {
@@ -236,7 +231,7 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
         p.report.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
     }
     p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
-    p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32), *n)).collect();
+    p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
     for (prog, n) in session.program_misses() {
         p.report.warnings.push(format!("the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"));
     }

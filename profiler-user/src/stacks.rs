@@ -21,43 +21,10 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::MaybeDefault;
 
-use crate::correlate::TaskState;
+use crate::model::ledger::{Block, TaskState};
+use crate::model::stack::{Frame, Stack};
 use crate::discover::mapped::MappedFile;
 use crate::discover::target_file::fd_path;
-
-/// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Frame {
-    pub addr: u64,
-    pub func: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-}
-
-impl Frame {
-    /// `func (file:line)`, or the address.
-    pub fn display(&self) -> String {
-        let mut s = self.func.clone().unwrap_or_else(|| format!("{:#x}", self.addr));
-        if let Some(file) = &self.file {
-            let base = file.rsplit('/').next().unwrap_or(file);
-            match self.line {
-                Some(l) => s.push_str(&format!(" ({base}:{l})")),
-                None => s.push_str(&format!(" ({base})")),
-            }
-        }
-        s
-    }
-}
-
-/// A blocked thread's stacks, innermost frame first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stack {
-    pub kernel: Vec<Frame>,
-    pub user: Vec<Frame>,
-    /// The user stack does not reach a thread or process entry point: frames are likely
-    /// missing (code without frame pointers).
-    pub user_truncated: bool,
-}
 
 /// Functions a complete user stack of a Linux thread ends in.
 const ENTRY_POINTS: [&str; 5] = ["_start", "__libc_start_main", "__libc_start_call_main", "start_thread", "clone3"];
@@ -108,7 +75,7 @@ impl Symbolizer {
     }
 
     /// Whether `resolve` would fill in a stack for this block.
-    pub fn wants(&self, b: &crate::correlate::Block) -> bool {
+    pub fn wants(&self, b: &Block) -> bool {
         self.map.is_some()
             && b.stack.is_none()
             && b.blocked_ns >= self.threshold_ns
@@ -274,14 +241,6 @@ pub fn snapshot_kallsyms() -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frame_display() {
-        let f = Frame { addr: 0x10, func: Some("main".into()), file: Some("/src/a/main.rs".into()), line: Some(7) };
-        assert_eq!(f.display(), "main (main.rs:7)");
-        let f = Frame { addr: 0x10, func: None, file: None, line: None };
-        assert_eq!(f.display(), "0x10");
-    }
 
     #[test]
     fn symbolizes_this_process_from_its_open_files() {

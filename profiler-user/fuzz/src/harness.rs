@@ -200,7 +200,8 @@ pub fn recording(data: &[u8], scratch: &Path) {
 }
 
 fn report(path: &Path) -> anyhow::Result<()> {
-    use tprof::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink, WallClock};
+    use tprof::clock::WallClock;
+    use tprof::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink};
     use tprof::sink::{json::JsonSink, tee::Tee, text::TextSink, Filter};
     let null = Path::new("/dev/null");
     let clock = WallClock { offset_ns: 1_700_000_000_000_000_000 };

@@ -361,7 +361,7 @@ pub fn decode_seeds() -> Vec<Seed> {
 /// `tprof record` files, written with the real `Recorder` through `scratch`.
 pub fn recording_seeds(scratch: &Path) -> Vec<Seed> {
     use tprof::record::Recorder;
-    use tprof::stacks::{Frame, Stack};
+    use tprof::model::stack::{Frame, Stack};
     let records = task_records();
     let write = |complete: bool| -> Vec<u8> {
         let mut r = Recorder::create(scratch, &[PID]).expect("creating a recording");
@@ -377,7 +377,7 @@ pub fn recording_seeds(scratch: &Path) -> Vec<Seed> {
             r.raw(bytes).unwrap();
         }
         if complete {
-            let report = tprof::sink::SessionReport { pids: vec![PID], sites: 7, stop_reason: "duration elapsed".into(), ..Default::default() };
+            let report = tprof::model::report::SessionReport { pids: vec![PID], sites: 7, stop_reason: "duration elapsed".into(), ..Default::default() };
             r.trailer(&report).unwrap();
         }
         drop(r);

@@ -1,12 +1,25 @@
 //! What tprof needs from the kernel before it tries anything: the capabilities (CAP_BPF and
 //! CAP_PERFMON, or CAP_SYS_ADMIN) and the target processes. Errors say what is missing and
-//! what to do, not which syscall failed.
+//! what to do, not which syscall failed. And the files tprof writes under sudo go to the
+//! user who ran it.
 
 use anyhow::{bail, Context, Result};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// Files tprof writes under sudo belong to the user who ran sudo, not to root.
+pub fn give_to_invoking_user(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else { return };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    // SAFETY: chown with a NUL-terminated path we own and plain integer ids.
+    if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+        log::warn!("cannot give {} to uid {uid}: {}", path.display(), std::io::Error::last_os_error());
+    }
+}
 
 /// Effective capability bits of this process, from /proc/self/status.
 pub fn effective_caps() -> Result<u64> {
@@ -56,7 +69,7 @@ pub fn check_pid(pid: u32) -> Result<String> {
     }
     let comm = match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
         // The name is the target's to choose: never print its control characters raw.
-        Ok(c) => crate::sink::escape(c.trim_end_matches('\n')),
+        Ok(c) => crate::present::escape(c.trim_end_matches('\n')),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("no process with pid {pid} (is it still running?)"),
         Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/comm")),
     };

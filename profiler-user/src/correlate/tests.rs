@@ -1,7 +1,7 @@
 //! Ledger arithmetic on hand-built record sequences whose truth is known.
 
 use super::*;
-use crate::decode::{Meta, Record, TaskKey, Waker};
+use crate::model::event::{Meta, Record, StackIds, TaskKey, Waker, OTHER_SYSCALLS};
 
 const KEY: TaskKey = TaskKey { trace_id: 0xabc, span_id: 0x1 };
 
@@ -154,20 +154,22 @@ fn unrelated_earlier_block_is_not_a_chain_link() {
     assert!(a.blocks[0].chain.is_empty(), "{:?}", a.blocks[0].chain);
 }
 
-fn sums(oncpu_ns: u64, blocked_ns: u64, runq_ns: u64, sys: &[(u32, u32, u64, u64)]) -> crate::decode::Sums {
-    let mut s = crate::decode::Sums { oncpu_ns, blocked_ns, runq_ns, slices: 3, offcpu: 2, ..Default::default() };
+fn sums(oncpu_ns: u64, blocked_ns: u64, runq_ns: u64, sys: &[(u32, u32, u64, u64)]) -> profiler_common::Agg {
+    use profiler_common::{Agg, AggSyscall, AGG_OTHER_NR, AGG_SYSCALLS};
+    let mut s = Agg { oncpu_ns, blocked_ns, runq_ns, slices: 3, offcpu: 2, ..Default::default() };
+    s.sys = [AggSyscall { nr: -1, ..Default::default() }; AGG_SYSCALLS];
     for (i, (nr, count, total_ns, blocked)) in sys.iter().enumerate() {
-        s.sys[i] = crate::decode::SyscallSums { nr: *nr, count: *count, errors: 1, total_ns: *total_ns, blocked_ns: *blocked };
+        let nr = if *nr == OTHER_SYSCALLS { AGG_OTHER_NR } else { *nr as i32 };
+        s.sys[i] = AggSyscall { nr, count: *count, errors: 1, total_ns: *total_ns, blocked_ns: *blocked, _pad: 0 };
         s.syscalls += count;
     }
-    s.nsys = sys.len();
     s
 }
 
 #[test]
 fn kernel_sums_add_to_the_streamed_intervals() {
     let us = 1_000;
-    let other = crate::decode::OTHER_SYSCALLS;
+    let other = OTHER_SYSCALLS;
     let recs = [
         Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
         // One long syscall streamed, then the kernel's sums of the short intervals of two
@@ -195,7 +197,7 @@ fn kernel_sums_add_to_the_streamed_intervals() {
 #[test]
 fn deferred_stacks_join_their_block() {
     let ms = 1_000_000;
-    let pending = crate::decode::StackIds { kernel: None, user: None, user_pending: true };
+    let pending = StackIds { kernel: None, user: None, user_pending: true };
     let recs = [
         Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
         Record::OffCpu { meta: meta(12 * ms, 7), start_ns: ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(202), waker: Waker::Kernel, stacks: pending, end_inferred: false },

@@ -104,7 +104,7 @@ pub fn exec_files(pid: u32) -> Result<ExecScan> {
         let file = match open_mapping(pid, &m) {
             Ok(f) => f,
             Err(e) => {
-                scan.warnings.push(format!("{}: not opened: {e:#}", crate::sink::escape(&path)));
+                scan.warnings.push(format!("{}: not opened: {e:#}", crate::present::escape(&path)));
                 failed.push((path, m.inode));
                 continue;
             }

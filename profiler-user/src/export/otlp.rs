@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::http::{Delivery, ExportStats};
-use super::WallClock;
-use crate::correlate::TaskState;
-use crate::decode::Record;
-use crate::sink::{SessionReport, Sink};
+use crate::clock::WallClock;
+use crate::model::event::Record;
+use crate::model::ledger::TaskState;
+use crate::model::report::SessionReport;
+use crate::sink::Sink;
 
 mod model;
 pub use model::Attr;

@@ -23,9 +23,12 @@ use anyhow::Context;
 mod proto;
 use proto::{field as f, put_varint, Msg};
 
-use crate::correlate::TaskState;
-use crate::decode::{Record, TaskKey, Waker};
-use crate::sink::{syscall_name, SessionReport, Sink};
+use crate::clock::clock_ns;
+use crate::model::event::{Record, TaskKey, Waker};
+use crate::model::ledger::TaskState;
+use crate::model::report::SessionReport;
+use crate::present::{describe_waker, syscall_name};
+use crate::sink::Sink;
 
 /// Slices and instants buffered; beyond this they are counted, dropped and reported.
 pub const MAX_SLICES: usize = 1_000_000;
@@ -104,27 +107,6 @@ fn body(name: &str, cat: &str, args: &[(&str, Arg<'_>)]) -> Vec<u8> {
 fn comm(path: &str) -> Option<String> {
     let s = std::fs::read_to_string(path).ok()?;
     Some(s.trim_end().to_string()).filter(|s| !s.is_empty())
-}
-
-fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
-}
-
-fn waker_desc(w: &Waker) -> String {
-    match w {
-        Waker::Unknown => "unknown".into(),
-        Waker::Preempted => "preempted".into(),
-        Waker::Kernel => "kernel (interrupt or kernel thread)".into(),
-        Waker::Thread { pid, tid, comm, task, .. } => {
-            let span = task.map(|t| format!(" task span {:.8}", t.span_hex())).unwrap_or_default();
-            format!("pid {pid} tid {tid} ({comm}){span}")
-        }
-    }
 }
 
 pub struct PerfettoSink {
@@ -230,7 +212,7 @@ impl PerfettoSink {
             Waker::Preempted => start,
             _ => runnable_ns.map_or(end, |r| r.clamp(start, end)),
         };
-        let wd = waker_desc(waker);
+        let wd = describe_waker(waker);
         let args = [("task", S(tname)), ("span_id", S(span)), ("state", U(u64::from(*state))), ("waker", S(&wd))];
         let mut last = None;
         if r > start {
@@ -494,8 +476,9 @@ impl Sink for PerfettoSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{Correlator, Output};
-    use crate::decode::Meta;
+    use crate::correlate::Correlator;
+    use crate::model::event::Meta;
+    use crate::model::ledger::Output;
     use std::process::Command;
 
     const A: TaskKey = TaskKey { trace_id: 0xaa, span_id: 0xa1a1_a1a1_0000_0001 };

@@ -6,9 +6,12 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
-use super::{syscall_name, SessionReport, Sink};
-use crate::correlate::TaskState;
-use crate::decode::{Record, TaskKey, Waker};
+use super::Sink;
+use crate::model::event::{agg_syscalls, Record, TaskKey, Waker, OTHER_SYSCALLS};
+use crate::model::ledger::TaskState;
+use crate::model::report::SessionReport;
+use crate::model::stack::{Frame, Stack};
+use crate::present::{syscall_name, waker_kind};
 
 pub struct JsonSink<W: Write> {
     out: W,
@@ -27,13 +30,11 @@ impl<W: Write> JsonSink<W> {
 
 fn waker_json(w: &Waker) -> Value {
     match w {
-        Waker::Unknown => json!({"kind": "unknown"}),
-        Waker::Preempted => json!({"kind": "preempted"}),
-        Waker::Kernel => json!({"kind": "kernel"}),
         Waker::Thread { pid, tid, comm, task, via_softirq } => json!({
-            "kind": "thread", "pid": pid, "tid": tid, "comm": comm, "via_softirq": via_softirq,
+            "kind": waker_kind(w), "pid": pid, "tid": tid, "comm": comm, "via_softirq": via_softirq,
             "trace_id": task.map(|t| t.trace_hex()), "span_id": task.map(|t| t.span_hex()),
         }),
+        _ => json!({"kind": waker_kind(w)}),
     }
 }
 
@@ -111,11 +112,9 @@ pub fn event_json(rec: &Record) -> Value {
             put("runq_ns", sums.runq_ns.into());
             put("off_cpu_intervals", sums.offcpu.into());
             put("syscall_count", sums.syscalls.into());
-            let sys: Vec<Value> = sums
-                .syscalls()
-                .iter()
-                .map(|s| {
-                    json!({"name": syscall_name(s.nr), "count": s.count, "errors": s.errors,
+            let sys: Vec<Value> = agg_syscalls(sums)
+                .map(|(nr, s)| {
+                    json!({"name": syscall_name(nr), "count": s.count, "errors": s.errors,
                            "total_ns": s.total_ns, "blocked_ns": s.blocked_ns})
                 })
                 .collect();
@@ -136,14 +135,14 @@ pub fn event_json(rec: &Record) -> Value {
     Value::Object(o)
 }
 
-fn frames_json(frames: &[crate::stacks::Frame]) -> Value {
+fn frames_json(frames: &[Frame]) -> Value {
     frames
         .iter()
         .map(|f| json!({"addr": format!("{:#x}", f.addr), "func": f.func, "file": f.file, "line": f.line}))
         .collect()
 }
 
-fn stack_json(s: &crate::stacks::Stack) -> Value {
+fn stack_json(s: &Stack) -> Value {
     json!({"kernel": frames_json(&s.kernel), "user": frames_json(&s.user), "user_truncated": s.user_truncated})
 }
 
@@ -153,7 +152,7 @@ pub fn summary_json(t: &TaskState) -> Value {
         .syscalls
         .iter()
         .map(|(nr, s)| {
-            let nr_json = if *nr == crate::decode::OTHER_SYSCALLS { Value::Null } else { Value::from(*nr) };
+            let nr_json = if *nr == OTHER_SYSCALLS { Value::Null } else { Value::from(*nr) };
             json!({"name": syscall_name(*nr), "nr": nr_json, "count": s.count, "total_ns": s.total_ns, "errors": s.errors})
         })
         .collect();
@@ -190,6 +189,34 @@ pub fn summary_json(t: &TaskState) -> Value {
     })
 }
 
+/// The `session` line: the report as serde writes it, with the totals derived from it.
+#[derive(serde::Serialize)]
+struct SessionLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    report: &'a SessionReport,
+    events: u64,
+    summed_intervals: u64,
+    kernel_drops_total: u64,
+    tasks_ended: u64,
+    tasks_over_limit: u64,
+}
+
+impl<'a> SessionLine<'a> {
+    fn of(r: &'a SessionReport) -> Self {
+        SessionLine {
+            kind: "session",
+            report: r,
+            events: r.correlator.events(),
+            summed_intervals: r.correlator.summed_intervals,
+            kernel_drops_total: r.total_kernel_drops(),
+            tasks_ended: r.correlator.tasks_ended,
+            tasks_over_limit: r.correlator.tasks_over_limit,
+        }
+    }
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, rec: &Record, _task: &TaskState) -> io::Result<()> {
         self.line(&event_json(rec))
@@ -210,16 +237,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 "avg_syscall_ns": s.avg(s.syscall_ns),
             }))?;
         }
-        let drops: Map<String, Value> = r.kernel_drops.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect();
-        self.line(&json!({
-            "type": "session", "pids": r.pids, "sites": r.sites, "probe_links": r.probe_links, "duration_ns": r.duration_ns,
-            "records": r.records, "events": r.correlator.events(), "summed_intervals": r.correlator.summed_intervals,
-            "undecodable": r.undecodable, "kernel_drops": drops,
-            "kernel_drops_total": r.total_kernel_drops(), "missed_switch_ins": r.missed_switch_ins,
-            "stacks_lost": r.stacks_lost, "tasks_ended": r.correlator.tasks_ended,
-            "tasks_over_limit": r.correlator.tasks_over_limit, "filtered_events": r.filtered_events,
-            "warnings": r.warnings, "stop_reason": r.stop_reason,
-        }))?;
+        self.line(&serde_json::to_value(SessionLine::of(r))?)?;
         self.out.flush()
     }
 

@@ -6,9 +6,10 @@
 
 use std::io;
 
-use super::{SessionReport, Sink};
-use crate::correlate::TaskState;
-use crate::decode::Record;
+use super::Sink;
+use crate::model::event::Record;
+use crate::model::ledger::TaskState;
+use crate::model::report::SessionReport;
 
 pub struct Tee {
     primary: Box<dyn Sink>,

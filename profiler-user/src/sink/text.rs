@@ -3,9 +3,11 @@
 
 use std::io::{self, Write};
 
-use super::{escape, ms, syscall_name, SessionReport, Sink};
-use crate::correlate::TaskState;
-use crate::decode::{Record, Waker};
+use super::Sink;
+use crate::model::event::{agg_syscalls, Record, Waker};
+use crate::model::ledger::TaskState;
+use crate::model::report::SessionReport;
+use crate::present::{describe_waker, escape, ms, syscall_name};
 
 pub struct TextSink<W: Write> {
     out: W,
@@ -25,22 +27,6 @@ impl<W: Write> TextSink<W> {
 
 fn short(task: &TaskState) -> String {
     format!("{:.8}/{:.8}", task.key.trace_hex(), task.key.span_hex())
-}
-
-pub fn describe_waker(w: &Waker) -> String {
-    match w {
-        Waker::Unknown => "waker not seen".into(),
-        Waker::Preempted => "preempted".into(),
-        Waker::Kernel => "woken by the kernel (interrupt or kernel thread)".into(),
-        Waker::Thread { pid, tid, comm, task, via_softirq } => {
-            let how = if *via_softirq { "woken via a softirq during the syscall of" } else { "woken by" };
-            let mut s = format!("{how} pid {pid} tid {tid} ({})", escape(comm));
-            if let Some(t) = task {
-                s.push_str(&format!(" [task span {:.8}]", t.span_hex()));
-            }
-            s
-        }
-    }
 }
 
 fn describe(rec: &Record) -> String {
@@ -83,7 +69,7 @@ fn describe(rec: &Record) -> String {
                 parts.push(format!("blocked {} ms, run queue {} ms in {} off-cpu intervals", ms(sums.blocked_ns), ms(sums.runq_ns), sums.offcpu));
             }
             if sums.syscalls > 0 {
-                parts.push(format!("{} syscalls {} ms", sums.syscalls, ms(sums.syscalls().iter().map(|s| s.total_ns).sum())));
+                parts.push(format!("{} syscalls {} ms", sums.syscalls, ms(agg_syscalls(sums).map(|(_, s)| s.total_ns).sum())));
             }
             format!("summed short intervals: {}", parts.join(", "))
         }
@@ -217,7 +203,7 @@ impl<W: Write> Sink for TextSink<W> {
             r.total_kernel_drops(),
             if r.undecodable > 0 { format!(", {} undecodable", r.undecodable) } else { String::new() },
         )?;
-        for (k, n) in r.kernel_drops.iter().filter(|(_, n)| *n > 0) {
+        for (k, n) in r.kernel_drops.iter().filter(|(_, n)| **n > 0) {
             writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
         }
         if r.missed_switch_ins > 0 {

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use super::region_span_id;
-use crate::correlate::{TaskState, MAX_LOGS};
-use crate::decode::{Record, TaskKey, Waker};
-use crate::export::WallClock;
-use crate::sink::{ms, syscall_name};
+use crate::clock::WallClock;
+use crate::model::event::{Record, TaskKey, Waker};
+use crate::model::ledger::{TaskState, MAX_LOGS};
+use crate::model::stack::Frame;
+use crate::present::{describe_waker, ms, syscall_name, waker_kind};
 
 /// Tasks (and pids) whose first-seen time and comm are remembered at once.
 const MAX_TRACKED: usize = 100_000;
@@ -78,7 +79,7 @@ impl SpanBuilder {
             host: host.filter(|h| !h.is_empty()),
             services: HashMap::new(),
             seen: HashMap::new(),
-            now_mono: crate::session::monotonic_ns,
+            now_mono: crate::clock::monotonic_ns,
             skipped: 0,
         }
     }
@@ -166,29 +167,21 @@ impl SpanBuilder {
             if let Some(s) = &sys {
                 a.push(kv("tprof.syscall", Attr::Str(s.clone())));
             }
-            let (kind, who) = match &b.waker {
-                Waker::Unknown => ("unknown", "no wakeup seen".to_string()),
-                Waker::Preempted => ("preempted", "preempted".to_string()),
-                Waker::Kernel => ("kernel", "woken by the kernel".to_string()),
-                Waker::Thread { pid, tid, comm, task, .. } => {
-                    a.push(kv("tprof.waker.pid", i(u64::from(*pid))));
-                    a.push(kv("tprof.waker.tid", i(u64::from(*tid))));
-                    a.push(kv("tprof.waker.comm", Attr::Str(comm.clone())));
-                    let mut who = format!("woken by pid {pid} tid {tid} ({comm})");
-                    if let Some(k) = task {
-                        a.push(kv("tprof.waker.trace_id", Attr::Str(k.trace_hex())));
-                        a.push(kv("tprof.waker.span_id", Attr::Str(k.span_hex())));
-                        who.push_str(&format!(" [span {}]", k.span_hex()));
-                        if k.span_id != 0 && k.trace_id != 0 && *k != t.key && !links.contains(k) {
-                            links.push(*k);
-                        }
+            if let Waker::Thread { pid, tid, comm, task, .. } = &b.waker {
+                a.push(kv("tprof.waker.pid", i(u64::from(*pid))));
+                a.push(kv("tprof.waker.tid", i(u64::from(*tid))));
+                a.push(kv("tprof.waker.comm", Attr::Str(comm.clone())));
+                if let Some(k) = task {
+                    a.push(kv("tprof.waker.trace_id", Attr::Str(k.trace_hex())));
+                    a.push(kv("tprof.waker.span_id", Attr::Str(k.span_hex())));
+                    if k.span_id != 0 && k.trace_id != 0 && *k != t.key && !links.contains(k) {
+                        links.push(*k);
                     }
-                    ("thread", who)
                 }
-            };
-            a.push(kv("tprof.waker.kind", Attr::Str(kind.into())));
+            }
+            a.push(kv("tprof.waker.kind", Attr::Str(waker_kind(&b.waker).into())));
             if let Some(st) = &b.stack {
-                let frames = |f: &[crate::stacks::Frame]| f.iter().map(|x| x.display()).collect::<Vec<_>>().join("\n");
+                let frames = |f: &[Frame]| f.iter().map(|x| x.display()).collect::<Vec<_>>().join("\n");
                 if !st.user.is_empty() {
                     a.push(kv("tprof.stack.user", Attr::Str(frames(&st.user))));
                 }
@@ -199,6 +192,7 @@ impl SpanBuilder {
                     a.push(kv("tprof.stack.user_truncated", Attr::Bool(true)));
                 }
             }
+            let who = describe_waker(&b.waker);
             let text = format!("blocked {} ms in {} (tid {}), {who}", ms(b.blocked_ns), sys.as_deref().unwrap_or("no syscall"), b.tid);
             events.push(EventData { name: "blocked", unix_ns: unix(b.start_ns.clamp(begin, end)), attrs: a, text });
         }

@@ -2,8 +2,8 @@
 //! (`tests/schema/validate_otlp.py`) and by hand.
 
 use super::*;
-use crate::correlate::{Block, RegionSpan, SyscallStat};
-use crate::decode::{TaskKey, Waker};
+use crate::model::event::{TaskKey, Waker};
+use crate::model::ledger::{Block, RegionSpan, SyscallStat};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -85,16 +85,16 @@ pub(crate) fn sample_tasks(base: u64) -> Vec<TaskState> {
 }
 
 fn base() -> u64 {
-    crate::session::monotonic_ns() - 100 * MS
+    crate::clock::monotonic_ns() - 100 * MS
 }
 
 fn export(dir: &Path, tasks: &[TaskState], base: u64) -> (PathBuf, OtlpSink) {
     let path = dir.join("otlp.ndjson");
     let mut sink = OtlpSink::new(Some(&path), None, WallClock::now()).expect("sink");
-    sink.batch.builder.now_mono = || crate::session::monotonic_ns();
+    sink.batch.builder.now_mono = || crate::clock::monotonic_ns();
     // A log record seen as an event gives the first log its time.
     let t = &tasks[0];
-    let meta = crate::decode::Meta { cpu: 0, ts_ns: base + 5 * MS, pid: t.pid, tid: 11, task: t.key };
+    let meta = crate::model::event::Meta { cpu: 0, ts_ns: base + 5 * MS, pid: t.pid, tid: 11, task: t.key };
     sink.event(&Record::Log { meta, key: "rows".into(), value: "12".into(), flags: 0 }, t).expect("event");
     for t in tasks {
         sink.summary(t).expect("summary");
@@ -192,7 +192,7 @@ fn export_is_valid_otlp_and_keeps_ids_ledger_regions_and_events() {
 fn region_ids_are_distinct_nonzero_and_stable() {
     let mut all = std::collections::HashSet::new();
     for task in [1u64, 2, u64::MAX, 0x00f0_67aa_0ba9_02b7] {
-        for i in 0..crate::correlate::MAX_REGIONS {
+        for i in 0..crate::model::ledger::MAX_REGIONS {
             let id = region_span_id(task, i);
             assert!(id != 0 && id != task);
             assert!(all.insert(id), "collision for task {task:x} region {i}");

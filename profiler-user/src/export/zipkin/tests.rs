@@ -2,8 +2,9 @@
 //! (`tests/schema/validate_zipkin.py`) and by hand.
 
 use super::*;
-use crate::export::WallClock;
-use crate::sink::{SessionReport, Sink};
+use crate::clock::WallClock;
+use crate::model::report::SessionReport;
+use crate::sink::Sink;
 use crate::export::otlp::region_span_id;
 use crate::export::otlp::tests::{sample_tasks, tmp, validate, MS};
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 fn export_is_valid_zipkin_v2_with_the_same_spans_as_otlp() {
     let dir = tmp("zipkin");
     let path = dir.join("zipkin.ndjson");
-    let base = crate::session::monotonic_ns() - 100 * MS;
+    let base = crate::clock::monotonic_ns() - 100 * MS;
     let mut sink = ZipkinSink::new(Some(&path), None, WallClock::now()).expect("sink");
     for t in &sample_tasks(base) {
         sink.summary(t).expect("summary");
@@ -69,7 +70,7 @@ fn endpoint_gets_the_v2_spans_path() {
         first
     });
     let mut sink = ZipkinSink::new(None, Some(&format!("http://127.0.0.1:{port}/")), WallClock::now()).expect("sink");
-    sink.summary(&sample_tasks(crate::session::monotonic_ns() - 100 * MS)[0]).expect("summary");
+    sink.summary(&sample_tasks(crate::clock::monotonic_ns() - 100 * MS)[0]).expect("summary");
     sink.finish(&SessionReport::default()).expect("finish");
     assert_eq!(server.join().expect("server"), "POST /api/v2/spans HTTP/1.1\r\n");
     assert_eq!(sink.stats().map(|s| s.sent), None, "closed at finish");

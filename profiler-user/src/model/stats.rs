@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::correlate::TaskState;
+use super::event::Name;
+use super::ledger::TaskState;
 
 /// Sub-buckets per power of two.
 const SUB: u32 = 16;
@@ -110,7 +111,7 @@ impl TypeStats {
 
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    pub by_name: BTreeMap<crate::decode::Name, TypeStats>,
+    pub by_name: BTreeMap<Name, TypeStats>,
     pub other_types: u64,
 }
 
@@ -120,7 +121,7 @@ impl Stats {
             self.other_types += 1;
             return;
         }
-        let s = self.by_name.entry(crate::decode::Name::clone(&t.name)).or_default();
+        let s = self.by_name.entry(Name::clone(&t.name)).or_default();
         match t.wall_ns() {
             Some(wall) if t.incomplete().is_none() => {
                 s.wall.record(wall);

@@ -1,0 +1,162 @@
+//! The ledger: what tprof knows of each task (request) as it stands, read by every sink and
+//! exporter. Data and accessors only: [`crate::correlate`] fills it in, [`crate::sink`] and
+//! [`crate::export`] print it.
+//!
+//! Ledger rules (no double counting): an off-CPU interval is split into *blocked*
+//! (switch-out to wakeup) and *run queue* (wakeup, or preemption, to switch-in). Blocked
+//! time inside a syscall is also reported under that syscall, as a view, not a second
+//! charge. Wall time not covered by on-CPU, run-queue or blocked time is time when no
+//! thread worked for the task (an async task waiting in its executor).
+
+use std::collections::BTreeMap;
+
+use super::event::{Name, Record, StackIds, TaskKey, Waker};
+use super::stack::Stack;
+
+/// Bounds on what one task may hold, so a hostile or buggy target cannot grow tprof.
+pub const MAX_REGIONS: usize = 256;
+pub const MAX_LOGS: usize = 64;
+pub const MAX_BLOCKS: usize = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionSpan {
+    pub name: Name,
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+    pub depth: u32,
+}
+
+/// One hop of a wake-up chain: what the waker's own task was blocked on just before it
+/// woke the task downstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    pub task: TaskKey,
+    pub name: Option<String>,
+    pub blocked_ns: u64,
+    pub syscall_nr: Option<u32>,
+    pub waker: Waker,
+}
+
+/// One off-CPU interval that blocked the task, kept for the "why slow" line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub tid: u32,
+    pub start_ns: u64,
+    pub blocked_ns: u64,
+    pub syscall_nr: Option<u32>,
+    pub waker: Waker,
+    pub stack_ids: StackIds,
+    /// Kernel return addresses taken when the thread came back on the CPU (KSTACK record).
+    pub kernel_addrs: Vec<u64>,
+    /// Symbolized stacks, filled in by the session (off the event path) for long blocks.
+    pub stack: Option<Stack>,
+    /// Name of the waker's task, when tprof saw it begin.
+    pub waker_task_name: Option<String>,
+    /// What the waker's task was itself blocked on before it woke this one, and so on.
+    pub chain: Vec<ChainLink>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStat {
+    pub count: u64,
+    pub total_ns: u64,
+    pub errors: u64,
+}
+
+/// A task's ledger, as it stands.
+#[derive(Clone, Debug, Default)]
+pub struct TaskState {
+    pub key: TaskKey,
+    pub name: Name,
+    pub parent_span_id: u64,
+    pub pid: u32,
+    /// None: the task began before tprof attached.
+    pub begin_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    /// Blocked time by the syscall the thread was in (view of `blocked_ns`).
+    pub blocked_in_syscall: BTreeMap<u32, u64>,
+    pub syscalls: BTreeMap<u32, SyscallStat>,
+    pub regions: Vec<RegionSpan>,
+    pub logs: Vec<(String, String)>,
+    /// Longest blocks, longest first.
+    pub blocks: Vec<Block>,
+    /// Blocked time charged to the tasks whose threads woke this one (at most 8 tasks).
+    pub waited_on: Vec<(TaskKey, Option<String>, u64)>,
+    /// Records the kernel could not queue for this task.
+    pub dropped: u64,
+    /// Regions/logs over the caps, not kept.
+    pub truncated: u64,
+    /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
+    /// sign of life: upper bounds).
+    pub inferred: u64,
+    /// Short intervals (on-CPU slices, off-CPU intervals, syscalls) the kernel summed
+    /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
+    pub summed: u64,
+    pub threads: Vec<u32>,
+    pub(crate) open_regions: Vec<usize>,
+}
+
+impl TaskState {
+    pub fn wall_ns(&self) -> Option<u64> {
+        Some(self.end_ns?.saturating_sub(self.begin_ns?))
+    }
+
+    pub fn syscall_ns(&self) -> u64 {
+        self.syscalls.values().map(|s| s.total_ns).sum()
+    }
+
+    /// Wall time when no thread worked for the task (never negative).
+    pub fn unscheduled_ns(&self) -> Option<u64> {
+        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.runq_ns + self.blocked_ns))
+    }
+
+    /// Why the ledger may be missing events.
+    pub fn incomplete(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.begin_ns.is_none() {
+            why.push("began before attach".to_string());
+        }
+        if self.end_ns.is_none() {
+            why.push("did not end while traced".to_string());
+        }
+        if self.dropped > 0 {
+            why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
+        }
+        if self.inferred > 0 {
+            why.push(format!("{} off-CPU intervals end at an inferred time (switch-in not seen)", self.inferred));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+}
+
+/// What the correlator hands to sinks.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// A record, with the ledger of the task it belongs to.
+    Event(&'a Record, &'a TaskState),
+    /// A task ended (or the session ended with it open): its final ledger.
+    Summary(&'a TaskState),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    pub records: u64,
+    pub tasks_ended: u64,
+    /// Tasks not tracked because MAX_OPEN_TASKS were open.
+    pub tasks_over_limit: u64,
+    /// AGG records, and the short intervals they summed.
+    pub agg_records: u64,
+    pub summed_intervals: u64,
+}
+
+impl CorrelatorStats {
+    /// Kernel events the records stood for: each record one, except that an AGG record
+    /// stands for the intervals it summed.
+    pub fn events(&self) -> u64 {
+        self.records - self.agg_records + self.summed_intervals
+    }
+}
+

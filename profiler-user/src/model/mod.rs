@@ -1,0 +1,16 @@
+//! The data model every stage after the decoder shares, with no logic beyond accessors:
+//!
+//! * [`event`]: decoded ring-buffer records (what the decoder makes of the kernel's bytes);
+//! * [`ledger`]: each task's ledger, as the correlator keeps it and the sinks read it;
+//! * [`stack`]: symbolized stacks;
+//! * [`stats`]: per task type latency histograms and average breakdowns;
+//! * [`report`]: the session's report.
+//!
+//! The algorithms that fill these in (`decode`, `correlate`, `stacks`) and the formats that
+//! print them (`sink`, `export`) import this module, never each other's types.
+
+pub mod event;
+pub mod ledger;
+pub mod report;
+pub mod stack;
+pub mod stats;

@@ -1,0 +1,110 @@
+//! The session's report: the figures of a whole session that the sinks print at its end
+//! and a recording keeps. One type, written and read by serde: `tprof record` stores it
+//! as is, `tprof report` reads it back, and the NDJSON sink writes it as its `session`
+//! line (`profiler-user/OUTPUT.md`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ledger::CorrelatorStats;
+use super::stats::Stats;
+
+/// Session-wide figures for the final report. Fields a recording made by an older tprof
+/// lacks read as their defaults.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionReport {
+    pub pids: Vec<u32>,
+    pub sites: usize,
+    /// How the probe sites were attached: `uprobe_multi` (one link per file and program)
+    /// or `perf_event` (one uprobe perf event per site, on kernels before 6.6).
+    pub probe_links: String,
+    pub duration_ns: u64,
+    pub records: u64,
+    /// Records the decoder rejected (short or unknown kind).
+    pub undecodable: u64,
+    /// Records lost in the kernel (ring buffer full), by kind name.
+    pub kernel_drops: BTreeMap<String, u64>,
+    /// Switch-ins of task-carrying threads the scheduler programs did not see (those
+    /// off-CPU intervals end at the thread's next sign of life, flagged `end_inferred`).
+    pub missed_switch_ins: u64,
+    /// Blocking stacks that could not be stored or read back.
+    pub stacks_lost: u64,
+    /// Records still queued in the kernel when the final drain ran out of time.
+    pub undrained: u64,
+    /// Per task type latency percentiles and average breakdown (all tasks seen): made
+    /// again from the records when a recording is replayed, so not stored.
+    #[serde(skip)]
+    pub stats: Stats,
+    /// What the correlator counted: made again on replay, like `stats`.
+    #[serde(skip)]
+    pub correlator: CorrelatorStats,
+    /// Events held back by --min-latency and discarded (task was fast, or buffer full).
+    pub filtered_events: u64,
+    pub warnings: Vec<String>,
+    /// Why the session stopped.
+    pub stop_reason: String,
+}
+
+impl SessionReport {
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops.values().sum::<u64>() + self.undrained
+    }
+
+    /// The report a replay of a recording starts from: what only the live session knew
+    /// (targets, probe sites, the kernel's counters, warnings, why it stopped), without the
+    /// figures the replay counts again.
+    pub fn replayed(self) -> SessionReport {
+        SessionReport {
+            records: 0,
+            undecodable: 0,
+            filtered_events: 0,
+            stats: Stats::default(),
+            correlator: CorrelatorStats::default(),
+            stop_reason: format!("recorded session ({})", self.stop_reason),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_report_reads_back_and_replays_what_only_the_live_session_knew() {
+        let live = SessionReport {
+            pids: vec![7, 8],
+            sites: 12,
+            probe_links: "uprobe_multi".into(),
+            duration_ns: 5,
+            records: 99,
+            kernel_drops: [("off_cpu".to_string(), 3)].into(),
+            missed_switch_ins: 1,
+            stacks_lost: 2,
+            undrained: 4,
+            filtered_events: 6,
+            warnings: vec!["w".into()],
+            stop_reason: "interrupted (SIGINT)".into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&live).expect("serializes");
+        let back: SessionReport = serde_json::from_str(&text).expect("reads back");
+        let r = back.replayed();
+        assert_eq!((r.pids, r.sites, r.probe_links.as_str()), (vec![7, 8], 12, "uprobe_multi"));
+        assert_eq!((r.duration_ns, r.missed_switch_ins, r.stacks_lost, r.undrained), (5, 1, 2, 4));
+        assert_eq!(r.kernel_drops.get("off_cpu"), Some(&3));
+        assert_eq!((r.records, r.filtered_events), (0, 0), "counted again by the replay");
+        assert_eq!(r.stop_reason, "recorded session (interrupted (SIGINT))");
+        assert_eq!(r.warnings, ["w"]);
+    }
+
+    #[test]
+    fn an_older_recordings_report_reads_with_defaults() {
+        let old = r#"{"pids":[1],"sites":2,"duration_ns":3,"kernel_drops":{"log":1},"missed_switch_ins":0,
+                      "stacks_lost":0,"warnings":[],"stop_reason":"duration elapsed"}"#;
+        let r: SessionReport = serde_json::from_str(old).expect("reads");
+        assert_eq!((r.sites, r.total_kernel_drops(), r.probe_links.as_str()), (2, 1, ""));
+    }
+}
