@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attach::LoadOptions;
+use crate::attach::TraceOptions;
 use crate::session::AttachOptions;
 use crate::sink::tee::Tee;
 use crate::sink::Filter;
@@ -221,23 +221,20 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
-        let stack_threshold_ns = parse_duration(&self.stack_threshold)?.as_nanos() as u64;
         Ok(AttachOptions {
             pids: self.pids.clone(),
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
-            load: LoadOptions {
+            trace: TraceOptions {
                 ring_bytes: self.ring_size * 1024 * 1024,
                 syscalls: !self.no_syscalls,
                 stacks: !self.no_stacks,
-                stack_ns: stack_threshold_ns,
+                stack_ns: parse_duration(&self.stack_threshold)?.as_nanos() as u64,
                 detail_ns: parse_duration(&self.detail_threshold)?.as_nanos() as u64,
-                pids: self.pids.clone(),
                 slow_ns: parse_duration(&self.slow_request)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
                 uprobe_multi: self.probe_links == ProbeLinks::Auto,
             },
             filter,
-            stack_threshold_ns,
         })
     }
 }

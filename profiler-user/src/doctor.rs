@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use anyhow::Result;
 
 use crate::attach::privileges::{effective_caps, missing_caps};
-use crate::attach::{LoadOptions, Session};
+use crate::attach::{TraceOptions, Tracer};
 
 /// Oldest kernel tprof supports (BPF ring buffer, tp_btf, uprobe attach cookies).
 pub const MIN_KERNEL: (u32, u32) = (5, 15);
@@ -225,7 +225,7 @@ fn check_uprobe_pmu() -> Check {
 
 // ---- the real eBPF load --------------------------------------------------------------------
 
-/// Which stage of [`Session::load`] an error chain comes from. The object load creates the
+/// Which stage of [`Tracer::load`] an error chain comes from. The object load creates the
 /// maps (the ring buffer among them), then each tp_btf program is loaded and attached, then
 /// the sleepable USDT program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub enum LoadStage {
     Other,
 }
 
-/// Classifies an error chain (outermost context first) of [`Session::load`].
+/// Classifies an error chain (outermost context first) of [`Tracer::load`].
 pub fn classify_load_error(chain: &[String]) -> LoadStage {
     let any = |needle: &str| chain.iter().any(|c| c.contains(needle));
     if any("built without its eBPF programs") || any("task_struct offsets") {
@@ -282,19 +282,19 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
         };
         return vec![skip(RING), skip(TP_BTF), skip(SLEEPABLE), skip(MULTI)];
     }
-    let opts = LoadOptions { ring_bytes: 1 << 20, syscalls: true, stacks: true, stack_ns: 1_000_000, detail_ns: 100_000, slow_ns: 10_000_000, pids: Vec::new(), debug_ebpf: false, uprobe_multi: true };
-    match Session::load(&opts) {
-        Ok(session) => {
-            let tp = session.ebpf.programs().filter(|(_, p)| matches!(p, aya::programs::Program::BtfTracePoint(_))).count();
-            let has_ring = session.ebpf.maps().any(|(name, m)| name == "EVENTS" && matches!(m, aya::maps::Map::RingBuf(_)));
-            let multi = if session.has_uprobe_multi() {
+    let opts = TraceOptions { ring_bytes: 1 << 20, syscalls: true, stacks: true, stack_ns: 1_000_000, detail_ns: 100_000, slow_ns: 10_000_000, debug_ebpf: false, uprobe_multi: true };
+    match Tracer::load(&opts, &[]) {
+        Ok(tracer) => {
+            let tp = tracer.ebpf.programs().filter(|(_, p)| matches!(p, aya::programs::Program::BtfTracePoint(_))).count();
+            let has_ring = tracer.ebpf.maps().any(|(name, m)| name == "EVENTS" && matches!(m, aya::maps::Map::RingBuf(_)));
+            let multi = if tracer.has_uprobe_multi() {
                 Check::new(MULTI, false, Status::Ok, "the USDT programs loaded for uprobe_multi links (one link per file)")
             } else {
-                let why = session.warnings.first().cloned().unwrap_or_default();
+                let why = tracer.warnings.first().cloned().unwrap_or_default();
                 Check::new(MULTI, false, Status::Warn, why).hint("Linux >= 6.6 has them; tprof falls back to one perf event per probe site")
             };
-            // Dropping the session detaches and unloads everything at once.
-            drop(session);
+            // Dropping the tracer detaches and unloads everything at once.
+            drop(tracer);
             vec![
                 if has_ring {
                     Check::new(RING, true, Status::Ok, "created tprof's 1 MiB EVENTS ring buffer")

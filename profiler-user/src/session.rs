@@ -1,28 +1,37 @@
-//! `tprof attach`: load, attach, then poll the ring buffer in batches (the programs never
-//! wake us per event), decode, correlate and write, until Ctrl-C, SIGTERM, `--duration`,
-//! the targets' exit, or a closed output. Everything already captured is written out
-//! before stopping, with the losses counted.
+//! `tprof attach` and `tprof record`: a live session in named phases.
 //!
-//! Privileges: the privileged helper is started first (it creates the uprobes, now and on
-//! every rescan: `attach::broker`), the programs are loaded and `/proc/kallsyms` copied,
-//! then tprof drops every capability and leaves uid 0 (`attach::drop_privs`) before it
-//! attaches anything or reads a single record.
+//! 1. [`Live::start`]: check privileges, start the privileged helper, load the programs,
+//!    copy `/proc/kallsyms`, drop every privilege, attach the targets' probe sites.
+//! 2. [`Live::poll`]: drain the ring buffer in batches (the programs never wake us per
+//!    event), decode, correlate and write, rescanning the targets, until Ctrl-C, SIGTERM,
+//!    `--duration`, the targets' exit, or a closed output.
+//! 3. [`Live::final_drain`]: stop new USDT events, then drain what the kernel queued
+//!    (bounded in time), and read the sums of the tasks still open.
+//! 4. [`Live::report`]: the kernel's counters and the session's facts into the report.
+//!
+//! Everything already captured is written out before stopping, with the losses counted.
+//!
+//! Privileges: the helper is started first (it creates the uprobes, now and on every
+//! rescan: `attach::broker`), the programs are loaded and `/proc/kallsyms` copied, then
+//! tprof drops every capability and leaves uid 0 (`attach::drop_privs`) before it attaches
+//! anything or reads a single record.
 
+use std::fs::File;
 use std::io;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::RingBuf;
-use tokio::signal::unix::{signal, SignalKind};
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
-use crate::attach::{privileges, LoadOptions, Session};
-use crate::pipeline::{Pipeline, Stacks};
-use crate::record::Recorder;
+use crate::attach::{privileges, Counters, Probes, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
 use crate::model::report::SessionReport;
+use crate::pipeline::{Pipeline, Stacks};
 use crate::present::kind_name;
+use crate::record::Recorder;
 use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 
@@ -41,10 +50,18 @@ const FINAL_DRAIN: Duration = Duration::from_secs(2);
 pub struct AttachOptions {
     pub pids: Vec<u32>,
     pub duration: Option<Duration>,
-    pub load: LoadOptions,
+    pub trace: TraceOptions,
     pub filter: Filter,
-    /// Blocks at least this long get symbolized stacks.
-    pub stack_threshold_ns: u64,
+}
+
+/// Runs a session on `opts.pids` into `sink` (and `recorder`, for `tprof record`) until
+/// stopped. Returns the final report (also written to the sink).
+pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) -> Result<SessionReport> {
+    let mut live = Live::start(&opts)?;
+    let mut p = live.pipeline(sink, &opts, recorder);
+    let stop = live.poll(&mut p, &opts)?;
+    let stop = live.final_drain(&mut p, stop)?;
+    live.report(p, stop)
 }
 
 fn alive(pid: u32) -> bool {
@@ -55,196 +72,241 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Late reads: strings the kernel could not copy (a page not yet faulted in) are read again
-/// by the privileged helper, `process_vm_readv`, which honours the target's page
-/// protections; only the traced pids, at most 128 bytes at a time.
-type LateRead<'a> = dyn FnMut(u32, u64, usize) -> Option<Vec<u8>> + 'a;
+/// A session attached and running.
+pub struct Live {
+    // Field order is drop order: the runtime and signal handlers outlive nothing else.
+    probes: Probes,
+    tracer: Tracer,
+    ring: RingBuf<MapData>,
+    kallsyms: Option<File>,
+    start: Instant,
+    sigint: Signal,
+    sigterm: Signal,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Live {
+    /// Phase 1: everything up to the first record.
+    pub fn start(opts: &AttachOptions) -> Result<Live> {
+        privileges::check()?;
+        // Signal handlers first: a Ctrl-C at any point from here on is a clean stop that
+        // still reports what was captured (the default action would kill tprof mid-way).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        let (sigint, sigterm) = {
+            let _in_rt = rt.enter();
+            let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+            (int, signal(SignalKind::terminate()).context("installing the SIGTERM handler")?)
+        };
+        let mut comms = Vec::new();
+        for pid in &opts.pids {
+            comms.push((*pid, privileges::check_pid(*pid)?));
+        }
+        // The helper first, while tprof still has every privilege for it to inherit.
+        let broker = BrokerClient::spawn(&opts.pids)?;
+        let broker_line = broker.privileges.clone();
+        let mut tracer = Tracer::load(&opts.trace, &opts.pids)?;
+        let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
+        let mut probes = Probes::new(broker, usdt);
+        // What the rest of the session needs and the drop takes away: the kernel's symbols.
+        let kallsyms = if opts.trace.stacks {
+            match crate::stacks::snapshot_kallsyms() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    probes.warnings.push(format!("kernel stacks stay unsymbolized: {e:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match drop_after_attach(&DropOptions::for_tprof()) {
+            Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
+            Err(e) => {
+                let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
+                eprintln!("tprof: warning: {msg}");
+                probes.warnings.push(msg);
+            }
+        }
+        log::info!("{broker_line}");
+        let mut sites = 0;
+        for (pid, comm) in &comms {
+            let n = probes.attach_pid(*pid)?;
+            if n == 0 {
+                let why = probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
+                probes.warnings.push(format!(
+                    "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
+                     link the usdt-probes crate (Rust) or include tprof.h (C) and mark requests as tasks",
+                    if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
+                ));
+            }
+            sites += n;
+        }
+        if sites == 0 {
+            bail!("{}", probes.warnings.join("\n"));
+        }
+        // Readiness line (stderr, so it never mixes with the data on stdout): tests and
+        // scripts wait for it before driving the target.
+        eprintln!(
+            "tprof: attached to {sites} probe sites in {} process{} ({}); Ctrl-C to stop",
+            comms.len(),
+            if comms.len() == 1 { "" } else { "es" },
+            comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect::<Vec<_>>().join(", ")
+        );
+        let ring = tracer.take_ring()?;
+        Ok(Live { probes, tracer, ring, kallsyms, start: Instant::now(), sigint, sigterm, rt })
+    }
+
+    /// The pipeline records go through, with a symbolizer over the targets' mapped files.
+    pub fn pipeline<S: Sink>(&mut self, sink: S, opts: &AttachOptions, recorder: Option<Recorder>) -> Pipeline<S> {
+        let stack_map = if opts.trace.stacks { self.tracer.take_stacks() } else { None };
+        let mut symbolizer = Symbolizer::new(stack_map, opts.trace.stack_ns, self.kallsyms.take());
+        for pid in &opts.pids {
+            symbolizer.update_maps(*pid, self.probes.mapped_files(*pid));
+        }
+        let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
+        p.report.pids = opts.pids.clone();
+        p
+    }
+
+    /// Phase 2: until something stops the session; returns why.
+    pub fn poll<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) -> Result<String> {
+        let Live { probes, tracer, ring, start, sigint, sigterm, rt, .. } = self;
+        rt.block_on(async {
+            let mut tick = tokio::time::interval(POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_scan = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sigint.recv() => return Ok("interrupted (SIGINT)".to_string()),
+                    _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
+                }
+                if let Err(e) = drain(ring, probes, p) {
+                    return output_stop(e);
+                }
+                tracer.flush_log();
+                if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+                    return Ok("duration elapsed".to_string());
+                }
+                if last_scan.elapsed() >= RESCAN {
+                    last_scan = Instant::now();
+                    if !rescan(probes, p, &opts.pids) {
+                        return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Phase 3: stop new USDT events first (in parallel: see `Probes::detach`), then the
+    /// final drain: whatever the kernel queued before we stopped is still reported. Bounded
+    /// in time, so a target that floods the scheduler programs cannot keep tprof from
+    /// stopping; what is left in the ring then is counted, not silently dropped. Then the
+    /// short intervals the kernel summed for tasks still open (sent only when a thread
+    /// leaves its task), so the open tasks' totals include them.
+    pub fn final_drain<S: Sink>(&mut self, p: &mut Pipeline<S>, stop: String) -> Result<String> {
+        self.probes.detach();
+        let deadline = Instant::now() + FINAL_DRAIN;
+        loop {
+            match drain(&mut self.ring, &mut self.probes, p) {
+                Ok(0) => break,
+                Ok(_) if Instant::now() >= deadline => {
+                    let mut left = 0u64;
+                    while self.ring.next().is_some() {
+                        left += 1;
+                    }
+                    p.report.warnings.push(format!("stopped draining after {} s: {left} queued records discarded", FINAL_DRAIN.as_secs()));
+                    p.report.undrained = left;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return output_stop(e),
+            }
+        }
+        match self.tracer.unsent_sums() {
+            Ok(sums) => {
+                let ts = monotonic_ns();
+                for (tid, st) in sums {
+                    let Some(bytes) = crate::decode::unsent_agg_bytes(tid, &st, ts) else { continue };
+                    if let Err(e) = p.push(&bytes, &mut |_, _, _| None) {
+                        return output_stop(e);
+                    }
+                }
+            }
+            Err(e) => p.report.warnings.push(format!("could not read the kernel's unsent sums of open tasks: {e:#}")),
+        }
+        Ok(stop)
+    }
+
+    /// Phase 4: the kernel's counters and the session's facts into the report, written to
+    /// the sinks.
+    pub fn report<S: Sink>(self, mut p: Pipeline<S>, stop_reason: String) -> Result<SessionReport> {
+        let counters = match self.tracer.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                p.report.warnings.push(format!("could not read the kernel's loss counters: {e:#}"));
+                Counters::default()
+            }
+        };
+        let r = &mut p.report;
+        use profiler_common::anomaly;
+        r.stacks_lost = counters.anomaly(anomaly::STACK_LOST) + p.stacks.missing();
+        let full = counters.anomaly(anomaly::THREADS_FULL);
+        if full > 0 {
+            r.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
+        }
+        r.missed_switch_ins = counters.anomaly(anomaly::MISSED_SWITCH_IN);
+        r.kernel_drops = counters.drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
+        for (prog, n) in &counters.program_misses {
+            r.warnings.push(format!(
+                "the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"
+            ));
+        }
+        r.sites = self.probes.sites.len();
+        r.probe_links = self.probes.probe_links().to_string();
+        r.duration_ns = self.start.elapsed().as_nanos() as u64;
+        r.warnings.extend(self.tracer.warnings.iter().cloned());
+        r.warnings.extend(self.probes.warnings.iter().cloned());
+        r.stop_reason = stop_reason;
+        match p.finish() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other.context("writing output")?,
+        }
+        Ok(p.report)
+    }
+}
 
 /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-fn drain<S: Sink>(p: &mut Pipeline<S>, late: &mut LateRead<'_>, ring: &mut RingBuf<aya::maps::MapData>) -> io::Result<usize> {
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, p: &mut Pipeline<S>) -> io::Result<usize> {
     let mut n = 0;
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        p.push(&item, &mut |pid, addr, len| late(pid, addr, len))?;
+        // Late reads: strings the kernel could not copy (a page not yet faulted in) are read
+        // again by the privileged helper, `process_vm_readv`, which honours the target's page
+        // protections; only the traced pids, at most 128 bytes at a time.
+        p.push(&item, &mut |pid, addr, len| probes.read_target(pid, addr, len))?;
     }
     p.flush()?;
     Ok(n)
 }
 
-/// Attaches to `opts.pids` and streams into `sink` (and `recorder`, for `tprof record`)
-/// until stopped. Returns the final report (also written to the sink).
-pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) -> Result<SessionReport> {
-    privileges::check()?;
-    // Signal handlers first: a Ctrl-C at any point from here on is a clean stop that still
-    // reports what was captured (the default action would kill tprof mid-way).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
-    let _rt_guard = rt.enter();
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut comms = Vec::new();
-    for pid in &opts.pids {
-        comms.push((*pid, privileges::check_pid(*pid)?));
-    }
-    // The helper first, while tprof still has every privilege for it to inherit.
-    let broker = BrokerClient::spawn(&opts.pids)?;
-    let broker_line = broker.privileges.clone();
-    let mut session = Session::load(&opts.load)?;
-    session.set_broker(broker);
-    // What the rest of the session needs and the drop takes away: the kernel's symbols.
-    let kallsyms = if opts.load.stacks {
-        match crate::stacks::snapshot_kallsyms() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                session.warnings.push(format!("kernel stacks stay unsymbolized: {e:#}"));
-                None
-            }
+/// Looks for targets that exited and for libraries loaded since the last scan; false when
+/// every target is gone.
+fn rescan<S: Sink>(probes: &mut Probes, p: &mut Pipeline<S>, pids: &[u32]) -> bool {
+    let live: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    for &pid in &live {
+        // A library dlopen'ed since the last scan gets its probes attached.
+        match probes.attach_pid(pid) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
+            Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
         }
-    } else {
-        None
-    };
-    match drop_after_attach(&DropOptions::for_tprof()) {
-        Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
-        Err(e) => {
-            let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
-            eprintln!("tprof: warning: {msg}");
-            session.warnings.push(msg);
+        if let Stacks::Live(s) = &mut p.stacks {
+            s.update_maps(pid, probes.mapped_files(pid));
         }
     }
-    log::info!("{broker_line}");
-    let mut sites = 0;
-    for (pid, comm) in &comms {
-        let n = session.attach_pid(*pid)?;
-        if n == 0 {
-            let why = session.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
-            session.warnings.push(format!(
-                "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
-                 link the usdt-probes crate (Rust) or include tprof.h (C) and mark requests as tasks",
-                if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
-            ));
-        }
-        sites += n;
-    }
-    if sites == 0 {
-        bail!("{}", session.warnings.join("\n"));
-    }
-    // Readiness line (stderr, so it never mixes with the data on stdout): tests and scripts
-    // wait for it before driving the target.
-    eprintln!(
-        "tprof: attached to {sites} probe sites in {} process{} ({}); Ctrl-C to stop",
-        comms.len(),
-        if comms.len() == 1 { "" } else { "es" },
-        comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect::<Vec<_>>().join(", ")
-    );
-    let ring = session.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
-    let mut ring = RingBuf::try_from(ring).context("opening the EVENTS ring buffer")?;
-    let start = Instant::now();
-    let mut symbolizer = Symbolizer::new(if opts.load.stacks { session.take_stacks() } else { None }, opts.stack_threshold_ns, kallsyms);
-    for pid in &opts.pids {
-        symbolizer.update_maps(*pid, session.mapped_files(*pid));
-    }
-    let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
-    p.report.pids = opts.pids.clone();
-    let stop_reason = rt.block_on(async {
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_scan = Instant::now();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = sigint.recv() => return Ok::<_, anyhow::Error>("interrupted (SIGINT)".to_string()),
-                _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
-            }
-            if let Err(e) = drain(&mut p, &mut |pid, addr, len| session.read_target(pid, addr, len), &mut ring) {
-                return output_stop(e);
-            }
-            session.flush_ebpf_log();
-            if opts.duration.is_some_and(|d| start.elapsed() >= d) {
-                return Ok("duration elapsed".to_string());
-            }
-            if last_scan.elapsed() >= RESCAN {
-                last_scan = Instant::now();
-                let live: Vec<u32> = opts.pids.iter().copied().filter(|p| alive(*p)).collect();
-                if live.is_empty() {
-                    return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
-                }
-                for pid in live {
-                    // A library dlopen'ed since the last scan gets its probes attached.
-                    match session.attach_pid(pid) {
-                        Ok(0) => {}
-                        Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
-                        Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
-                    }
-                    if let Stacks::Live(s) = &mut p.stacks {
-                        s.update_maps(pid, session.mapped_files(pid));
-                    }
-                }
-            }
-        }
-    })?;
-    // Stop new USDT events first (in parallel: see detach_usdt), then the final drain:
-    // whatever the kernel queued before we stopped is still reported. Bounded in time, so
-    // a target that floods the scheduler programs cannot keep tprof from stopping; what is
-    // left in the ring then is counted, not silently dropped.
-    let mut stop_reason = stop_reason;
-    session.detach_usdt();
-    let deadline = Instant::now() + FINAL_DRAIN;
-    loop {
-        match drain(&mut p, &mut |pid, addr, len| session.read_target(pid, addr, len), &mut ring) {
-            Ok(0) => break,
-            Ok(_) if Instant::now() >= deadline => {
-                let mut left = 0u64;
-                while ring.next().is_some() {
-                    left += 1;
-                }
-                p.report.warnings.push(format!("stopped draining after {} s: {left} queued records discarded", FINAL_DRAIN.as_secs()));
-                p.report.undrained = left;
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                stop_reason = output_stop(e)?;
-                break;
-            }
-        }
-    }
-    // Short intervals the kernel summed for tasks still open (sent only when a thread
-    // leaves its task): read from its map, so the open tasks' totals include them.
-    match session.unsent_sums() {
-        Ok(sums) => {
-            let ts = monotonic_ns();
-            for (tid, st) in sums {
-                let Some(bytes) = crate::decode::unsent_agg_bytes(tid, &st, ts) else { continue };
-                if let Err(e) = p.push(&bytes, &mut |_, _, _| None) {
-                    stop_reason = output_stop(e)?;
-                    break;
-                }
-            }
-        }
-        Err(e) => p.report.warnings.push(format!("could not read the kernel's unsent sums of open tasks: {e:#}")),
-    }
-    let drops = session.kernel_drops().unwrap_or_default();
-    let anomalies = session.kernel_anomalies().unwrap_or_default();
-    p.report.stacks_lost = anomalies.get(profiler_common::anomaly::STACK_LOST as usize).copied().unwrap_or(0) + p.stacks.missing();
-    let full = anomalies.get(profiler_common::anomaly::THREADS_FULL as usize).copied().unwrap_or(0);
-    if full > 0 {
-        p.report.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
-    }
-    p.report.missed_switch_ins = anomalies.get(profiler_common::anomaly::MISSED_SWITCH_IN as usize).copied().unwrap_or(0);
-    p.report.kernel_drops = drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
-    for (prog, n) in session.program_misses() {
-        p.report.warnings.push(format!("the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"));
-    }
-    p.report.sites = session.sites.len();
-    p.report.probe_links = session.probe_links().to_string();
-    p.report.duration_ns = start.elapsed().as_nanos() as u64;
-    p.report.warnings.extend(session.warnings.iter().cloned());
-    p.report.stop_reason = stop_reason;
-    match p.finish() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        other => other.context("writing output")?,
-    }
-    Ok(p.report)
+    !live.is_empty()
 }
 
 /// A closed pipe (`tprof ... | head`) stops the session quietly; other output errors fail.

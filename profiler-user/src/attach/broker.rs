@@ -63,7 +63,7 @@ use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
 /// The hidden subcommand that runs the helper.
 pub const SUBCOMMAND: &str = "__broker";
 /// Most probe sites the helper creates uprobes for, over the whole session.
-const MAX_ATTACHED: usize = super::MAX_SITES as usize;
+const MAX_ATTACHED: usize = super::tracer::MAX_SITES as usize;
 /// Most files it keeps open, over the whole session.
 const MAX_FILES: usize = 4096;
 
