@@ -308,10 +308,19 @@ impl Broker {
     }
 }
 
+/// Whether the process `t` names still runs. A pidfd polls readable once its process has
+/// exited, which needs no privilege over it: the right to signal it (what
+/// `pidfd_send_signal(fd, 0)` checks) is not given for a process of another uid.
 fn alive(t: &Target) -> bool {
     let Some(fd) = &t.pidfd else { return false };
-    // SAFETY: pidfd_send_signal with signal 0 (existence check only), no siginfo, no flags.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0) };
+    pidfd_alive(fd)
+}
+
+/// Whether the process behind a pidfd still runs (it has not exited: a zombie has).
+pub fn pidfd_alive(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd we own, with a zero timeout.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
     rc == 0
 }
 

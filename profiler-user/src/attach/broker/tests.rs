@@ -157,3 +157,17 @@ fn uprobe_multi_requests_are_checked_site_by_site() {
     assert!(why.contains("BPF_LINK_CREATE"), "{why}");
     assert_eq!(b.attached, 0, "nothing was created");
 }
+
+#[test]
+fn a_process_of_another_uid_is_alive_until_it_exits() {
+    // The liveness check needs no right to signal the target: a process running as
+    // `nobody` is alive to a helper that could not signal it, and gone once it exits.
+    // (Starting it as another uid needs root, like the rest of this module's tests.)
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sleep").arg("5").uid(65534).gid(65534).spawn().unwrap();
+    let t = Target { pid: child.id(), pidfd: pidfd_open(child.id()) };
+    assert!(alive(&t), "a running process of uid 65534 is alive");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!alive(&t), "an exited process is not");
+}
