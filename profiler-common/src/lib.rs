@@ -32,38 +32,8 @@ pub const KSTACK_DEPTH: usize = 48;
 /// syscall returns and follows in a USTACK record.
 pub const USTACK_DEFERRED: i32 = -2;
 
-/// The tprof probes, as numbered in [`UsdtSpec::probe`]. Names are those of ABI.md.
-pub mod probe {
-    pub const TASK_BEGIN: u32 = 1;
-    pub const TASK_END: u32 = 2;
-    pub const REGION_BEGIN: u32 = 3;
-    pub const REGION_END: u32 = 4;
-    pub const LOG: u32 = 5;
-    pub const TASK_ATTACH: u32 = 6;
-    pub const TASK_DETACH: u32 = 7;
-}
-
-/// Record kinds, the first field of every ring-buffer record. A probe's record has the
-/// probe's own number.
-pub mod kind {
-    pub use super::probe::{LOG, REGION_BEGIN, REGION_END, TASK_ATTACH, TASK_BEGIN, TASK_DETACH, TASK_END};
-    /// A slice of on-CPU time of a thread while it carried a task.
-    pub const ON_CPU: u32 = 8;
-    /// A thread carrying a task was off the CPU: blocked and/or waiting in the run queue.
-    pub const OFF_CPU: u32 = 9;
-    /// A syscall made by a thread carrying a task.
-    pub const SYSCALL: u32 = 10;
-    /// Sums of the short intervals (on-CPU slices, off-CPU intervals, syscalls) a thread
-    /// spent on a task since its last AGG record, kept in the kernel instead of streamed
-    /// (see [`Config::detail_ns`](super::Config::detail_ns)).
-    pub const AGG: u32 = 11;
-    /// Kernel stack of a long block, taken when the thread comes back on the CPU.
-    pub const KSTACK: u32 = 12;
-    /// User stack of the long blocks of a syscall, taken when the syscall returns.
-    pub const USTACK: u32 = 13;
-    /// Highest kind; sizes the per-CPU drop counters.
-    pub const MAX: u32 = 13;
-}
+mod catalogue;
+pub use catalogue::{globals, kind, maps, probe, programs, str_eq, ArgKind, ProbeArg, ProbeDef};
 
 /// Identity of a task (request): W3C trace-id (as two big-endian halves) and span-id.
 /// An all-zero `TaskId` means "no task".

@@ -8,6 +8,10 @@
 //! registers named in the note. The layout is that of `<sys/sdt.h>`; see `ABI.md` and
 //! <https://sourceware.org/systemtap/wiki/UserSpaceProbeImplementation>.
 //!
+//! The probes are not written out here: their names, arguments and docs come from the probe
+//! table in `profiler-common` (`tprof_probes!`), which tprof itself reads, and the macros
+//! below turn each entry into a semaphore and an `#[inline(always)]` function.
+//!
 //! The one-byte `nop` is deliberate: on kernel 6.18 the five-byte "optimized uprobe" path
 //! measured ~9% slower than the int3 path here (`shared/measurements.md`).
 
@@ -35,20 +39,54 @@ impl Semaphore {
     }
 }
 
-macro_rules! semaphores {
-    ($($sem:ident),* $(,)?) => {$(
-        #[used]
-        #[link_section = ".probes"]
-        pub(crate) static $sem: Semaphore = Semaphore::new();
-    )*};
+/// The operands of one probe site, in order: `u64` arguments as they are, `str` arguments as
+/// address and length (tt-muncher: `in(reg)` operands cannot come out of a macro one by one).
+macro_rules! sdt_site {
+    ($probe:tt, $args:tt, [$($ops:tt)*]) => {
+        sdt_probe!($probe, $args, $($ops)*)
+    };
+    ($probe:tt, $args:tt, [$($ops:tt)*] $arg:ident: u64 $(, $($rest:tt)*)?) => {
+        sdt_site!($probe, $args, [$($ops)* in(reg) $arg,] $($($rest)*)?)
+    };
+    ($probe:tt, $args:tt, [$($ops:tt)*] $arg:ident: str $(, $($rest:tt)*)?) => {
+        sdt_site!($probe, $args, [$($ops)* in(reg) $arg.as_ptr(), in(reg) $arg.len(),] $($($rest)*)?)
+    };
 }
 
-semaphores!(TASK_BEGIN_SEM, TASK_END_SEM, REGION_BEGIN_SEM, REGION_END_SEM, LOG_SEM, TASK_ATTACH_SEM, TASK_DETACH_SEM);
+/// The note's argument spec for one probe argument: `8@%reg` per 64-bit value, the register
+/// filled in by `asm!`.
+macro_rules! sdt_spec {
+    (u64) => {
+        "8@{}"
+    };
+    (str) => {
+        "8@{} 8@{}"
+    };
+}
+
+/// The Rust type a probe argument is taken as.
+macro_rules! sdt_type {
+    (u64) => { u64 };
+    (str) => { &str };
+}
+
+/// The `span_id` argument of a probe, or 0 (what the test recorder files it under).
+#[cfg(test)]
+macro_rules! span_arg {
+    () => { 0 };
+    (@is span_id $arg:ident; $($rest:tt)*) => { $arg };
+    (@is $other:ident $arg:ident; $($rest:tt)*) => { span_arg!($($rest)*) };
+    ($arg:ident: $ty:ident $(, $($rest:tt)*)?) => { span_arg!(@is $arg $arg; $($($rest)*)?) };
+}
 
 /// Emits one probe site: the `nop`, its `.note.stapsdt` entry and (once per object) the
 /// `.stapsdt.base` section, kept by `--gc-sections` thanks to the `R` (retain) flag.
 macro_rules! sdt_probe {
-    ($name:literal, $sem:ident, $spec:literal, $($operands:tt)*) => {
+    (
+        ($provider:ident, $name:ident, $sem:ident),
+        ($first:ident: $first_ty:ident $(, $arg:ident: $ty:ident)*),
+        $($operands:tt)*
+    ) => {
         // SAFETY: the template only emits a `nop` into the code stream and data into two
         // sections of their own; it touches no register, memory, stack or flag.
         unsafe {
@@ -62,9 +100,9 @@ macro_rules! sdt_probe {
                 "993: .8byte 990b",
                 ".8byte _.stapsdt.base",
                 ".8byte {sem}",
-                ".asciz \"tprof\"",
-                concat!(".asciz \"", $name, "\""),
-                concat!(".asciz \"", $spec, "\""),
+                concat!(".asciz \"", stringify!($provider), "\""),
+                concat!(".asciz \"", stringify!($name), "\""),
+                concat!(".asciz \"", sdt_spec!($first_ty) $(, " ", sdt_spec!($ty))*, "\""),
                 "994: .balign 4",
                 ".popsection",
                 ".ifndef _.stapsdt.base",
@@ -75,106 +113,55 @@ macro_rules! sdt_probe {
                 ".size _.stapsdt.base, 1",
                 ".popsection",
                 ".endif",
-                sem = sym $sem,
                 $($operands)*
+                sem = sym sem::$sem,
                 options(att_syntax, readonly, nostack, preserves_flags),
             )
         }
     };
 }
 
-/// `tprof:task_begin(trace_hi, trace_lo, span_id, parent_span_id, name_ptr, name_len)`.
-#[inline(always)]
-pub fn task_begin(trace_hi: u64, trace_lo: u64, span_id: u64, parent_span_id: u64, name: &str) {
-    #[cfg(test)]
-    recorder::push("task_begin", span_id);
-    sdt_probe!(
-        "task_begin", TASK_BEGIN_SEM, "8@{a0} 8@{a1} 8@{a2} 8@{a3} 8@{a4} 8@{a5}",
-        a0 = in(reg) trace_hi, a1 = in(reg) trace_lo, a2 = in(reg) span_id,
-        a3 = in(reg) parent_span_id, a4 = in(reg) name.as_ptr(), a5 = in(reg) name.len(),
-    );
+/// Expands profiler-common's probe table into one semaphore (in `sem`, named after the
+/// probe) and one `#[inline(always)]` probe function per probe.
+macro_rules! probes {
+    (
+        provider = $provider:ident;
+        $( $(#[$doc:meta])* $id_const:ident = $id:literal => $name:ident($($arg:ident: $ty:ident),* $(,)?); )*
+    ) => {
+        /// The semaphores, one per probe.
+        mod sem {
+            $(
+                #[used]
+                #[link_section = ".probes"]
+                pub(crate) static $id_const: super::Semaphore = super::Semaphore::new();
+            )*
+        }
+
+        $(
+            $(#[$doc])*
+            #[inline(always)]
+            pub fn $name($($arg: sdt_type!($ty)),*) {
+                #[cfg(test)]
+                recorder::push(stringify!($name), span_arg!($($arg: $ty),*));
+                sdt_site!(($provider, $name, $id_const), ($($arg: $ty),*), [] $($arg: $ty),*);
+            }
+        )*
+    };
 }
 
-/// `tprof:task_end(trace_hi, trace_lo, span_id)`.
-#[inline(always)]
-pub fn task_end(trace_hi: u64, trace_lo: u64, span_id: u64) {
-    #[cfg(test)]
-    recorder::push("task_end", span_id);
-    sdt_probe!(
-        "task_end", TASK_END_SEM, "8@{a0} 8@{a1} 8@{a2}",
-        a0 = in(reg) trace_hi, a1 = in(reg) trace_lo, a2 = in(reg) span_id,
-    );
-}
-
-/// `tprof:task_attach(trace_hi, trace_lo, span_id, parent_span_id)`: this thread resumes
-/// work for the task (an executor polls its future here).
-#[inline(always)]
-pub fn task_attach(trace_hi: u64, trace_lo: u64, span_id: u64, parent_span_id: u64) {
-    #[cfg(test)]
-    recorder::push("task_attach", span_id);
-    sdt_probe!(
-        "task_attach", TASK_ATTACH_SEM, "8@{a0} 8@{a1} 8@{a2} 8@{a3}",
-        a0 = in(reg) trace_hi, a1 = in(reg) trace_lo, a2 = in(reg) span_id,
-        a3 = in(reg) parent_span_id,
-    );
-}
-
-/// `tprof:task_detach(trace_hi, trace_lo, span_id)`: this thread stops working for the task.
-#[inline(always)]
-pub fn task_detach(trace_hi: u64, trace_lo: u64, span_id: u64) {
-    #[cfg(test)]
-    recorder::push("task_detach", span_id);
-    sdt_probe!(
-        "task_detach", TASK_DETACH_SEM, "8@{a0} 8@{a1} 8@{a2}",
-        a0 = in(reg) trace_hi, a1 = in(reg) trace_lo, a2 = in(reg) span_id,
-    );
-}
-
-/// `tprof:region_begin(name_ptr, name_len)`, for the thread's current task.
-#[inline(always)]
-pub fn region_begin(name: &str) {
-    #[cfg(test)]
-    recorder::push("region_begin", 0);
-    sdt_probe!(
-        "region_begin", REGION_BEGIN_SEM, "8@{a0} 8@{a1}",
-        a0 = in(reg) name.as_ptr(), a1 = in(reg) name.len(),
-    );
-}
-
-/// `tprof:region_end(name_ptr, name_len)`, for the thread's current task.
-#[inline(always)]
-pub fn region_end(name: &str) {
-    #[cfg(test)]
-    recorder::push("region_end", 0);
-    sdt_probe!(
-        "region_end", REGION_END_SEM, "8@{a0} 8@{a1}",
-        a0 = in(reg) name.as_ptr(), a1 = in(reg) name.len(),
-    );
-}
-
-/// `tprof:log(key_ptr, key_len, value_ptr, value_len)`, for the thread's current task.
-#[inline(always)]
-pub fn log(key: &str, value: &str) {
-    #[cfg(test)]
-    recorder::push("log", 0);
-    sdt_probe!(
-        "log", LOG_SEM, "8@{a0} 8@{a1} 8@{a2} 8@{a3}",
-        a0 = in(reg) key.as_ptr(), a1 = in(reg) key.len(),
-        a2 = in(reg) value.as_ptr(), a3 = in(reg) value.len(),
-    );
-}
+profiler_common::tprof_probes!(probes);
 
 /// True when a tracer has armed the tprof probes (tprof arms every probe's semaphore on
 /// attach and the kernel disarms them when it detaches or dies). Costs one load.
 #[inline(always)]
 pub fn enabled() -> bool {
-    TASK_BEGIN_SEM.armed()
+    sem::TASK_BEGIN.armed()
 }
 
 /// True when a tracer armed the `log` probe: guard costly log values with it.
 #[inline(always)]
 pub fn log_enabled() -> bool {
-    LOG_SEM.armed()
+    sem::LOG.armed()
 }
 
 /// Test-only record of which probes fired, on which thread, for which span: lets unit tests
