@@ -9,7 +9,7 @@ use aya_ebpf::macros::uprobe;
 use aya_ebpf::programs::ProbeContext;
 use aya_ebpf::EbpfContext;
 use profiler_common::{
-    arg, kind, probe, strflag, LogRecord, RegionRecord, StrRef, TaskEndRecord, TaskId, TaskRecord, UsdtArg,
+    arg, kind, probe, strflag, LogRecord, ProbeDef, RegionRecord, StrRef, TaskEndRecord, TaskId, TaskRecord, UsdtArg,
     LOG_KEY_LEN, LOG_VALUE_LEN, MAX_USDT_ARGS, NAME_LEN, NO_REG,
 };
 
@@ -20,6 +20,37 @@ use profiler_common::ThreadState;
 
 /// Size of `struct pt_regs` on x86_64; register offsets must lie below it.
 const PT_REGS_SIZE: u16 = 168;
+
+// Where the arguments read below are among a site's note arguments, from the probe table
+// (`profiler_common::tprof_probes!`). A string is its address, then its length.
+const PARENT_SPAN: usize = ProbeDef::of(probe::TASK_BEGIN).arg_slot("parent_span_id");
+const TASK_NAME: usize = ProbeDef::of(probe::TASK_BEGIN).arg_slot("name");
+const REGION_NAME: usize = ProbeDef::of(probe::REGION_BEGIN).arg_slot("name");
+const LOG_KEY: usize = ProbeDef::of(probe::LOG).arg_slot("key");
+const LOG_VALUE: usize = ProbeDef::of(probe::LOG).arg_slot("value");
+const _: () = {
+    // The task probes share their leading arguments; region_end is region_begin's twin.
+    let attach = ProbeDef::of(probe::TASK_ATTACH);
+    assert!(attach.arg_slot("parent_span_id") == PARENT_SPAN && ProbeDef::of(probe::REGION_END).arg_slot("name") == REGION_NAME);
+    let ids = ["trace_hi", "trace_lo", "span_id"];
+    let task_probes = [probe::TASK_BEGIN, probe::TASK_END, probe::TASK_ATTACH, probe::TASK_DETACH];
+    let mut p = 0;
+    while p < task_probes.len() {
+        let mut i = 0;
+        while i < ids.len() {
+            assert!(ProbeDef::of(task_probes[p]).arg_slot(ids[i]) == i);
+            i += 1;
+        }
+        p += 1;
+    }
+    // Exactly the probes whose strings `try_usdt` copies go to the sleepable program
+    // (userspace picks the program from the same table): the others carry none.
+    assert!(ProbeDef::of(probe::TASK_BEGIN).passes_strings());
+    assert!(ProbeDef::of(probe::REGION_BEGIN).passes_strings() && ProbeDef::of(probe::REGION_END).passes_strings());
+    assert!(ProbeDef::of(probe::LOG).passes_strings());
+    assert!(!attach.passes_strings());
+    assert!(!ProbeDef::of(probe::TASK_END).passes_strings() && !ProbeDef::of(probe::TASK_DETACH).passes_strings());
+};
 
 /// For the probes that pass strings (task_begin, region_begin/end, log). Sleepable, so
 /// that strings on pages the target has not touched yet (a freshly dlopen'ed library's
@@ -165,12 +196,12 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
                 aya_log_ebpf::warn!(ctx, "tid {}: task stack full, span {:x} not tracked on this thread", tid, task.span_id);
             }
             let k = if spec.probe == probe::TASK_BEGIN { kind::TASK_BEGIN } else { kind::TASK_ATTACH };
-            let (name_ptr, name_len) = if k == kind::TASK_BEGIN { (args[4], args[5]) } else { (0, 0) };
+            let (name_ptr, name_len) = if k == kind::TASK_BEGIN { (args[TASK_NAME], args[TASK_NAME + 1]) } else { (0, 0) };
             emit::<TaskRecord>(k, &task, |r| {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
-                r.parent_span_id = args[3];
+                r.parent_span_id = args[PARENT_SPAN];
                 r.name = read_str::<NAME_LEN, SLEEPABLE>(name_ptr, name_len, &mut r.name_buf);
             });
         }
@@ -193,7 +224,7 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(k, ts, pid, tid, &task);
-                r.name = read_str::<NAME_LEN, SLEEPABLE>(args[0], args[1], &mut r.name_buf);
+                r.name = read_str::<NAME_LEN, SLEEPABLE>(args[REGION_NAME], args[REGION_NAME + 1], &mut r.name_buf);
             });
         }
         probe::LOG => {
@@ -202,8 +233,8 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
                 // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                 let r = unsafe { &mut *r };
                 r.header = header(kind::LOG, ts, pid, tid, &task);
-                r.key = read_str::<LOG_KEY_LEN, SLEEPABLE>(args[0], args[1], &mut r.key_buf);
-                r.value = read_str::<LOG_VALUE_LEN, SLEEPABLE>(args[2], args[3], &mut r.value_buf);
+                r.key = read_str::<LOG_KEY_LEN, SLEEPABLE>(args[LOG_KEY], args[LOG_KEY + 1], &mut r.key_buf);
+                r.value = read_str::<LOG_VALUE_LEN, SLEEPABLE>(args[LOG_VALUE], args[LOG_VALUE + 1], &mut r.value_buf);
             });
         }
         _ => {}

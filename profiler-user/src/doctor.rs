@@ -249,7 +249,7 @@ pub fn classify_load_error(chain: &[String]) -> LoadStage {
         LoadStage::Prerequisites
     } else if any("tp_btf") || any("/sys/kernel/btf/vmlinux") {
         LoadStage::TpBtf
-    } else if any("USDT program") || any("tprof_usdt") {
+    } else if any("USDT program") || any(profiler_common::programs::USDT) {
         LoadStage::Usdt
     } else if any("loading tprof's eBPF object") {
         LoadStage::Object
@@ -286,7 +286,7 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
     match Tracer::load(&opts, &[]) {
         Ok(tracer) => {
             let tp = tracer.ebpf.programs().filter(|(_, p)| matches!(p, aya::programs::Program::BtfTracePoint(_))).count();
-            let has_ring = tracer.ebpf.maps().any(|(name, m)| name == "EVENTS" && matches!(m, aya::maps::Map::RingBuf(_)));
+            let has_ring = tracer.ebpf.maps().any(|(name, m)| name == profiler_common::maps::EVENTS && matches!(m, aya::maps::Map::RingBuf(_)));
             let multi = if tracer.has_uprobe_multi() {
                 Check::new(MULTI, false, Status::Ok, "the USDT programs loaded for uprobe_multi links (one link per file)")
             } else {
@@ -297,13 +297,13 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
             drop(tracer);
             vec![
                 if has_ring {
-                    Check::new(RING, true, Status::Ok, "created tprof's 1 MiB EVENTS ring buffer")
+                    Check::new(RING, true, Status::Ok, format!("created tprof's 1 MiB {} ring buffer", profiler_common::maps::EVENTS))
                 } else {
-                    Check::new(RING, true, Status::Fail, "tprof's object loaded but has no EVENTS ring buffer")
+                    Check::new(RING, true, Status::Fail, format!("tprof's object loaded but has no {} ring buffer", profiler_common::maps::EVENTS))
                         .hint("this tprof build is broken: rebuild it (`cargo xtask build`)")
                 },
                 Check::new(TP_BTF, true, Status::Ok, format!("{tp} loaded and attached (scheduler, syscalls, irq, exit), then detached")),
-                Check::new(SLEEPABLE, true, Status::Ok, "tprof_usdt (uprobe.s) accepted by the verifier"),
+                Check::new(SLEEPABLE, true, Status::Ok, format!("{} (uprobe.s) accepted by the verifier", profiler_common::programs::USDT)),
                 multi,
             ]
         }

@@ -31,13 +31,10 @@ pub fn syscall_name(nr: u32) -> String {
 }
 
 /// Record kind names, indexed by kind (for drop reports).
-pub const KIND_NAMES: [&str; 14] = [
-    "unknown", "task_begin", "task_end", "region_begin", "region_end", "log", "task_attach", "task_detach", "on_cpu",
-    "off_cpu", "syscall", "agg", "kstack", "ustack",
-];
+pub const KIND_NAMES: [&str; 14] = profiler_common::kind::NAMES;
 
 pub fn kind_name(k: u32) -> &'static str {
-    KIND_NAMES.get(k as usize).copied().unwrap_or("unknown")
+    profiler_common::kind::name(k)
 }
 
 /// The kind of waker, as exports name it: `unknown`, `preempted`, `kernel` or `thread`.

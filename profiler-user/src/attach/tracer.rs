@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
-use profiler_common::{Config, ThreadState, UsdtSpec};
+use profiler_common::{globals, maps, programs, Config, ThreadState, UsdtSpec};
 
 use super::multi;
 
@@ -19,23 +19,10 @@ static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The tp_btf programs and the tracepoints they attach to. Interrupt exits attach before
 /// their entries, so that no entry is ever counted without its exit.
-const TRACEPOINTS: [&str; 12] = [
-    "irq_handler_exit",
-    "softirq_exit",
-    "hrtimer_expire_exit",
-    "irq_handler_entry",
-    "softirq_entry",
-    "hrtimer_expire_entry",
-    "sched_switch",
-    "sched_waking",
-    "sys_enter",
-    "sys_exit",
-    "sched_process_exit",
-    "sched_process_exec",
-];
+const TRACEPOINTS: [&str; 12] = programs::TRACEPOINTS;
 /// The USDT programs: sleepable for the probes that pass strings, plain for the others.
-pub const USDT_PROGRAM: &str = "tprof_usdt";
-pub const USDT_FAST_PROGRAM: &str = "tprof_usdt_fast";
+pub const USDT_PROGRAM: &str = programs::USDT;
+pub const USDT_FAST_PROGRAM: &str = programs::USDT_FAST;
 
 /// The uprobe_multi program slot of `probe`: 0 for [`USDT_PROGRAM`], 1 for the fast one.
 pub fn usdt_slot(probe: u32) -> u32 {
@@ -44,11 +31,7 @@ pub fn usdt_slot(probe: u32) -> u32 {
 
 /// The program that handles `probe` (see the eBPF side's docs for why there are two).
 pub fn usdt_program(probe: u32) -> &'static str {
-    use profiler_common::probe::*;
-    match probe {
-        TASK_BEGIN | REGION_BEGIN | REGION_END | LOG => USDT_PROGRAM,
-        _ => USDT_FAST_PROGRAM,
-    }
+    programs::usdt_for(probe)
 }
 
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
@@ -147,10 +130,10 @@ impl Tracer {
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &config, true)
-            .override_global("AYA_LOG_LEVEL", &log_level, true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .map_max_entries("USDT_SPECS", MAX_SITES)
+            .override_global(globals::CONFIG, &config, true)
+            .override_global(globals::AYA_LOG_LEVEL, &log_level, true)
+            .map_max_entries(maps::EVENTS, opts.ring_bytes)
+            .map_max_entries(maps::USDT_SPECS, MAX_SITES)
             .load(obj)
             .context("loading tprof's eBPF object into the kernel")?;
         let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux (tp_btf programs need kernel BTF)")?;
@@ -189,8 +172,8 @@ impl Tracer {
                 None
             }
         };
-        let specs = ebpf.take_map("USDT_SPECS").ok_or_else(|| anyhow!("eBPF object has no USDT_SPECS map"))?;
-        let specs = Array::try_from(specs).context("opening the USDT_SPECS map")?;
+        let specs = ebpf.take_map(maps::USDT_SPECS).ok_or_else(|| anyhow!("eBPF object has no {} map", maps::USDT_SPECS))?;
+        let specs = Array::try_from(specs).with_context(|| format!("opening the {} map", maps::USDT_SPECS))?;
         let logger = if opts.debug_ebpf {
             Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger (--debug-ebpf)")?)
         } else {
@@ -211,20 +194,20 @@ impl Tracer {
 
     /// Moves the EVENTS ring buffer out, for the session to drain.
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let ring = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS ring buffer"))?;
-        RingBuf::try_from(ring).context("opening the EVENTS ring buffer")
+        let ring = self.ebpf.take_map(maps::EVENTS).ok_or_else(|| anyhow!("eBPF object has no {} ring buffer", maps::EVENTS))?;
+        RingBuf::try_from(ring).with_context(|| format!("opening the {} ring buffer", maps::EVENTS))
     }
 
     /// Moves the STACKS map out, for the symbolizer.
     pub fn take_stacks(&mut self) -> Option<StackTraceMap<MapData>> {
-        self.ebpf.take_map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok())
+        self.ebpf.take_map(maps::STACKS).and_then(|m| StackTraceMap::try_from(m).ok())
     }
 
     /// Everything the kernel counted, read once.
     pub fn counters(&self) -> Result<Counters> {
         Ok(Counters {
-            drops: self.per_cpu_sums("DROPS")?,
-            anomalies: self.per_cpu_sums("ANOMALIES")?,
+            drops: self.per_cpu_sums(maps::DROPS)?,
+            anomalies: self.per_cpu_sums(maps::ANOMALIES)?,
             program_misses: self.program_misses(),
         })
     }
@@ -255,11 +238,11 @@ impl Tracer {
     /// sends them when it leaves its task): at the end of a session, so that they are not
     /// lost. One (tid, state) per such thread.
     pub fn unsent_sums(&self) -> Result<Vec<(u32, ThreadState)>> {
-        let map = self.ebpf.map("THREADS").ok_or_else(|| anyhow!("no THREADS map"))?;
+        let map = self.ebpf.map(maps::THREADS).ok_or_else(|| anyhow!("no {} map", maps::THREADS))?;
         let threads: aya::maps::HashMap<&MapData, u32, ThreadState> = aya::maps::HashMap::try_from(map)?;
         let mut out = Vec::new();
         for entry in threads.iter() {
-            let (tid, st) = entry.context("reading the THREADS map")?;
+            let (tid, st) = entry.with_context(|| format!("reading the {} map", maps::THREADS))?;
             if st.depth > 0 && !st.agg.is_empty() {
                 out.push((tid, st));
             }

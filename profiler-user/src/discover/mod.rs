@@ -21,35 +21,20 @@ pub use argspec::{parse_arg, parse_args, ArgSpecError};
 pub use maps::{executable_files, parse_maps, Mapping};
 pub use notes::{read_notes, read_notes_from_path, NotesError, NotesReport, ProbeSite};
 
-use profiler_common::probe;
+use profiler_common::{probe, ProbeDef};
 
 /// USDT provider name of tprof's own probes.
-pub const TPROF_PROVIDER: &str = "tprof";
+pub const TPROF_PROVIDER: &str = probe::PROVIDER;
 
 /// The [`profiler_common::probe`] id of a probe of provider [`TPROF_PROVIDER`], by name.
 pub fn tprof_probe_id(name: &str) -> Option<u32> {
-    Some(match name {
-        "task_begin" => probe::TASK_BEGIN,
-        "task_end" => probe::TASK_END,
-        "region_begin" => probe::REGION_BEGIN,
-        "region_end" => probe::REGION_END,
-        "log" => probe::LOG,
-        "task_attach" => probe::TASK_ATTACH,
-        "task_detach" => probe::TASK_DETACH,
-        _ => return None,
-    })
+    ProbeDef::by_name(name).map(|p| p.id)
 }
 
-/// How many arguments each tprof probe takes (ABI v1). A site with fewer would read
-/// garbage for the missing ones, so it is refused.
+/// How many arguments each tprof probe takes (ABI v1; 0 for an unknown id). A site with
+/// fewer would read garbage for the missing ones, so it is refused.
 pub fn tprof_probe_args(probe_id: u32) -> usize {
-    match probe_id {
-        probe::TASK_BEGIN => 6,
-        probe::TASK_ATTACH | probe::LOG => 4,
-        probe::TASK_END | probe::TASK_DETACH => 3,
-        probe::REGION_BEGIN | probe::REGION_END => 2,
-        _ => 0,
-    }
+    ProbeDef::by_id(probe_id).map_or(0, ProbeDef::nargs)
 }
 
 #[cfg(test)]
@@ -71,5 +56,9 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(tprof_probe_id("Task_Begin"), None);
         assert_eq!(tprof_probe_id(""), None);
+        let nargs: Vec<usize> = ids.iter().map(|&id| tprof_probe_args(id)).collect();
+        assert_eq!(nargs, vec![6, 3, 2, 2, 4, 4, 3]);
+        assert_eq!(tprof_probe_args(0), 0);
+        assert_eq!(tprof_probe_args(profiler_common::kind::ON_CPU), 0);
     }
 }
