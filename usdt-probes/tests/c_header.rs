@@ -3,9 +3,11 @@
 //! Compiles `examples/c/tprof_example.c` with gcc at -O0 and -O2 (warnings are errors), runs
 //! it once, and decodes the `.note.stapsdt` notes of the binary: provider `tprof`, all seven
 //! probe names, the argument counts of the Rust probes (read from this test's own binary, and
-//! ABI.md's table, copied below), 8-byte arguments in operand forms tprof decodes, semaphores
-//! inside `.probes`, and a `nop` at every probe site. Needs gcc and `<sys/sdt.h>`; without
-//! them the test fails and says to run `cargo xtask setup`. No root needed.
+//! the probe table in `profiler-common` they are generated from), 8-byte arguments in operand
+//! forms tprof decodes, semaphores inside `.probes`, and a `nop` at every probe site. Needs
+//! gcc and `<sys/sdt.h>`; without them the test fails and says to run `cargo xtask setup`. No
+//! root needed. The header's text and ABI.md's probe table are also checked against that
+//! probe table (no compiler needed).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,16 +20,23 @@ use object::elf::{FileHeader64, PF_X, PT_LOAD};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::LittleEndian;
 
-/// The tprof probes and their argument counts (ABI v1, `src/sdt.rs`).
-const PROBES: [(&str, usize); 7] = [
-    ("task_begin", 6),
-    ("task_end", 3),
-    ("task_attach", 4),
-    ("task_detach", 3),
-    ("region_begin", 2),
-    ("region_end", 2),
-    ("log", 4),
-];
+use profiler_common::{probe, ArgKind, ProbeDef};
+
+/// The tprof probes and their argument counts (ABI v1: `profiler_common::tprof_probes!`).
+fn probes() -> Vec<(&'static str, usize)> {
+    probe::ALL.iter().map(|p| (p.name, p.nargs())).collect()
+}
+
+/// A probe's note arguments by ABI.md's names (a string `name` is `name_ptr`, `name_len`).
+fn abi_args(p: &ProbeDef) -> Vec<String> {
+    p.args
+        .iter()
+        .flat_map(|a| match a.kind {
+            ArgKind::U64 => vec![a.name.to_string()],
+            ArgKind::Str => vec![format!("{}_ptr", a.name), format!("{}_len", a.name)],
+        })
+        .collect()
+}
 
 const SETUP_HINT: &str = "run `cargo xtask setup` (it installs gcc and systemtap-sdt-dev, which provides <sys/sdt.h>)";
 
@@ -294,10 +303,11 @@ fn check_binary(opt: &str) {
     let notes = elf.tprof_notes();
     assert!(!notes.is_empty(), "{what}: no tprof notes (all notes: {:?})", elf.notes);
     let counts = arg_counts(&notes, &what);
-    for (name, nargs) in PROBES {
+    let probes = probes();
+    for &(name, nargs) in &probes {
         assert_eq!(counts.get(name), Some(&nargs), "{what}: tprof:{name} missing or with the wrong argument count; notes: {notes:#?}");
     }
-    assert_eq!(counts.len(), PROBES.len(), "{what}: unexpected tprof probes: {counts:?}");
+    assert_eq!(counts.len(), probes.len(), "{what}: unexpected tprof probes: {counts:?}");
 
     let (probes_addr, probes_size) = elf.probes.unwrap_or_else(|| panic!("{what}: no .probes section"));
     let base = elf.stapsdt_base.unwrap_or_else(|| panic!("{what}: no .stapsdt.base section"));
@@ -369,7 +379,7 @@ fn c_header_matches_the_rust_probes() {
     let me = std::env::current_exe().unwrap();
     let rust = read_elf(&me);
     let rust_counts = arg_counts(&rust.tprof_notes(), "Rust probes");
-    let expected: BTreeMap<String, usize> = PROBES.iter().map(|&(n, c)| (n.to_string(), c)).collect();
+    let expected: BTreeMap<String, usize> = probes().into_iter().map(|(n, c)| (n.to_string(), c)).collect();
     assert_eq!(rust_counts, expected, "the Rust probes differ from ABI v1's table");
 
     let dir = unique_dir("match");
@@ -377,4 +387,73 @@ fn c_header_matches_the_rust_probes() {
     let c_counts = arg_counts(&c.tprof_notes(), "C example");
     assert_eq!(c_counts, rust_counts, "tprof.h and the Rust crate emit different probes");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The text between `open` and the first `close` after it, for every occurrence of `open`.
+fn all_between<'a>(text: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(open) {
+        rest = &rest[at + open.len()..];
+        let end = rest.find(close).unwrap_or(rest.len());
+        out.push(&rest[..end]);
+    }
+    out
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(|a| a.trim().trim_matches('`').to_string()).filter(|a| !a.is_empty()).collect()
+}
+
+#[test]
+fn c_header_text_declares_the_probe_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tprof.h");
+    let h = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let sites = all_between(&h, "STAP_PROBE", ")");
+    assert_eq!(sites.len(), probe::ALL.len(), "tprof.h has {} STAP_PROBE sites, the probe table {} probes", sites.len(), probe::ALL.len());
+    for p in probe::ALL {
+        let abi = abi_args(p);
+        // The probe site: STAP_PROBE<n>(tprof, <name>, <n arguments>).
+        let site = format!("{}(tprof, {},", abi.len(), p.name);
+        assert_eq!(sites.iter().filter(|s| s.starts_with(&site)).count(), 1, "tprof.h: no single STAP_PROBE{site} ...)");
+        // The macro: TPROF_<NAME>(...), a string passed as `name, name_len`.
+        let params = all_between(&h, &format!("#define TPROF_{}(", p.name.to_uppercase()), ")");
+        assert_eq!(params.len(), 1, "tprof.h: no single #define TPROF_{}(...)", p.name.to_uppercase());
+        let want: Vec<String> = p
+            .args
+            .iter()
+            .flat_map(|a| match a.kind {
+                ArgKind::U64 => vec![a.name.to_string()],
+                ArgKind::Str => vec![a.name.to_string(), format!("{}_len", a.name)],
+            })
+            .collect();
+        assert_eq!(split_list(params[0]), want, "tprof.h: the parameters of TPROF_{}", p.name.to_uppercase());
+        // Its comment, in ABI.md's terms, and its semaphore.
+        let doc = all_between(&h, &format!("/* tprof:{}(", p.name), ")");
+        assert_eq!(doc.len(), 1, "tprof.h: no single `/* tprof:{}(...)` comment", p.name);
+        assert_eq!(split_list(doc[0]), abi, "tprof.h: the comment of TPROF_{}", p.name.to_uppercase());
+        let sem = format!("TPROF_SEMAPHORE_(tprof_{}_semaphore);", p.name);
+        assert!(h.contains(&sem), "tprof.h: no {sem}");
+    }
+}
+
+#[test]
+fn abi_md_lists_the_probe_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ABI.md");
+    let md = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let section = all_between(&md, "## 1. Probes", "\n### ");
+    assert_eq!(section.len(), 1, "ABI.md: no single section `## 1. Probes`");
+    // Rows `| # | `name` | `arg`, `arg`, ... |`.
+    let mut listed = BTreeMap::new();
+    for row in section[0].lines().filter(|l| l.starts_with("| ")) {
+        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+        if let [_, _, name, args, ..] = cols[..] {
+            if let Some(name) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
+                listed.insert(name.to_string(), split_list(args));
+            }
+        }
+    }
+    let table: BTreeMap<String, Vec<String>> = probe::ALL.iter().map(|p| (p.name.to_string(), abi_args(p))).collect();
+    assert_eq!(listed, table, "ABI.md's probe table differs from profiler_common::tprof_probes!");
+    assert!(section[0].contains(&format!("Provider: **`{}`**", probe::PROVIDER)), "ABI.md: the provider is not `{}`", probe::PROVIDER);
 }
