@@ -121,7 +121,7 @@ impl ProbeDef {
 }
 
 /// `a == b`, in a `const`.
-pub const fn str_eq(a: &str, b: &str) -> bool {
+pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -4,6 +4,10 @@
 //! `bool`, no Rust enums), and laid out without implicit padding: every struct's size is
 //! asserted below, so a change on one side that the other does not share fails to compile.
 //! Kernel bytes are never transmuted into Rust enums: the decoder reads `kind` as a `u32`.
+//!
+//! The catalogue (`catalogue.rs`) declares tprof's probes once ([`tprof_probes!`], read by
+//! both sides and expanded by `usdt-probes` into its probe sites), the record kinds, and the
+//! names of the eBPF object's maps, globals and programs.
 #![no_std]
 
 /// Version of the record layout. Bumped on any incompatible change to the structs below.
@@ -33,7 +37,7 @@ pub const KSTACK_DEPTH: usize = 48;
 pub const USTACK_DEFERRED: i32 = -2;
 
 mod catalogue;
-pub use catalogue::{globals, kind, maps, probe, programs, str_eq, ArgKind, ProbeArg, ProbeDef};
+pub use catalogue::{globals, kind, maps, probe, programs, ArgKind, ProbeArg, ProbeDef};
 
 /// Identity of a task (request): W3C trace-id (as two big-endian halves) and span-id.
 /// An all-zero `TaskId` means "no task".
