@@ -243,6 +243,9 @@ pub mod kind {
         KSTACK = 12 => kstack;
         /// User stack of the long blocks of a syscall, taken when the syscall returns.
         USTACK = 13 => ustack;
+        /// A traced process forked a process tprof now follows, exec'ed, or exited
+        /// ([`ProcRecord`](crate::ProcRecord)).
+        PROC = 14 => proc;
     }
 
     /// Highest kind; sizes the per-CPU drop counters.
@@ -329,9 +332,17 @@ pub mod maps {
     pub const ANOMALIES: &str = "ANOMALIES";
     /// Zeroed scratch thread state.
     pub const ZERO_THREAD: &str = "ZERO_THREAD";
+    /// One bit per traced pid, written by userspace.
+    pub const TRACED_USER: &str = "TRACED_USER";
+    /// Followed children not adopted by userspace yet.
+    pub const FORKED: &str = "FORKED";
+    /// Whether FORKED may hold entries.
+    pub const ANY_FORKED: &str = "ANY_FORKED";
     /// All of the above.
-    pub const ALL: [&str; 10] =
-        [EVENTS, THREADS, USDT_SPECS, DROPS, SPAN_DROPS, ANY_SPAN_DROPS, IRQ_DEPTH, STACKS, ANOMALIES, ZERO_THREAD];
+    pub const ALL: [&str; 13] = [
+        EVENTS, THREADS, USDT_SPECS, DROPS, SPAN_DROPS, ANY_SPAN_DROPS, IRQ_DEPTH, STACKS, ANOMALIES, ZERO_THREAD, TRACED_USER,
+        FORKED, ANY_FORKED,
+    ];
 }
 
 /// Globals of the eBPF object that userspace sets at load time.
@@ -352,7 +363,7 @@ pub mod programs {
     pub const USDT_FAST: &str = "tprof_usdt_fast";
     /// The tp_btf programs, each named after its tracepoint. Interrupt exits come before
     /// their entries: attached in this order, no entry is ever counted without its exit.
-    pub const TRACEPOINTS: [&str; 12] = [
+    pub const TRACEPOINTS: [&str; 13] = [
         "irq_handler_exit",
         "softirq_exit",
         "hrtimer_expire_exit",
@@ -365,6 +376,7 @@ pub mod programs {
         "sys_exit",
         "sched_process_exit",
         "sched_process_exec",
+        "sched_process_fork",
     ];
     /// The USDT program that handles probe `id`: [`USDT`] for the probes that pass strings,
     /// [`USDT_FAST`] for the others (and for an unknown id).

@@ -11,7 +11,7 @@
 #![no_std]
 
 /// Version of the record layout. Bumped on any incompatible change to the structs below.
-pub const RECORD_ABI_VERSION: u32 = 2;
+pub const RECORD_ABI_VERSION: u32 = 3;
 
 /// Longest task or region name copied from the target; longer names are truncated and flagged.
 pub const NAME_LEN: usize = 64;
@@ -250,7 +250,10 @@ pub mod anomaly {
     pub const STACK_LOST: u32 = 1;
     /// A thread could not be tracked: the kernel's thread map was full.
     pub const THREADS_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A forked child could not be followed from its first instruction: the kernel's map
+    /// of children awaiting adoption was full (userspace adopts it from its PROC record).
+    pub const FORKED_FULL: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer
@@ -292,16 +295,37 @@ pub struct Config {
     /// A task a thread has worked for at least this long (since it began or was attached
     /// there) streams every interval from then on, however short (0: never).
     pub slow_ns: u64,
-    /// The traced processes (thread group ids), `npids` of them: the syscall programs,
-    /// which run for every syscall of every process, return at once for any other. 0: no
-    /// filter (more processes than fit).
-    pub pids: [u32; MAX_FILTER_PIDS],
-    pub npids: u32,
-    pub _pad: u32,
+    /// Non-zero: a process forked by a traced process is traced too, from its first
+    /// instruction (it is in the `FORKED` map before it runs).
+    pub follow: u32,
+    /// Words of the `TRACED_USER` bitmap (one bit per pid, up to the kernel's `pid_max`).
+    pub traced_words: u32,
 }
 
-/// Traced processes the kernel programs filter on by pid (more: no filter, a map lookup).
-pub const MAX_FILTER_PIDS: usize = 8;
+/// What a [`ProcRecord`] says happened.
+pub mod proc_event {
+    /// `pid` was forked by `parent`, a traced process, and is followed.
+    pub const FORK: u32 = 1;
+    /// Traced process `pid` exec'ed a new program.
+    pub const EXEC: u32 = 2;
+    /// Traced process `pid` exited (its last thread).
+    pub const EXIT: u32 = 3;
+}
+
+/// `PROC`: the life of a traced process, for userspace's bookkeeping (its probe sites,
+/// symbols and counts); rare, so always streamed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcRecord {
+    pub header: Header,
+    /// One of [`proc_event`].
+    pub event: u32,
+    /// The process it is about (a thread group id).
+    pub pid: u32,
+    /// The forking process, for [`proc_event::FORK`]; else 0.
+    pub parent: u32,
+    pub _pad: u32,
+}
 
 /// Sums for one syscall number in an [`Agg`] (`nr` -1: free slot).
 #[repr(C)]
@@ -419,7 +443,8 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 56 + 4 * MAX_FILTER_PIDS);
+const _: () = assert!(core::mem::size_of::<Config>() == 56);
+const _: () = assert!(core::mem::size_of::<ProcRecord>() == 48 + 16);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<Agg>() == 40 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 40 + 32 * AGG_SYSCALLS);

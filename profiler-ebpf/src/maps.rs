@@ -13,9 +13,8 @@ pub static CONFIG: Config = Config {
     detail_ns: 0,
     stack_ns: 0,
     slow_ns: 0,
-    pids: [0; profiler_common::MAX_FILTER_PIDS],
-    npids: 0,
-    _pad: 0,
+    follow: 0,
+    traced_words: 0,
 };
 
 /// One field of CONFIG: `cfg!(detail_ns)`. A volatile read of that field only, which stops
@@ -29,24 +28,48 @@ macro_rules! cfg {
     };
 }
 
-/// Whether thread group `tgid` is one tprof traces (always true without a pid filter).
-/// Cheaper than the THREADS lookup it saves every other process.
+/// The bit of `tgid` in the TRACED_* bitmaps: (word, mask).
+#[inline(always)]
+pub fn traced_bit(tgid: u32) -> (u32, u64) {
+    (tgid >> 6, 1u64 << (tgid & 63))
+}
+
+/// Whether thread group `tgid` is one tprof traces: its bit is set in TRACED_USER, or it
+/// is a child forked since userspace last looked (FORKED). An array lookup (inlined by the
+/// verifier) for every process the session does not trace; the hash lookup only while a
+/// followed child waits to be adopted (a poll interval, ~20 ms).
 #[inline(always)]
 pub fn traced_tgid(tgid: u32) -> bool {
-    let n = crate::cfg!(npids) as usize;
-    if n == 0 {
+    let (word, mask) = traced_bit(tgid);
+    if TRACED_USER.get(word).copied().unwrap_or(0) & mask != 0 {
         return true;
     }
-    let mut i = 0;
-    while i < profiler_common::MAX_FILTER_PIDS {
-        // SAFETY: a plain read of the CONFIG static; `i` is bounded by the array's length.
-        if i < n && unsafe { core::ptr::read_volatile(&CONFIG.pids[i]) } == tgid {
-            return true;
-        }
-        i += 1;
+    if ANY_FORKED.get(0).copied().unwrap_or(0) == 0 {
+        return false;
     }
-    false
+    // SAFETY: the value is not kept beyond the check.
+    unsafe { FORKED.get(&tgid).is_some() }
 }
+
+/// One bit per pid (thread group id): the processes tprof traces (the `--pid`s, members
+/// of the `--cgroup`, mappers of the `--binary`, and the followed children it adopted).
+/// Written only by userspace. Sized by userspace to the kernel's `pid_max`.
+#[map]
+pub static TRACED_USER: Array<u64> = Array::with_max_entries(512, 0);
+
+/// Children forked by traced processes (with `follow`) that userspace has not adopted yet
+/// (set their TRACED_USER bit): inserted by the fork program before the child first runs,
+/// removed by userspace once adopted, or at the child's exit. A hash, not bits of a
+/// bitmap: the BPF target has no atomic read-modify-write, and forks on two CPUs would
+/// lose each other's bits.
+#[map]
+pub static FORKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Non-zero when FORKED may hold entries: set by the fork program after its insert,
+/// cleared by userspace before it adopts them, so that the common case (nothing forked
+/// since) costs no hash lookup.
+#[map]
+pub static ANY_FORKED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Records to userspace. Sized by userspace (`set_max_entries`); no per-event wakeups.
 #[map]

@@ -4,7 +4,7 @@
 //! sched_switch runs with `current == prev`; sched_waking runs in the waker's context, so
 //! `bpf_get_current_pid_tgid()` there is the waker (unless it runs in an interrupt, tracked
 //! by the irq programs below, or in a kernel thread: then there is no user waker).
-//! See <https://docs.kernel.org/trace/events.html> and `shared/design-notes.md`.
+//! See <https://docs.kernel.org/trace/events.html>.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
@@ -15,7 +15,8 @@ use aya_ebpf::programs::BtfTracePointContext;
 use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::generated::bpf_get_task_stack;
 use profiler_common::{
-    anomaly, kind, waker, KStackRecord, TaskId, IRQ_HARD, IRQ_SOFT, KSTACK_DEPTH, PF_KTHREAD, USTACK_DEFERRED,
+    anomaly, kind, proc_event, waker, KStackRecord, ProcRecord, TaskId, IRQ_HARD, IRQ_SOFT, KSTACK_DEPTH, PF_KTHREAD,
+    USTACK_DEFERRED,
 };
 
 use crate::emit::{count_anomaly, count_drop, header, now, RB_FLAGS};
@@ -249,14 +250,22 @@ irq_edge!(hrtimer_expire_exit, "hrtimer_expire_exit", IRQ_HARD, -1);
 irq_edge!(softirq_entry, "softirq_entry", IRQ_SOFT, 1);
 irq_edge!(softirq_exit, "softirq_exit", IRQ_SOFT, -1);
 
-/// A thread exits: forget it (the kernel map only holds live threads).
+/// A thread exits: forget it (the kernel map only holds live threads). When it was the
+/// last thread of a traced process, the process's fork bit goes (its pid may be reused)
+/// and userspace hears of it.
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if let Some(st) = thread::get(tid) {
         st.flush_agg(pid, tid, now());
         let _ = crate::maps::THREADS.remove(tid);
+    }
+    // (struct task_struct *p, bool group_dead) since Linux 6.x: the second argument.
+    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    if group_dead && traced_tgid(pid) {
+        let _ = crate::maps::FORKED.remove(&pid);
+        emit_proc(proc_event::EXIT, pid, 0);
     }
     0
 }
@@ -275,5 +284,66 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
             let _ = crate::maps::THREADS.remove(t);
         }
     }
+    // Userspace attaches the new program's probe sites.
+    if traced_tgid(pid) {
+        emit_proc(proc_event::EXEC, pid, 0);
+    }
     0
+}
+
+/// A process forks: with `follow`, a child of a traced process is traced too. Its bit is
+/// set here, in the parent's context before the child first runs, so the probe sites it
+/// inherited (breakpoints and armed semaphores are copied with its memory) report from its
+/// first instruction; a PROC record tells userspace to adopt it. Threads share their
+/// process's bit already.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_process_fork(&ctx);
+    0
+}
+
+fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
+    if crate::cfg!(follow) == 0 {
+        return None;
+    }
+    let offs = crate::cfg!(offsets);
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let parent_tgid = task_field(parent, offs.task_tgid)?;
+    if !traced_tgid(parent_tgid) {
+        return None;
+    }
+    let child_pid = task_field(child, offs.task_pid)?;
+    let child_tgid = task_field(child, offs.task_tgid)?;
+    if child_pid != child_tgid {
+        return None;
+    }
+    note_forked(child_tgid);
+    emit_proc(proc_event::FORK, child_tgid, parent_tgid);
+    Some(())
+}
+
+/// Marks a forked child as traced until userspace adopts it (see `maps::FORKED`).
+#[inline(always)]
+fn note_forked(tgid: u32) {
+    if crate::maps::FORKED.insert(&tgid, &1, 0).is_err() {
+        count_anomaly(anomaly::FORKED_FULL);
+        return;
+    }
+    if let Some(p) = crate::maps::ANY_FORKED.get_ptr_mut(0) {
+        // SAFETY: a live, aligned map value; every writer stores a whole value.
+        unsafe { core::ptr::write_volatile(p, 1) };
+    }
+}
+
+/// A PROC record about process `pid`.
+#[inline(always)]
+fn emit_proc(event: u32, pid: u32, parent: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (cur_pid, cur_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let none = TaskId::default();
+    crate::emit::emit::<ProcRecord>(kind::PROC, &none, |r| {
+        // SAFETY: `r` points at a reserved ring-buffer slot of the right size.
+        unsafe { *r = ProcRecord { header: header(kind::PROC, now(), cur_pid, cur_tid, &none), event, pid, parent, _pad: 0 } };
+    });
 }

@@ -168,6 +168,12 @@ fn read_str<const N: usize, const SLEEPABLE: bool>(ptr: u64, len: u64, dst: &mut
 }
 
 fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
+    // Links made for a process tree, a cgroup or a binary are not tied to one pid: every
+    // process mapping the file runs this, and only the traced ones go on.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !crate::maps::traced_tgid((pid_tgid >> 32) as u32) {
+        return None;
+    }
     // SAFETY: helper reading the attach cookie of the running program.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let Some(spec) = USDT_SPECS.get(cookie as u32) else {
@@ -182,7 +188,6 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
         }
         i += 1;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let ts = now();
     match spec.probe {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attach::TraceOptions;
+use crate::attach::{Scope, TraceOptions};
 use crate::session::AttachOptions;
 use crate::sink::tee::Tee;
 use crate::sink::Filter;
@@ -46,9 +46,18 @@ pub enum Format {
 /// What to trace and how.
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// Process to trace (repeatable).
-    #[arg(short, long = "pid", required = true)]
+    /// Process to trace (repeatable), and the processes it forks (unless --no-follow).
+    #[arg(short, long = "pid", required_unless_present_any = ["cgroup", "binary"])]
     pub pids: Vec<u32>,
+    /// Trace every process of this cgroup v2 directory (a systemd unit, a container, a
+    /// pod), those in it at attach and those that join or are born in it later: a path
+    /// under the cgroup2 mount, or from the hierarchy's root (`/system.slice/x.service`).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Trace every process that maps this file (an executable or a library), started
+    /// before or after attach.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or the target exits.
     #[arg(short, long)]
     pub duration: Option<String>,
@@ -81,6 +90,9 @@ pub struct TargetArgs {
     /// Linux >= 6.6) or `perf-event` (one uprobe perf event per site, the older way).
     #[arg(long, value_enum, default_value_t = ProbeLinks::Auto)]
     pub probe_links: ProbeLinks,
+    /// Trace only the given processes, not the processes they fork.
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,8 +233,16 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        let scope = Scope {
+            follow: !self.no_follow,
+            cgroup: self.cgroup.as_deref().map(cgroup_rel_path).transpose()?,
+            binary: self.binary.as_deref().map(binary_id).transpose()?,
+        };
         Ok(AttachOptions {
             pids: self.pids.clone(),
+            scope,
+            cgroup_path: self.cgroup.clone(),
+            binary_path: self.binary.clone(),
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
             trace: TraceOptions {
                 ring_bytes: self.ring_size * 1024 * 1024,
@@ -237,6 +257,50 @@ impl TargetArgs {
             filter,
         })
     }
+}
+
+/// A `--cgroup` as a path from the root of the cgroup v2 hierarchy (`/a/b`), checked to be
+/// a cgroup v2 directory.
+pub fn cgroup_rel_path(p: &std::path::Path) -> Result<String> {
+    let mount = crate::attach::scope::cgroup2_mount().context("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)")?;
+    let abs = if p.starts_with(&mount) { p.to_path_buf() } else { mount.join(p.strip_prefix("/").unwrap_or(p)) };
+    let meta = std::fs::metadata(&abs).with_context(|| format!("--cgroup {}: no such cgroup ({})", p.display(), abs.display()))?;
+    if !meta.is_dir() || !abs.join("cgroup.procs").exists() || !is_cgroup2(&abs) {
+        bail!("--cgroup {}: {} is not a cgroup v2 directory (the v2 hierarchy is mounted at {})", p.display(), abs.display(), mount.display());
+    }
+    let rel = abs.strip_prefix(&mount).map_err(|_| anyhow::anyhow!("--cgroup {}: outside {}", p.display(), mount.display()))?;
+    let rel = format!("/{}", rel.display());
+    if rel.split('/').any(|c| c == "..") {
+        bail!("--cgroup {}: a path with `..`", p.display());
+    }
+    Ok(rel)
+}
+
+/// Whether `dir` is on a cgroup2 file system (statfs magic).
+fn is_cgroup2(dir: &std::path::Path) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs of a NUL-terminated path into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the kernel writes at most sizeof(statfs).
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// A `--binary`: its `(st_dev, st_ino)`, once it is known to carry tprof probes.
+pub fn binary_id(p: &std::path::Path) -> Result<(u64, u64)> {
+    let meta = std::fs::metadata(p).with_context(|| format!("--binary {}", p.display()))?;
+    if !meta.is_file() {
+        bail!("--binary {}: not a regular file", p.display());
+    }
+    let report = crate::discover::read_notes_from_path(p).with_context(|| format!("--binary {}", p.display()))?;
+    if !report.sites.iter().any(|s| s.provider == crate::discover::TPROF_PROVIDER) {
+        bail!(
+            "--binary {}: has no tprof probes (link the usdt-probes crate or include tprof.h; `tprof list --binary` shows its probes)",
+            crate::present::escape(&p.display().to_string())
+        );
+    }
+    crate::attach::scope::file_id(p).with_context(|| format!("--binary {}", p.display()))
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `3m`, `250us`; a bare number is seconds.

@@ -317,6 +317,8 @@ fn apply(st: &mut TaskState, rec: &Record) {
                 b.stack_ids.user_pending = false;
             }
         }
+        // About a process, not a task (the pipeline takes them before the correlator).
+        Record::Proc { .. } => {}
     }
 }
 

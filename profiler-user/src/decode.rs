@@ -3,7 +3,7 @@
 //! traced process are kept as lossy UTF-8 and escaped by the sinks.
 
 use profiler_common::{
-    kind, strflag, AggRecord, Header, KStackRecord, LogRecord, OffCpuRecord, OnCpuRecord, RegionRecord, StrRef,
+    kind, strflag, AggRecord, Header, KStackRecord, LogRecord, OffCpuRecord, OnCpuRecord, ProcRecord, RegionRecord, StrRef,
     SyscallRecord, TaskEndRecord, TaskRecord, UStackRecord, KSTACK_DEPTH, USTACK_DEFERRED,
 };
 
@@ -175,6 +175,10 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         kind::USTACK => {
             let r: UStackRecord = read(bytes, kind_raw)?;
             Record::UStack { meta: meta(&r.header), id: u32::try_from(r.ustack_id).ok() }
+        }
+        kind::PROC => {
+            let r: ProcRecord = read(bytes, kind_raw)?;
+            Record::Proc { meta: meta(&r.header), event: r.event, pid: r.pid, parent: r.parent }
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };

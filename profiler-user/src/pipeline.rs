@@ -7,6 +7,7 @@ use std::io;
 
 use crate::correlate::Correlator;
 use crate::decode::{decode_with, LateReader};
+use crate::model::event::Record;
 use crate::model::ledger::{Output, TaskState};
 use crate::model::report::SessionReport;
 use crate::model::stack::Stack;
@@ -64,6 +65,17 @@ pub struct Pipeline<S: Sink> {
     pub stacks: Stacks,
     /// With `tprof record`: every raw record, late string and stack also goes to the file.
     pub recorder: Option<Recorder>,
+    /// The lives of traced processes since the session last took them (a live session
+    /// adopts followed children, rescans exec'ed ones, forgets exited ones).
+    pub procs: Vec<ProcEvent>,
+}
+
+/// A PROC record: `event` (`profiler_common::proc_event`) of process `pid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub event: u32,
+    pub pid: u32,
+    pub parent: u32,
 }
 
 /// Symbolizes a finished task's long blocks (off the event path), records them, feeds the
@@ -103,7 +115,7 @@ fn deliver<S: Sink>(
 
 impl<S: Sink> Pipeline<S> {
     pub fn new(sink: S, filter: Filter, stacks: Stacks, recorder: Option<Recorder>) -> Self {
-        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder }
+        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder, procs: Vec::new() }
     }
 
     /// One raw ring-buffer record. Err only for output (sink or recording) errors.
@@ -130,6 +142,10 @@ impl<S: Sink> Pipeline<S> {
                 return Ok(());
             }
         };
+        if let Record::Proc { event, pid, parent, .. } = rec {
+            self.procs.push(ProcEvent { event, pid, parent });
+            return Ok(());
+        }
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
         let mut result = Ok(());
         self.corr.push(&rec, &mut |o| {

@@ -31,7 +31,7 @@ pub fn syscall_name(nr: u32) -> String {
 }
 
 /// Record kind names, indexed by kind (for drop reports).
-pub const KIND_NAMES: [&str; 14] = profiler_common::kind::NAMES;
+pub const KIND_NAMES: [&str; 15] = profiler_common::kind::NAMES;
 
 pub fn kind_name(k: u32) -> &'static str {
     profiler_common::kind::name(k)

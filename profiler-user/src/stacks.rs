@@ -74,6 +74,12 @@ impl Symbolizer {
         }
     }
 
+    /// Forgets process `pid` (it exited and its tasks are done).
+    pub fn forget(&mut self, pid: u32) {
+        self.maps.remove(&pid);
+        self.user_cache.retain(|(p, _), _| *p != pid);
+    }
+
     /// Whether `resolve` would fill in a stack for this block.
     pub fn wants(&self, b: &Block) -> bool {
         self.map.is_some()

@@ -40,15 +40,15 @@ fn lookups() {
 
 #[test]
 fn kinds() {
-    assert_eq!(kind::MAX, 13);
+    assert_eq!(kind::MAX, 14);
     assert_eq!(
         kind::NAMES,
         [
             "unknown", "task_begin", "task_end", "region_begin", "region_end", "log", "task_attach", "task_detach", "on_cpu",
-            "off_cpu", "syscall", "agg", "kstack", "ustack",
+            "off_cpu", "syscall", "agg", "kstack", "ustack", "proc",
         ]
     );
-    assert_eq!([kind::ON_CPU, kind::OFF_CPU, kind::SYSCALL, kind::AGG, kind::KSTACK, kind::USTACK], [8, 9, 10, 11, 12, 13]);
+    assert_eq!([kind::ON_CPU, kind::OFF_CPU, kind::SYSCALL, kind::AGG, kind::KSTACK, kind::USTACK, kind::PROC], [8, 9, 10, 11, 12, 13, 14]);
     assert_eq!(kind::TASK_END, probe::TASK_END);
     assert_eq!(kind::name(kind::AGG), "agg");
     assert_eq!(kind::name(99), "unknown");

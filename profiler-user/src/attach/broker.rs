@@ -58,6 +58,7 @@ use super::broker_proto::{
     chunks, Channel, MapDesc, MultiSiteDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_SITE_TEXT,
 };
 use super::drop_privs::{drop_after_attach, DropOptions, Needs};
+use super::scope::Scope;
 use crate::discover::{self, ProbeSite, TPROF_PROVIDER};
 
 /// The hidden subcommand that runs the helper.
@@ -66,6 +67,8 @@ pub const SUBCOMMAND: &str = "__broker";
 const MAX_ATTACHED: usize = super::tracer::MAX_SITES as usize;
 /// Most files it keeps open, over the whole session.
 const MAX_FILES: usize = 4096;
+/// Most live processes it serves at once.
+const MAX_TARGETS: usize = 65536;
 
 /// A reply and the fd that goes with it.
 #[derive(Debug)]
@@ -113,6 +116,10 @@ pub struct Broker {
     /// Give CAP_SYS_ADMIN up once both programs are here (off in unit tests, which run in
     /// the test process).
     give_up_sys_admin: bool,
+    /// Which other processes the session may add ([`Request::Adopt`]).
+    scope: Scope,
+    /// A [`Request::Discover`] ran already.
+    discovered: bool,
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -124,9 +131,65 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 
 impl Broker {
     /// The helper for `pids`, creating uprobes on PMU `pmu_type`.
-    pub fn new(pids: &[u32], pmu_type: u32) -> Broker {
+    pub fn new(pids: &[u32], pmu_type: u32, scope: Scope) -> Broker {
         let targets = pids.iter().map(|&pid| Target { pid, pidfd: pidfd_open(pid) }).collect();
-        Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None], give_up_sys_admin: false }
+        Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None], give_up_sys_admin: false, scope, discovered: false }
+    }
+
+    /// Whether links are shared by every process of the session: uprobe_multi links not
+    /// tied to a pid, made once per file, for a scope wider than the given pids. The kernel
+    /// then puts the breakpoints in every process that maps the file (a followed child has
+    /// them from its first instruction); tprof's programs drop the hits of processes
+    /// outside the session.
+    fn shared(&self) -> bool {
+        self.scope.wide() && self.programs.iter().all(Option::is_some)
+    }
+
+    /// Finds and serves the processes of the scope not served yet (see
+    /// [`Request::Discover`]).
+    fn discover(&mut self) -> Vec<Outgoing> {
+        let mut found = Vec::new();
+        let first = !self.discovered;
+        self.discovered = true;
+        let candidates: Vec<u32> = match &self.scope.cgroup {
+            // A cgroup lists its processes itself: no walk of /proc.
+            Some(c) if self.scope.binary.is_none() && !(first && self.scope.follow) => super::scope::cgroup_procs(c),
+            _ if self.scope.cgroup.is_some() || self.scope.binary.is_some() || (first && self.scope.follow) => super::scope::all_pids(),
+            _ => Vec::new(),
+        };
+        for pid in candidates {
+            if pid == std::process::id() || self.targets.iter().any(|t| t.pid == pid && alive(t)) {
+                continue;
+            }
+            if let Ok(Outgoing { reply: Reply::Kept, .. }) = self.adopt(pid) {
+                found.push(pid);
+            }
+        }
+        let mut out: Vec<Outgoing> = chunks(found).into_iter().map(|pids| Outgoing::plain(Reply::Pids { pids })).collect();
+        out.push(Outgoing::plain(Reply::Done));
+        out
+    }
+
+    /// Serves `pid` too, if the session's scope admits it (checked here, from /proc).
+    fn adopt(&mut self, pid: u32) -> Result<Outgoing, String> {
+        if self.targets.iter().any(|t| t.pid == pid && alive(t)) {
+            return Ok(Outgoing::plain(Reply::Kept));
+        }
+        // The pidfd first: the checks below then cannot be fooled by a reused pid (the
+        // process must still run once they are done).
+        let t = Target { pid, pidfd: Some(pidfd_open(pid).ok_or_else(|| format!("pid {pid} has exited"))?) };
+        let live: Vec<u32> = self.targets.iter().filter(|t| alive(t)).map(|t| t.pid).collect();
+        self.scope.admits(pid, |p| live.contains(&p))?;
+        if !alive(&t) {
+            return Err(format!("pid {pid} has exited"));
+        }
+        // Processes that exited are forgotten (long sessions see many come and go).
+        self.targets.retain(alive);
+        if self.targets.len() >= MAX_TARGETS {
+            return Err(format!("more than {MAX_TARGETS} live processes in this session"));
+        }
+        self.targets.push(t);
+        Ok(Outgoing::plain(Reply::Kept))
     }
 
     /// Handles one request: the replies to send, the last one final.
@@ -143,6 +206,8 @@ impl Broker {
             Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
             Request::Program { slot } => self.keep_program(slot, fd).map(|o| vec![o]),
             Request::AttachMulti { pid, file, slot, sites } => self.attach_multi(pid, file, slot, &sites).map(|o| vec![o]),
+            Request::Adopt { pid } => self.adopt(pid).map(|o| vec![o]),
+            Request::Discover => Ok(self.discover()),
         };
         result.unwrap_or_else(|why| vec![Outgoing::refused(why)])
     }
@@ -174,10 +239,11 @@ impl Broker {
         if self.attached + sites.len() > MAX_ATTACHED {
             return Err(format!("more than {MAX_ATTACHED} probe sites this session"));
         }
+        let shared = self.shared();
         let f = usize::try_from(file)
             .ok()
             .and_then(|i| self.files.get_mut(i))
-            .filter(|f| f.pid == pid)
+            .filter(|f| shared || f.pid == pid)
             .ok_or_else(|| format!("file {file} is not a file scanned in pid {pid}"))?;
         let mut seen = HashSet::new();
         for s in sites {
@@ -191,7 +257,8 @@ impl Broker {
         let path = discover::target_file::fd_path(&f.file);
         let multi: Vec<super::multi::MultiSite> =
             sites.iter().map(|s| super::multi::MultiSite { offset: s.offset, ref_ctr_offset: s.semaphore, cookie: s.cookie }).collect();
-        let link = super::multi::link(prog.as_fd(), &path, pid, &multi).map_err(|e| format!("{}: {e:#}", f.display))?;
+        let link_pid = if shared { 0 } else { pid };
+        let link = super::multi::link(prog.as_fd(), &path, link_pid, &multi).map_err(|e| format!("{}: {e:#}", f.display))?;
         f.attached.extend(seen);
         self.attached += sites.len();
         // As for a perf event: a pid reused meanwhile gets nothing (the link closes here).
@@ -213,8 +280,10 @@ impl Broker {
         let scan = discover::mapped::exec_files(pid).map_err(|e| format!("{e:#}"))?;
         let mut out: Vec<Outgoing> = scan.warnings.into_iter().map(|message| Outgoing::plain(Reply::Warning { message })).collect();
         let mut ids = Vec::with_capacity(scan.files.len());
+        // Shared links are made once per file, whichever process mapped it first.
+        let shared = self.shared();
         for f in scan.files {
-            if let Some(id) = self.files.iter().position(|b| b.pid == pid && b.dev == f.dev && b.ino == f.ino) {
+            if let Some(id) = self.files.iter().position(|b| (shared || b.pid == pid) && b.dev == f.dev && b.ino == f.ino) {
                 out.push(Outgoing::plain(Reply::File { id: id as u64, display: f.display, new: false }));
                 ids.push(Some(id as u64));
                 continue;
@@ -348,21 +417,26 @@ pub struct Args {
     pub fd: i32,
     pub parent: u32,
     pub pids: Vec<u32>,
+    pub scope: Scope,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut it = args.iter();
-    let (mut fd, mut parent, mut pids) = (None, None, Vec::new());
+    let (mut fd, mut parent, mut pids, mut scope) = (None, None, Vec::new(), Scope::default());
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--fd" => fd = Some(value.parse::<i32>().map_err(|e| format!("--fd {value}: {e}"))?),
             "--parent" => parent = Some(value.parse::<u32>().map_err(|e| format!("--parent {value}: {e}"))?),
             "--pid" => pids.push(value.parse::<u32>().map_err(|e| format!("--pid {value}: {e}"))?),
-            other => return Err(format!("unknown argument {other}")),
+            other => {
+                if !scope.parse_arg(other, value)? {
+                    return Err(format!("unknown argument {other}"));
+                }
+            }
         }
     }
-    Ok(Args { fd: fd.ok_or("--fd is required")?, parent: parent.ok_or("--parent is required")?, pids })
+    Ok(Args { fd: fd.ok_or("--fd is required")?, parent: parent.ok_or("--parent is required")?, pids, scope })
 }
 
 /// `tprof __broker ...`: `args` are the arguments after the subcommand. Not for people:
@@ -405,7 +479,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     // us across exec, owned by nobody else in this process.
     let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(args.fd) });
     let pmu = super::uprobe::uprobe_pmu_type().map_err(|e| format!("{e:#}"))?;
-    let mut broker = Broker::new(&args.pids, pmu);
+    let mut broker = Broker::new(&args.pids, pmu, args.scope);
     broker.give_up_sys_admin = true;
     let dropped = drop_after_attach(&DropOptions { needs: Needs::broker(), user: None }).map_err(|e| format!("dropping privileges: {e:#}"))?;
     // SAFETY: prctl with integer arguments only. Not dumpable: no core file, and nothing of

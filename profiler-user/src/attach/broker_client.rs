@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::broker::SUBCOMMAND;
+use super::scope::Scope;
 use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, RecvError, Reply, Request, SiteDesc, MAX_READ};
 
 /// Longest wait for the helper to start, and to answer a scan (it reads whole binaries).
@@ -68,7 +69,7 @@ impl BrokerClient {
     /// Starts the helper for `pids` (re-executing this binary) and waits until it has
     /// dropped what it does not keep. Call while tprof is still privileged: the helper
     /// inherits its privileges.
-    pub fn spawn(pids: &[u32]) -> Result<BrokerClient> {
+    pub fn spawn(pids: &[u32], scope: &Scope) -> Result<BrokerClient> {
         let (ours, theirs) = Channel::pair().context("creating the socketpair for tprof's privileged helper")?;
         let fd = theirs.fd().as_raw_fd();
         let mut cmd = Command::new("/proc/self/exe");
@@ -76,6 +77,7 @@ impl BrokerClient {
         for p in pids {
             cmd.args(["--pid", &p.to_string()]);
         }
+        cmd.args(scope.to_args());
         cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
         // SAFETY: the closure runs in the child between fork and exec and only makes
         // async-signal-safe calls (fcntl, prctl) on integers.
@@ -165,6 +167,33 @@ impl BrokerClient {
             (Reply::Attached, Some(fd)) => Ok(fd),
             (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
             (other, fd) => Err(self.gone(format!("unexpected answer to an attach: {other:?} (fd: {})", fd.is_some()))),
+        }
+    }
+
+    /// Asks the helper to serve `pid` too (see [`Request::Adopt`]).
+    pub fn adopt(&mut self, pid: u32) -> Result<(), BrokerError> {
+        self.send(&Request::Adopt { pid })?;
+        match self.recv(QUICK)? {
+            (Reply::Kept, None) => Ok(()),
+            (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
+            (other, fd) => Err(self.gone(format!("unexpected answer to an adopt: {other:?} (fd: {})", fd.is_some()))),
+        }
+    }
+
+    /// The processes of the scope the helper found and serves from now on (see
+    /// [`Request::Discover`]).
+    pub fn discover(&mut self) -> Result<Vec<u32>, BrokerError> {
+        self.send(&Request::Discover)?;
+        let deadline = Instant::now() + SLOW;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left)? {
+                (Reply::Done, None) => return Ok(out),
+                (Reply::Pids { pids }, None) => out.extend(pids),
+                (Reply::Refused { reason }, None) => return Err(BrokerError::Refused(reason)),
+                (other, fd) => return Err(self.gone(format!("unexpected answer to a discover: {other:?} (fd: {})", fd.is_some()))),
+            }
         }
     }
 

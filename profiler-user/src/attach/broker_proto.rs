@@ -38,6 +38,14 @@ pub enum Request {
     /// Create one uprobe_multi link of program `slot` on sites of file `file` of `pid`:
     /// only tprof probe sites the helper found in that file, each once.
     AttachMulti { pid: u32, file: u64, slot: u32, sites: Vec<MultiSiteDesc> },
+    /// Serve `pid` from now on, if it is in the session's scope (a descendant of a session
+    /// process with `--follow`, a process of the `--cgroup`, a process mapping the
+    /// `--binary`): the helper checks that itself. `Kept` when served.
+    Adopt { pid: u32 },
+    /// Find the processes in the scope the helper does not serve yet (in the `--cgroup`,
+    /// mapping the `--binary`; with `--follow`, the first time, the descendants that
+    /// existed before attach), serve them, and say which: `Pids` messages, then `Done`.
+    Discover,
 }
 
 /// A site of a [`Request::AttachMulti`]: its offset, semaphore offset (0: none) and the
@@ -99,6 +107,8 @@ pub enum Reply {
     Kept,
     /// Target memory.
     Bytes { data: Vec<u8> },
+    /// Processes now served (possibly in several messages).
+    Pids { pids: Vec<u32> },
     /// The request was refused or failed; nothing was done.
     Refused { reason: String },
 }

@@ -15,8 +15,10 @@ pub mod drop_privs;
 pub mod multi;
 pub mod privileges;
 pub mod probes;
+pub mod scope;
 pub mod tracer;
 pub mod uprobe;
 
 pub use probes::{AttachedSite, Probes};
+pub use scope::Scope;
 pub use tracer::{ebpf_object, Counters, TraceOptions, Tracer};

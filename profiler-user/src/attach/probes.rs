@@ -116,6 +116,21 @@ impl Probes {
         }
     }
 
+    /// Asks the helper to serve `pid` too (it checks the session's scope itself).
+    pub fn adopt(&mut self, pid: u32) -> Result<()> {
+        self.ask(|b| b.adopt(pid))
+    }
+
+    /// The processes of the session's scope the helper found and serves from now on.
+    pub fn discover(&mut self) -> Result<Vec<u32>> {
+        self.ask(|b| b.discover())
+    }
+
+    /// Forgets what was kept for process `pid` (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        self.mapped.remove(&pid);
+    }
+
     /// Attaches to the tprof probes of every file `pid` maps that was not scanned before.
     /// Returns how many sites were newly attached.
     pub fn attach_pid(&mut self, pid: u32) -> Result<usize> {

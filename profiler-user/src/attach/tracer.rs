@@ -19,7 +19,7 @@ static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// The tp_btf programs and the tracepoints they attach to. Interrupt exits attach before
 /// their entries, so that no entry is ever counted without its exit.
-const TRACEPOINTS: [&str; 12] = programs::TRACEPOINTS;
+const TRACEPOINTS: [&str; 13] = programs::TRACEPOINTS;
 /// The USDT programs: sleepable for the probes that pass strings, plain for the others.
 pub const USDT_PROGRAM: &str = programs::USDT;
 pub const USDT_FAST_PROGRAM: &str = programs::USDT_FAST;
@@ -93,6 +93,8 @@ pub struct Tracer {
     /// aya-log reader, with --debug-ebpf.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     usdt: Option<UsdtPrograms>,
+    /// The TRACED_USER bitmap (see [`Tracer::trace_pid`]).
+    traced: Array<MapData, u64>,
     /// Problems that did not stop the load (no uprobe_multi links, say).
     pub warnings: Vec<String>,
 }
@@ -106,27 +108,23 @@ pub fn ebpf_object() -> Result<&'static [u8]> {
 }
 
 impl Tracer {
-    /// Loads the programs and attaches the kernel tracepoints. `pids`: the traced
-    /// processes, which the kernel programs filter on when there are at most
-    /// `MAX_FILTER_PIDS` (else, or when empty, they do not filter by process).
-    pub fn load(opts: &TraceOptions, pids: &[u32]) -> Result<Tracer> {
+    /// Loads the programs and attaches the kernel tracepoints. Nothing is traced until
+    /// [`Tracer::trace_pid`]; with `follow`, the children of traced processes are traced
+    /// from their first instruction.
+    pub fn load(opts: &TraceOptions, follow: bool) -> Result<Tracer> {
         let obj = ebpf_object()?;
         let offsets = crate::btf::kernel_offsets().context("reading task_struct offsets from the kernel's BTF")?;
-        let mut config = Config {
+        let traced_words = pid_max().div_ceil(64);
+        let config = Config {
             offsets,
             syscalls: u32::from(opts.syscalls),
             stacks: u32::from(opts.stacks),
             detail_ns: opts.detail_ns,
             stack_ns: opts.stack_ns,
             slow_ns: opts.slow_ns,
-            pids: [0; profiler_common::MAX_FILTER_PIDS],
-            npids: 0,
-            _pad: 0,
+            follow: u32::from(follow),
+            traced_words,
         };
-        if (1..=profiler_common::MAX_FILTER_PIDS).contains(&pids.len()) {
-            config.pids[..pids.len()].copy_from_slice(pids);
-            config.npids = pids.len() as u32;
-        }
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -134,6 +132,7 @@ impl Tracer {
             .override_global(globals::AYA_LOG_LEVEL, &log_level, true)
             .map_max_entries(maps::EVENTS, opts.ring_bytes)
             .map_max_entries(maps::USDT_SPECS, MAX_SITES)
+            .map_max_entries(maps::TRACED_USER, traced_words)
             .load(obj)
             .context("loading tprof's eBPF object into the kernel")?;
         let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux (tp_btf programs need kernel BTF)")?;
@@ -179,7 +178,23 @@ impl Tracer {
         } else {
             None
         };
-        Ok(Tracer { ebpf, logger, usdt: Some(UsdtPrograms { specs, perf, multi }), warnings })
+        let traced = ebpf.take_map(maps::TRACED_USER).ok_or_else(|| anyhow!("eBPF object has no TRACED_USER map"))?;
+        let traced = Array::try_from(traced).context("opening the TRACED_USER map")?;
+        Ok(Tracer { ebpf, logger, usdt: Some(UsdtPrograms { specs, perf, multi }), traced, warnings })
+    }
+
+    /// Traces process `pid` (or stops): the kernel programs report its threads from now on.
+    /// Its children are followed by the kernel itself (with `follow`).
+    pub fn trace_pid(&mut self, pid: u32, on: bool) -> Result<()> {
+        let (word, mask) = (pid >> 6, 1u64 << (pid & 63));
+        // Only this process writes TRACED_USER (the kernel keeps its children in FORKED),
+        // so this read-modify-write loses nothing.
+        let old = self.traced.get(&word, 0).with_context(|| format!("pid {pid} is beyond the kernel's pid_max"))?;
+        let new = if on { old | mask } else { old & !mask };
+        if new != old {
+            self.traced.set(word, new, 0).with_context(|| format!("writing the traced bit of pid {pid}"))?;
+        }
+        Ok(())
     }
 
     /// Whether the USDT programs loaded for uprobe_multi links.
@@ -190,6 +205,33 @@ impl Tracer {
     /// Hands the USDT programs and their spec map to whoever attaches probe sites (once).
     pub fn take_usdt(&mut self) -> Option<UsdtPrograms> {
         self.usdt.take()
+    }
+
+    /// The children the kernel followed since the last call (forked by traced processes):
+    /// each is traced from now on by its own bit, and leaves the kernel's FORKED map.
+    /// The flag first, then the map: a fork that lands after the flag was cleared sets it
+    /// again, so no child is left behind.
+    pub fn take_forked(&mut self) -> Result<Vec<u32>> {
+        let mut flag: Array<&mut MapData, u32> = Array::try_from(self.ebpf.map_mut(maps::ANY_FORKED).ok_or_else(|| anyhow!("no ANY_FORKED map"))?)?;
+        if flag.get(&0, 0)? == 0 {
+            return Ok(Vec::new());
+        }
+        flag.set(0, 0, 0)?;
+        let pids: Vec<u32> = {
+            let map = self.ebpf.map(maps::FORKED).ok_or_else(|| anyhow!("no FORKED map"))?;
+            let forked: aya::maps::HashMap<&MapData, u32, u32> = aya::maps::HashMap::try_from(map)?;
+            forked.keys().filter_map(|k| k.ok()).collect()
+        };
+        // Its own bit before it leaves the map: never a moment untraced.
+        for pid in &pids {
+            self.trace_pid(*pid, true)?;
+        }
+        let map = self.ebpf.map_mut(maps::FORKED).ok_or_else(|| anyhow!("no FORKED map"))?;
+        let mut forked: aya::maps::HashMap<&mut MapData, u32, u32> = aya::maps::HashMap::try_from(map)?;
+        for pid in &pids {
+            let _ = forked.remove(pid);
+        }
+        Ok(pids)
     }
 
     /// Moves the EVENTS ring buffer out, for the session to drain.
@@ -256,6 +298,11 @@ impl Tracer {
             l.flush();
         }
     }
+}
+
+/// The kernel's `pid_max`: pids are below it (4194304, the most it can be, if unreadable).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 22)
 }
 
 /// `recursion_misses` of a program, read with BPF_OBJ_GET_INFO_BY_FD (kernel >= 5.12).

@@ -111,6 +111,9 @@ pub enum Record {
     KStack { meta: Meta, start_ns: u64, frames: Vec<u64> },
     /// User stack id of the long blocks of `meta.tid` whose user stack was pending.
     UStack { meta: Meta, id: Option<u32> },
+    /// A traced process forked a followed child, exec'ed or exited
+    /// (`profiler_common::proc_event`): for the session's bookkeeping, about no task.
+    Proc { meta: Meta, event: u32, pid: u32, parent: u32 },
 }
 
 impl Record {
@@ -128,7 +131,8 @@ impl Record {
             | Record::Syscall { meta, .. }
             | Record::Agg { meta, .. }
             | Record::KStack { meta, .. }
-            | Record::UStack { meta, .. } => meta,
+            | Record::UStack { meta, .. }
+            | Record::Proc { meta, .. } => meta,
         }
     }
 }

@@ -15,7 +15,14 @@ use super::stats::Stats;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionReport {
+    /// The `--pid`s.
     pub pids: Vec<u32>,
+    /// Processes traced from the start or found later (in the cgroup, mapping the binary).
+    pub processes_attached: u64,
+    /// Children forked by traced processes and followed.
+    pub processes_followed: u64,
+    /// Traced processes that exited.
+    pub processes_gone: u64,
     pub sites: usize,
     /// How the probe sites were attached: `uprobe_multi` (one link per file and program)
     /// or `perf_event` (one uprobe perf event per site, on kernels before 6.6).

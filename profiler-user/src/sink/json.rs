@@ -130,6 +130,12 @@ pub fn event_json(rec: &Record) -> Value {
             put("stack_id", (*id).into());
             "ustack"
         }
+        Record::Proc { event, pid, parent, .. } => {
+            put("event", (*event).into());
+            put("process", (*pid).into());
+            put("parent", (*parent).into());
+            "proc"
+        }
     };
     o.insert("type".into(), ty.into());
     Value::Object(o)

@@ -75,6 +75,7 @@ fn describe(rec: &Record) -> String {
         }
         Record::KStack { frames, .. } => format!("kernel stack of a long block ({} frames)", frames.len()),
         Record::UStack { .. } => "user stack of a long block".into(),
+        Record::Proc { event, pid, .. } => format!("process {pid} event {event}"),
     }
 }
 

@@ -36,13 +36,13 @@ fn thousands_of_threads_spawned_and_joined() {
     assert!(!warnings.contains("could not track"), "the kernel's thread map never filled: {sess}");
 }
 
-#[test]
-fn target_forks_a_child() {
-    require_root();
-    let dir = TempDir::new("fork");
+/// Runs the fault target's `fork` request traced with `extra` flags: (tprof's output, the
+/// target's lines, the child's pid and span).
+fn trace_a_fork(name: &str, extra: &[&str]) -> (Vec<serde_json::Value>, Vec<String>, u64, String) {
+    let dir = TempDir::new(name);
     let mut target = start_program(&private_copy(&fault_target_bin(), &dir, "fault-target"), &["fork", "task:after", "enabled"]);
     let pid = target.pid();
-    let tprof = attach(&[pid], &[]);
+    let tprof = attach(&[pid], extra);
     target.send_line("go");
     let mut lines = Vec::new();
     target.expect_line("done", &mut lines);
@@ -53,23 +53,46 @@ fn target_forks_a_child() {
     let child_span = fact(&lines, "child pid", "span");
     assert_ne!(child_pid, u64::from(pid));
     assert!(lines.iter().any(|l| l == "enabled true"), "the parent stays armed: {lines:?}");
-    // The child is another process: not traced (tprof traces the pids it was given), and
-    // nothing of it leaks into the parent's report.
-    assert!(!out.iter().any(|v| v["span_id"] == child_span.as_str()), "the child's task is not reported: {out:#?}");
-    assert!(!out.iter().any(|v| v["pid"].as_u64() == Some(child_pid)), "no event of the child's pid");
     assert_eq!(summaries_named(&out, "parent").len(), 1);
     assert_eq!(summaries_named(&out, "after").len(), 1);
     assert_eq!(session(&out)["stop_reason"], "target exited");
-    // The forked child inherits the parent's memory, armed semaphores included, and the
-    // breakpoints. With uprobe_multi links (this kernel) the kernel keeps them in the child
-    // while tprof is attached, and drops the child's hits before tprof's program runs (the
-    // link filters by process): the child reads armed, and its probes cost a trap each
-    // until tprof detaches (README, known limitations). (With one perf event per site, the
-    // fallback before Linux 6.6, the kernel removed them at the child's first hit.)
     assert_eq!(session(&out)["probe_links"], "uprobe_multi");
+    (out, lines, child_pid, child_span)
+}
+
+#[test]
+fn target_forks_a_child() {
+    // A forked child is traced from its first instruction (its breakpoints and armed
+    // semaphores are inherited with its memory; the kernel marks it traced before it
+    // runs): its task is reported under its own pid, and the session counts it.
+    require_root();
+    let (out, lines, child_pid, child_span) = trace_a_fork("fork", &[]);
+    let child = out.iter().find(|v| v["type"] == "summary" && v["span_id"] == child_span.as_str()).unwrap_or_else(|| panic!("the child's task: {out:#?}"));
+    assert_eq!(child["pid"].as_u64(), Some(child_pid), "reported under the child's own pid: {child}");
+    assert_eq!(child["name"], "child");
+    assert!(child["incomplete"].is_null(), "its whole task was seen, begin to end: {child}");
+    let sess = session(&out);
+    assert_eq!(sess["processes_followed"], 1, "{sess}");
+    assert_eq!(sess["processes_gone"], 2, "the child and the parent exited: {sess}");
+    let before = fact(&lines, "child enabled-before", "enabled-before");
+    assert_eq!(before, "true", "the child's probes are armed before its first one fires: {lines:?}");
+}
+
+#[test]
+fn target_forks_a_child_not_followed() {
+    // --no-follow: tprof traces the pids it was given only, and nothing of the child leaks
+    // into the parent's report.
+    require_root();
+    let (out, lines, child_pid, child_span) = trace_a_fork("nofollow", &["--no-follow"]);
+    assert!(!out.iter().any(|v| v["span_id"] == child_span.as_str()), "the child's task is not reported: {out:#?}");
+    assert!(!out.iter().any(|v| v["pid"].as_u64() == Some(child_pid)), "no event of the child's pid");
+    assert_eq!(session(&out)["processes_followed"], 0);
+    // The child inherits the parent's memory, armed semaphores and breakpoints included.
+    // With uprobe_multi links tied to the parent's pid, the kernel drops the child's hits
+    // before tprof's program runs: its probes read armed and cost a trap each until tprof
+    // detaches (docs: known limitations).
     let before = fact(&lines, "child enabled-before", "enabled-before");
     let after = fact(&lines, "child enabled ", "enabled");
-    eprintln!("forked child's usdt_probes::enabled(): {before} before its first probe, {after} after");
     assert_eq!((before.as_str(), after.as_str()), ("true", "true"), "the child inherits the armed semaphores: {lines:?}");
 }
 

@@ -10,7 +10,7 @@ fn me() -> u32 {
 /// A helper for this process, with this test binary as file 0 carrying one fake tprof site
 /// at offset 0x1000, semaphore 0x20.
 fn broker_with_a_site() -> Broker {
-    let mut b = Broker::new(&[me()], 0);
+    let mut b = Broker::new(&[me()], 0, Scope::default());
     let exe = std::env::current_exe().unwrap();
     let file = Arc::new(File::open(&exe).unwrap());
     use std::os::unix::fs::MetadataExt;
@@ -98,7 +98,7 @@ fn reads_are_bounded() {
 
 #[test]
 fn scans_pass_each_file_once_and_end_with_done() {
-    let mut b = Broker::new(&[me()], 0);
+    let mut b = Broker::new(&[me()], 0, Scope::default());
     let first = b.handle(Request::Scan { pid: me() });
     assert_eq!(first.last().map(|o| &o.reply), Some(&Reply::Done), "{first:?}");
     let files: Vec<&Outgoing> = first.iter().filter(|o| matches!(o.reply, Reply::File { .. })).collect();
@@ -114,7 +114,9 @@ fn scans_pass_each_file_once_and_end_with_done() {
 #[test]
 fn command_line() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![1, 2] }));
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![1, 2], scope: Scope::default() }));
+    let a = parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--follow", "1", "--cgroup", "/x"])).unwrap();
+    assert_eq!(a.scope, Scope { follow: true, cgroup: Some("/x".into()), binary: None });
     assert!(parse_args(&s(&["--fd", "5"])).is_err(), "--parent is required");
     assert!(parse_args(&s(&["--fd", "x", "--parent", "1"])).is_err());
     assert!(parse_args(&s(&["--pid"])).is_err());
@@ -170,4 +172,26 @@ fn a_process_of_another_uid_is_alive_until_it_exits() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!alive(&t), "an exited process is not");
+}
+
+#[test]
+fn adoption_is_checked_against_the_scope() {
+    // A child of this process: refused without --follow, served with it (the helper checks
+    // the parent chain itself), and refused once it exited.
+    let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+    let pid = child.id();
+    let mut narrow = Broker::new(&[me()], 0, Scope::default());
+    let why = refusal(narrow.handle(Request::Adopt { pid }));
+    assert!(why.contains("not in this session's scope"), "{why}");
+    let mut b = Broker::new(&[me()], 0, Scope { follow: true, ..Default::default() });
+    assert_eq!(b.handle(Request::Adopt { pid })[0].reply, Reply::Kept);
+    assert!(b.live_target(pid).is_ok(), "served from now on");
+    let why = refusal(b.handle(Request::Adopt { pid: 1 }));
+    assert!(why.contains("not in this session's scope"), "init is no descendant: {why}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let why = refusal(b.handle(Request::Scan { pid }));
+    assert!(why.contains("has exited"), "{why}");
+    let why = refusal(b.handle(Request::Adopt { pid }));
+    assert!(why.contains("has exited"), "{why}");
 }

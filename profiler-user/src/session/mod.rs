@@ -3,8 +3,10 @@
 //! 1. [`Live::start`]: check privileges, start the privileged helper, load the programs,
 //!    copy `/proc/kallsyms`, drop every privilege, attach the targets' probe sites.
 //! 2. [`Live::poll`]: drain the ring buffer in batches (the programs never wake us per
-//!    event), decode, correlate and write, rescanning the targets, until Ctrl-C, SIGTERM,
-//!    `--duration`, the targets' exit, or a closed output.
+//!    event), decode, correlate and write; adopt the children the kernel followed, attach
+//!    the probes of exec'ed images and of processes that joined the scope, forget the ones
+//!    that exited; until Ctrl-C, SIGTERM, `--duration`, the targets' exit (with `--pid`
+//!    only), or a closed output.
 //! 3. [`Live::final_drain`]: stop new USDT events, then drain what the kernel queued
 //!    (bounded in time), and read the sums of the tasks still open.
 //! 4. [`Live::report`]: the kernel's counters and the session's facts into the report.
@@ -26,7 +28,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
-use crate::attach::{privileges, Counters, Probes, TraceOptions, Tracer};
+use crate::attach::{privileges, Counters, Probes, Scope, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
 use crate::model::report::SessionReport;
 use crate::pipeline::{Pipeline, Stacks};
@@ -34,6 +36,10 @@ use crate::present::kind_name;
 use crate::record::Recorder;
 use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
+use profiler_common::proc_event;
+
+mod targets;
+use targets::{Origin, Targets};
 
 /// How often the ring buffer is drained.
 const POLL: Duration = Duration::from_millis(20);
@@ -48,14 +54,28 @@ const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
+    /// The `--pid`s.
     pub pids: Vec<u32>,
+    /// Which other processes the session traces (children, a cgroup, a binary's mappers).
+    pub scope: Scope,
+    /// What the user named: the `--cgroup` and `--binary` paths, for messages.
+    pub cgroup_path: Option<std::path::PathBuf>,
+    pub binary_path: Option<std::path::PathBuf>,
     pub duration: Option<Duration>,
     pub trace: TraceOptions,
     pub filter: Filter,
 }
 
-/// Runs a session on `opts.pids` into `sink` (and `recorder`, for `tprof record`) until
-/// stopped. Returns the final report (also written to the sink).
+impl AttachOptions {
+    /// Whether the session waits for processes to come (a cgroup, a binary) rather than
+    /// ending when its processes are gone.
+    fn open_ended(&self) -> bool {
+        self.scope.cgroup.is_some() || self.scope.binary.is_some()
+    }
+}
+
+/// Runs a session into `sink` (and `recorder`, for `tprof record`) until stopped. Returns
+/// the final report (also written to the sink).
 pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) -> Result<SessionReport> {
     let mut live = Live::start(&opts)?;
     let mut p = live.pipeline(sink, &opts, recorder);
@@ -74,11 +94,12 @@ fn alive(pid: u32) -> bool {
 
 /// A session attached and running.
 pub struct Live {
-    // Field order is drop order: the runtime and signal handlers outlive nothing else.
+    // Field order is drop order: links and programs go before the runtime.
     probes: Probes,
     tracer: Tracer,
     ring: RingBuf<MapData>,
     kallsyms: Option<File>,
+    targets: Targets,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -102,9 +123,9 @@ impl Live {
             comms.push((*pid, privileges::check_pid(*pid)?));
         }
         // The helper first, while tprof still has every privilege for it to inherit.
-        let broker = BrokerClient::spawn(&opts.pids)?;
+        let broker = BrokerClient::spawn(&opts.pids, &opts.scope)?;
         let broker_line = broker.privileges.clone();
-        let mut tracer = Tracer::load(&opts.trace, &opts.pids)?;
+        let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
         let mut probes = Probes::new(broker, usdt);
         // What the rest of the session needs and the drop takes away: the kernel's symbols.
@@ -128,12 +149,14 @@ impl Live {
             }
         }
         log::info!("{broker_line}");
+        let ring = tracer.take_ring()?;
+        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), start: Instant::now(), sigint, sigterm, rt };
         let mut sites = 0;
         for (pid, comm) in &comms {
-            let n = probes.attach_pid(*pid)?;
-            if n == 0 {
-                let why = probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
-                probes.warnings.push(format!(
+            let n = live.add(*pid, Origin::Given)?;
+            if n == 0 && !opts.open_ended() {
+                let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
+                live.probes.warnings.push(format!(
                     "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
                      link the usdt-probes crate (Rust) or include tprof.h (C) and mark requests as tasks",
                     if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
@@ -141,61 +164,195 @@ impl Live {
             }
             sites += n;
         }
-        if sites == 0 {
-            bail!("{}", probes.warnings.join("\n"));
+        // The processes of the scope that exist already: in the cgroup, mapping the binary,
+        // or (following) forked before attach.
+        sites += live.discover();
+        if sites == 0 && !opts.open_ended() {
+            bail!("{}", live.probes.warnings.join("\n"));
         }
         // Readiness line (stderr, so it never mixes with the data on stdout): tests and
         // scripts wait for it before driving the target.
+        let mut what: Vec<String> = comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect();
+        if let Some(c) = &opts.cgroup_path {
+            what.push(format!("cgroup {}", c.display()));
+        }
+        if let Some(b) = &opts.binary_path {
+            what.push(format!("binary {}", crate::present::escape(&b.display().to_string())));
+        }
+        let n = live.targets.pids().len();
         eprintln!(
-            "tprof: attached to {sites} probe sites in {} process{} ({}); Ctrl-C to stop",
-            comms.len(),
-            if comms.len() == 1 { "" } else { "es" },
-            comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect::<Vec<_>>().join(", ")
+            "tprof: attached to {sites} probe sites in {n} process{} ({}){}; Ctrl-C to stop",
+            if n == 1 { "" } else { "es" },
+            what.join(", "),
+            if opts.scope.follow { ", following their children" } else { "" }
         );
-        let ring = tracer.take_ring()?;
-        Ok(Live { probes, tracer, ring, kallsyms, start: Instant::now(), sigint, sigterm, rt })
+        Ok(live)
+    }
+
+    /// Starts on process `pid`: traced by the kernel programs, served by the helper (it
+    /// checks that the process is in the scope), its files scanned and their probe sites
+    /// attached. Returns how many sites were newly attached.
+    fn add(&mut self, pid: u32, origin: Origin) -> Result<usize> {
+        if !self.targets.add(pid, origin) {
+            return Ok(0);
+        }
+        self.tracer.trace_pid(pid, true)?;
+        if origin == Origin::Followed {
+            // Discovered processes were adopted by the helper as it found them.
+            self.probes.adopt(pid).with_context(|| format!("following pid {pid}"))?;
+        }
+        self.probes.attach_pid(pid)
+    }
+
+    /// Processes of the scope the helper found and serves: added. Returns the sites newly
+    /// attached.
+    fn discover(&mut self) -> usize {
+        let found = match self.probes.discover() {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("looking for processes of the scope: {e:#}");
+                return 0;
+            }
+        };
+        let mut sites = 0;
+        for pid in found {
+            match self.add(pid, Origin::Discovered) {
+                Ok(n) => sites += n,
+                Err(e) => log::debug!("pid {pid}: {e:#}"),
+            }
+        }
+        sites
+    }
+
+    /// Process `pid` exited: no longer traced, and forgotten.
+    fn gone<S: Sink>(&mut self, pid: u32, p: &mut Pipeline<S>) {
+        if self.targets.remove(pid) {
+            if let Err(e) = self.tracer.trace_pid(pid, false) {
+                log::debug!("{e:#}");
+            }
+            self.probes.forget(pid);
+            if let Stacks::Live(s) = &mut p.stacks {
+                s.forget(pid);
+            }
+        }
+    }
+
+    /// The symbolizer learns `pid`'s mappings as of its last scan.
+    fn update_maps<S: Sink>(&self, pid: u32, p: &mut Pipeline<S>) {
+        if let Stacks::Live(s) = &mut p.stacks {
+            s.update_maps(pid, self.probes.mapped_files(pid));
+        }
     }
 
     /// The pipeline records go through, with a symbolizer over the targets' mapped files.
     pub fn pipeline<S: Sink>(&mut self, sink: S, opts: &AttachOptions, recorder: Option<Recorder>) -> Pipeline<S> {
         let stack_map = if opts.trace.stacks { self.tracer.take_stacks() } else { None };
-        let mut symbolizer = Symbolizer::new(stack_map, opts.trace.stack_ns, self.kallsyms.take());
-        for pid in &opts.pids {
-            symbolizer.update_maps(*pid, self.probes.mapped_files(*pid));
-        }
+        let symbolizer = Symbolizer::new(stack_map, opts.trace.stack_ns, self.kallsyms.take());
         let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
+        for pid in self.targets.pids() {
+            self.update_maps(pid, &mut p);
+        }
         p.report.pids = opts.pids.clone();
         p
     }
 
     /// Phase 2: until something stops the session; returns why.
     pub fn poll<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) -> Result<String> {
-        let Live { probes, tracer, ring, start, sigint, sigterm, rt, .. } = self;
-        rt.block_on(async {
-            let mut tick = tokio::time::interval(POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_scan = Instant::now();
-            loop {
+        let mut tick = {
+            let _in_rt = self.rt.enter();
+            let mut t = tokio::time::interval(POLL);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        };
+        let mut last_scan = Instant::now();
+        loop {
+            let Live { rt, sigint, sigterm, .. } = self;
+            let signalled = rt.block_on(async {
                 tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = sigint.recv() => return Ok("interrupted (SIGINT)".to_string()),
-                    _ = sigterm.recv() => return Ok("terminated (SIGTERM)".to_string()),
+                    _ = tick.tick() => None,
+                    _ = sigint.recv() => Some("interrupted (SIGINT)"),
+                    _ = sigterm.recv() => Some("terminated (SIGTERM)"),
                 }
-                if let Err(e) = drain(ring, probes, p) {
-                    return output_stop(e);
-                }
-                tracer.flush_log();
-                if opts.duration.is_some_and(|d| start.elapsed() >= d) {
-                    return Ok("duration elapsed".to_string());
-                }
-                if last_scan.elapsed() >= RESCAN {
-                    last_scan = Instant::now();
-                    if !rescan(probes, p, &opts.pids) {
-                        return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
-                    }
+            });
+            if let Some(why) = signalled {
+                return Ok(why.to_string());
+            }
+            if let Err(e) = drain(&mut self.ring, &mut self.probes, p) {
+                return output_stop(e);
+            }
+            self.tracer.flush_log();
+            self.follow(p);
+            if opts.duration.is_some_and(|d| self.start.elapsed() >= d) {
+                return Ok("duration elapsed".to_string());
+            }
+            if last_scan.elapsed() >= RESCAN {
+                last_scan = Instant::now();
+                self.rescan(p, opts);
+                if self.targets.is_empty() && !opts.open_ended() {
+                    return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
             }
-        })
+        }
+    }
+
+    /// After each drain: the children the kernel followed are adopted, exec'ed images get
+    /// their probe sites, exited processes are forgotten.
+    fn follow<S: Sink>(&mut self, p: &mut Pipeline<S>) {
+        let mut forked = self.tracer.take_forked().unwrap_or_else(|e| {
+            log::debug!("reading the followed children: {e:#}");
+            Vec::new()
+        });
+        let events = std::mem::take(&mut p.procs);
+        // A child the kernel map was too full to hold still comes by its PROC record.
+        forked.extend(events.iter().filter(|e| e.event == proc_event::FORK).map(|e| e.pid));
+        for pid in forked {
+            match self.add(pid, Origin::Followed) {
+                Ok(_) => self.update_maps(pid, p),
+                Err(e) => log::debug!("{e:#}"),
+            }
+        }
+        for e in events {
+            match e.event {
+                proc_event::EXEC if self.targets.contains(e.pid) => {
+                    match self.probes.attach_pid(e.pid) {
+                        Ok(0) => {}
+                        Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {} (exec)", e.pid),
+                        Err(err) => log::debug!("pid {} after exec: {err:#}", e.pid),
+                    }
+                    self.update_maps(e.pid, p);
+                }
+                proc_event::EXIT => self.gone(e.pid, p),
+                _ => {}
+            }
+        }
+    }
+
+    /// Every RESCAN: processes that exited (their PROC record may have been lost), libraries
+    /// loaded since the last scan, processes that joined the scope.
+    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) {
+        for pid in self.targets.pids() {
+            if !alive(pid) {
+                self.gone(pid, p);
+                continue;
+            }
+            // A library dlopen'ed since the last scan gets its probes attached.
+            match self.probes.attach_pid(pid) {
+                Ok(0) => {}
+                Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
+                Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
+            }
+            self.update_maps(pid, p);
+        }
+        if opts.open_ended() {
+            let before = self.targets.pids();
+            let n = self.discover();
+            for pid in self.targets.pids().into_iter().filter(|p| !before.contains(p)) {
+                self.update_maps(pid, p);
+            }
+            if n > 0 {
+                eprintln!("tprof: attached {n} more probe sites (processes that joined)");
+            }
+        }
     }
 
     /// Phase 3: stop new USDT events first (in parallel: see `Probes::detach`), then the
@@ -263,6 +420,9 @@ impl Live {
             ));
         }
         r.sites = self.probes.sites.len();
+        r.processes_attached = self.targets.attached;
+        r.processes_followed = self.targets.followed;
+        r.processes_gone = self.targets.gone;
         r.probe_links = self.probes.probe_links().to_string();
         r.duration_ns = self.start.elapsed().as_nanos() as u64;
         r.warnings.extend(self.tracer.warnings.iter().cloned());
@@ -289,24 +449,6 @@ fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, p: &mut Pipe
     }
     p.flush()?;
     Ok(n)
-}
-
-/// Looks for targets that exited and for libraries loaded since the last scan; false when
-/// every target is gone.
-fn rescan<S: Sink>(probes: &mut Probes, p: &mut Pipeline<S>, pids: &[u32]) -> bool {
-    let live: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-    for &pid in &live {
-        // A library dlopen'ed since the last scan gets its probes attached.
-        match probes.attach_pid(pid) {
-            Ok(0) => {}
-            Ok(n) => eprintln!("tprof: attached {n} more probe sites in pid {pid} (new library)"),
-            Err(e) => log::debug!("rescan of pid {pid}: {e:#}"),
-        }
-        if let Stacks::Live(s) = &mut p.stacks {
-            s.update_maps(pid, probes.mapped_files(pid));
-        }
-    }
-    !live.is_empty()
 }
 
 /// A closed pipe (`tprof ... | head`) stops the session quietly; other output errors fail.
