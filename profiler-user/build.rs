@@ -1,5 +1,5 @@
 //! Builds the eBPF programs (`profiler-ebpf`) for `bpfel-unknown-none` with Debian's
-//! rustc-web and bpf-linker (see `shared/toolchain.md` and `cargo xtask setup`), and embeds
+//! rustc-web and bpf-linker (see `docs/toolchain.md` and `cargo xtask setup`), and embeds
 //! the object. When that toolchain is missing, tprof still builds (so unit tests run
 //! anywhere) but refuses to attach, saying to run `cargo xtask setup`.
 

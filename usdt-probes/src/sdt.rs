@@ -9,7 +9,7 @@
 //! <https://sourceware.org/systemtap/wiki/UserSpaceProbeImplementation>.
 //!
 //! The one-byte `nop` is deliberate: on kernel 6.18 the five-byte "optimized uprobe" path
-//! measured ~9% slower than the int3 path here (`shared/measurements.md`).
+//! measured ~9% slower than the int3 path here (`docs/performance.md`, cost floors).
 
 use core::cell::UnsafeCell;
 
