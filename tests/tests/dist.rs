@@ -192,7 +192,7 @@ fn install_puts_binary_man_pages_and_completions_under_the_prefix() {
 
     for rel in ["share/bash-completion/completions/tprof", "share/zsh/site-functions/_tprof", "share/fish/vendor_completions.d/tprof.fish"] {
         let text = std::fs::read_to_string(prefix.0.join(rel)).unwrap();
-        assert!(text.contains("attach") && text.contains("--pid"), "{rel} completes subcommands and options");
+        assert!(text.contains("attach") && text.contains("pid") && text.contains("duration"), "{rel} completes subcommands and options");
     }
     let man1 = prefix.0.join("share/man/man1");
     for page in ["tprof.1", "tprof-attach.1", "tprof-record.1", "tprof-report.1", "tprof-list.1", "tprof-doctor.1"] {
