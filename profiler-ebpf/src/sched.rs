@@ -4,7 +4,7 @@
 //! sched_switch runs with `current == prev`; sched_waking runs in the waker's context, so
 //! `bpf_get_current_pid_tgid()` there is the waker (unless it runs in an interrupt, tracked
 //! by the irq programs below, or in a kernel thread: then there is no user waker).
-//! See <https://docs.kernel.org/trace/events.html>.
+//! See <https://docs.kernel.org/trace/events.html> and `docs/kernel.md`.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,

@@ -14,7 +14,7 @@ use crate::sink::Filter;
 /// tprof: per-request latency profiler. Joins what the kernel does (CPU, run queue,
 /// blocking, syscalls) to each request marked with tprof's USDT probes.
 #[derive(Parser, Debug)]
-#[command(name = "tprof", version, about)]
+#[command(name = "tprof", version = env!("TPROF_VERSION"), long_version = env!("TPROF_LONG_VERSION"), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

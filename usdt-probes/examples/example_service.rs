@@ -1,7 +1,7 @@
-//! The bundled demo service: a tiny std-only HTTP/1.1 server whose endpoints each block in
+//! The example service: a tiny std-only HTTP/1.1 server whose endpoints each block in
 //! a different way, with every request marked by usdt-probes, plus a built-in load generator.
 //!
-//! `cargo xtask demo` starts two instances and then the load generator:
+//! Run by hand, two instances and the load generator make a traced pair:
 //!
 //! ```text
 //! example_service serve --addr 127.0.0.1:0 --stop-on-stdin-eof                          # back
@@ -9,8 +9,10 @@
 //! example_service load --target <front> --rps 40 --seconds 5
 //! ```
 //!
-//! Each `serve` prints `listening on <addr> pid <pid>` once bound: the demo reads the address
-//! (port 0 picks a free one) and attaches `tprof` to the pid. Every request is a `Task` named
+//! (`cargo xtask demo` serves with the axum `demo-service` of `tests/src/bin/` instead, and
+//! uses only this file's `load` generator.) Each `serve` prints `listening on <addr> pid
+//! <pid>` once bound: read the address (port 0 picks a free one) and attach `tprof` to the
+//! pid. Every request is a `Task` named
 //! after its endpoint, a child of the incoming `traceparent` when there is a valid one, so a
 //! `/chain` on the front and the `/sleep` it calls on the back share one trace-id:
 //!

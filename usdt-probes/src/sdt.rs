@@ -13,7 +13,7 @@
 //! below turn each entry into a semaphore and an `#[inline(always)]` function.
 //!
 //! The one-byte `nop` is deliberate: on kernel 6.18 the five-byte "optimized uprobe" path
-//! measured ~9% slower than the int3 path here (`shared/measurements.md`).
+//! measured ~9% slower than the int3 path here (`docs/performance.md`, cost floors).
 
 use core::cell::UnsafeCell;
 

@@ -5,12 +5,15 @@
 //! - `build`: build everything (the eBPF object is built by profiler-user/build.rs).
 //! - `test`: every test, the end-to-end ones (root) included.
 //! - `demo`: start the bundled example service under load and attach tprof to it.
+//! - `dist`: one optimized, static `tprof` with man pages and completions, in `target/dist/`.
+//! - `install [--prefix DIR]`: `dist`, then copy it into `/usr/local` (or DIR).
 //! - `bench [probes|kernel|e2e|throughput|all|soak]`: what tprof costs (default `all`).
 //!
 //! The other commands run `setup` first when something is missing, and say what they install.
 
 mod bench;
 mod demo;
+mod dist;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -29,11 +32,14 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench> [args]
+const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|dist|install|bench> [args]
   setup            install the apt packages and bpf-linker this project needs (idempotent)
   build            build tprof, the eBPF programs, the example service and test targets
   test [ARGS]      run every test (unit tests, then the root-only end-to-end tests)
   demo [SECONDS]   run the example service under load and stream tprof's view of it
+  dist             release tprof (static), man pages, completions and a tarball in target/dist/
+  install [--prefix DIR] [--no-build]
+                   dist, then copy it into DIR (default /usr/local): bin/, share/man, completions
   bench [WHICH]    what tprof costs, tables + target/bench/*.json (WHICH, default all):
     probes           per-call probe cost, unattached and attached
     kernel           syscall and context-switch microbenchmarks: untraced, tprof, bare tp_btf, bpftrace
@@ -60,6 +66,11 @@ fn run(args: &[String]) -> Result<()> {
             build()?;
             demo::run(rest)
         }
+        "dist" => {
+            setup::ensure()?;
+            dist::dist().map(drop)
+        }
+        "install" => dist::install(rest),
         "bench" => {
             setup::ensure()?;
             build()?;
@@ -128,7 +139,11 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let mut e2e = cargo();
     e2e.args(["test", "-p", "tprof-tests", "--tests"]).args(extra).args(["--", "--test-threads=1"]);
+    // The release build an operator installs: tests/tests/dist.rs runs it from a copy.
+    let dist = dist::dist()?;
     e2e.env("TPROF_BIN", bin_dir().join("tprof"))
+        .env("TPROF_DIST_DIR", &dist)
+        .env("TPROF_XTASK_BIN", bin_dir().join("xtask"))
         .env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"))
         .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"))
         .env("TPROF_FAULT_TARGET_BIN", bin_dir().join("fault-target"));

@@ -1,4 +1,4 @@
-//! Installs what a fresh machine of this kind needs, per `shared/toolchain.md`: Debian's
+//! Installs what a fresh machine of this kind needs, per `docs/toolchain.md`: Debian's
 //! rustc-web (with the prebuilt bpfel-unknown-none sysroot), LLVM 22, sdt.h, gcc, bpftool,
 //! bpftrace, and bpf-linker 0.13 built against LLVM 22. Checks first; installs only what
 //! is missing, so a second run takes well under a second.

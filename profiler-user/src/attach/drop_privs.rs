@@ -21,7 +21,7 @@
 //! inheritable, ambient and bounding sets, sets `PR_SET_NO_NEW_PRIVS`, and leaves uid 0
 //! ([`DropOptions::for_tprof`]: for the user who ran sudo, else `nobody`), so that it cannot
 //! write root's files as their owner either. The helper keeps exactly [`Needs::broker`]:
-//! `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`, nothing in its bounding set
+//! `CAP_SYS_ADMIN` (until it holds the uprobe_multi programs), `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`, `CAP_CHECKPOINT_RESTORE`, nothing in its bounding set
 //! beyond them, `no_new_privs`. `CAP_SYS_ADMIN` or `CAP_SYS_PTRACE` alone is enough to become
 //! full root again (bind-mount over `/etc/shadow`; `ptrace` pid 1), which is why they live in
 //! a process that does nothing but validated requests, and not in tprof.

@@ -620,7 +620,7 @@ fn render(results: &[CaseRuns], figures: &[Judged], notes: &[String]) -> String 
     if !bare_hit.is_empty() {
         let _ = writeln!(
             s,
-            "\ncross-run reference (shared/measurements.md, not this run): tp_btf + 64 B record 130-200 ns per event, \
+            "\ncross-run reference (docs/performance.md, not this run): tp_btf + 64 B record 130-200 ns per event, \
              bpftrace realistic actions ~700 ns; this run's bare tp_btf+record per hit: {}",
             bare_hit.join(", ")
         );
