@@ -4,8 +4,9 @@
 //! irreversible, hence the child. Needs root; as another user each test says so and passes.
 //!
 //! Besides checking `drop_after_attach`, the cases document the capability analysis
-//! empirically: `broker` that the privileged helper's three capabilities reach every target
-//! and create uprobes; `tprof` that with no capability at all, as nobody, BPF objects created
+//! empirically: `broker` that the privileged helper's four capabilities (`Needs::broker`:
+//! `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`, `CAP_CHECKPOINT_RESTORE`) reach
+//! every target and create uprobes; `tprof` that with no capability at all, as nobody, BPF objects created
 //! before the drop still work (map updates and lookups, `BPF_LINK_CREATE` of a loaded program
 //! on an existing uprobe perf event, `BPF_OBJ_GET_INFO_BY_FD`) while creating new ones does
 //! not; `perfmon_not_enough` that a uprobe perf event needs CAP_SYS_ADMIN (CAP_PERFMON,
@@ -15,19 +16,13 @@
 //! even uid 0 can no longer reach a root target once its permitted set is smaller than the
 //! target's.
 
-// Included by path (not `tprof::attach::drop_privs`) so that this test builds whether or
-// not the module is wired into the library yet.
-#[path = "../src/attach/drop_privs.rs"]
-#[allow(dead_code)]
-mod drop_privs;
-
 use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
-use drop_privs::*;
+use tprof::attach::drop_privs::*;
 
 const NOBODY: u32 = 65534;
 /// A third user, owner of `World::other_file`.

@@ -1,6 +1,7 @@
-//! The `traceparent` fuzz target's checks, shared by `fuzz_targets/traceparent.rs` and the
-//! engine-free corpus replay in `usdt-probes/tests/traceparent_corpus.rs` (through
-//! `#[path]`). Depends on `usdt_probes` and std only.
+//! The `traceparent` fuzz target's checks (`fuzz_targets/traceparent.rs`). The engine-free
+//! corpus replay of the normal suite, `usdt-probes/tests/traceparent_corpus.rs`, states the
+//! same invariants (usdt-probes cannot depend on this crate): a change to one belongs in the
+//! other. Depends on `usdt_probes` and std only.
 
 use usdt_probes::TraceContext;
 

@@ -1,4 +1,4 @@
-//! A traced process for the fault suite (`tests/tests/faults.rs`): the process-lifecycle
+//! A traced process for the fault suite (`tests/tests/faults/`): the process-lifecycle
 //! faults a tracer must survive, driven like `tprof-target` (prints `ready <pid>`, waits for
 //! a line on stdin, then runs each request named on the command line, then prints `done`).
 //!

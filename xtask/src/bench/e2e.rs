@@ -25,9 +25,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
 
 use super::procs::{peak_hwm_kib, pinned, proc_sample, Bins, Tracer, TracerKind};
-use super::report::{header, render_judged, stats, write_json, Goal, Judged, Unit, J};
+use super::report::{figures_json, header, render_judged, stats, write_json, Goal, Header, Judged, JudgedJson, Unit};
 use super::util::{expect_line, json_u64, line_reader, wait_exit, Guard};
 
 const REPS: usize = 5;
@@ -77,8 +78,9 @@ const LOADS: &[Load] = &[
     },
 ];
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 struct Wrk {
+    #[serde(rename = "requests_per_s")]
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -520,76 +522,117 @@ fn render(results: &[(&Load, LoadResult)], figures: &[Judged], notes: &[String])
     s
 }
 
-fn wrk_json(w: &Wrk) -> J {
-    J::obj([
-        ("requests_per_s", J::Num(w.rps)),
-        ("p50_ms", J::Num(w.p50_ms)),
-        ("p99_ms", J::Num(w.p99_ms)),
-        ("requests", J::u(w.requests)),
-        ("socket_errors", J::u(w.socket_errors)),
-        ("non_2xx", J::u(w.non_2xx)),
-    ])
+/// `target/bench/e2e.json`.
+#[derive(Serialize)]
+struct E2eJson<'a> {
+    #[serde(flatten)]
+    header: Header,
+    method: E2eMethod,
+    goals: E2eGoals,
+    loads: Vec<LoadJson<'a>>,
+    figures: Vec<JudgedJson<'a>>,
+    notes: &'a [String],
 }
 
-fn to_json(bins: &Bins, results: &[(&Load, LoadResult)], figures: &[Judged], notes: &[String], elapsed: Duration) -> J {
-    let mut top = header("e2e", &bins.tprof, elapsed);
-    top.push((
-        "method".into(),
-        J::obj([
-            ("reps", J::u(REPS as u64)),
-            ("seconds_per_run", J::u(SECONDS)),
-            ("service", J::s("example_service serve --workers 4 (release), CPU 0")),
-            ("load_generator", J::s("wrk -t1 --latency --timeout 2s, CPU 1 (closed loop)")),
-            ("tprof", J::s("attach --summary-only --format json --min-latency 3600s, CPU 1")),
-            ("cpu", J::s("utime+stime from /proc/PID/stat over the wrk run, per record tprof received")),
-            ("judged_on", J::s("median")),
-        ]),
-    ));
-    top.push((
-        "goals".into(),
-        J::obj([
-            ("throughput_ratio_min", J::Num(GOAL_THROUGHPUT_MIN)),
-            ("p99_ratio_max", J::Num(GOAL_P99_MAX)),
-            ("tprof_cpu_ns_per_record_max", J::Num(GOAL_CPU_NS_PER_EVENT)),
-        ]),
-    ));
+#[derive(Serialize)]
+struct E2eMethod {
+    reps: usize,
+    seconds_per_run: u64,
+    service: &'static str,
+    load_generator: &'static str,
+    tprof: &'static str,
+    cpu: &'static str,
+    judged_on: &'static str,
+}
+
+#[derive(Serialize)]
+struct E2eGoals {
+    throughput_ratio_min: f64,
+    p99_ratio_max: f64,
+    tprof_cpu_ns_per_record_max: f64,
+}
+
+#[derive(Serialize)]
+struct LoadJson<'a> {
+    load: &'static str,
+    label: &'static str,
+    path: &'static str,
+    connections: u32,
+    think_ms: u32,
+    untraced: &'a [Wrk],
+    traced: Vec<TracedJson<'a>>,
+    errors: &'a [String],
+}
+
+/// One traced run: wrk's figures, then tprof's.
+#[derive(Serialize)]
+struct TracedJson<'a> {
+    #[serde(flatten)]
+    wrk: &'a Wrk,
+    tprof_records: Option<u64>,
+    tprof_kernel_drops_total: Option<u64>,
+    tprof_tasks_ended: Option<u64>,
+    tprof_cpu_ns: u64,
+    tprof_schedstat_run_ns: Option<u64>,
+    window_ns: u64,
+    tprof_cpu_ns_per_record: f64,
+    tprof_vmhwm_kib: u64,
+    tprof_error: Option<&'a str>,
+}
+
+fn to_json<'a>(
+    bins: &Bins,
+    results: &'a [(&Load, LoadResult)],
+    figures: &'a [Judged],
+    notes: &'a [String],
+    elapsed: Duration,
+) -> E2eJson<'a> {
     let loads = results
         .iter()
-        .map(|(load, r)| {
-            J::obj([
-                ("load", J::s(load.key)),
-                ("label", J::s(load.label)),
-                ("path", J::s(load.path)),
-                ("connections", J::u(load.conns as u64)),
-                ("think_ms", J::u(load.think_ms as u64)),
-                ("untraced", J::Arr(r.untraced.iter().map(wrk_json).collect())),
-                (
-                    "traced",
-                    J::Arr(
-                        r.traced
-                            .iter()
-                            .map(|(w, t)| {
-                                let mut o = wrk_json(w);
-                                o.push("tprof_records", J::opt_u(t.records));
-                                o.push("tprof_kernel_drops_total", J::opt_u(t.drops));
-                                o.push("tprof_tasks_ended", J::opt_u(t.tasks_ended));
-                                o.push("tprof_cpu_ns", J::u(t.cpu_ns));
-                                o.push("tprof_schedstat_run_ns", J::opt_u(t.run_ns));
-                                o.push("window_ns", J::u(t.window_ns));
-                                o.push("tprof_cpu_ns_per_record", J::Num(t.ns_per_record()));
-                                o.push("tprof_vmhwm_kib", J::u(t.hwm_kib));
-                                o.push("tprof_error", t.error.clone().map(J::Str).unwrap_or(J::Null));
-                                o
-                            })
-                            .collect(),
-                    ),
-                ),
-                ("errors", J::Arr(r.errors.iter().map(|e| J::s(e.as_str())).collect())),
-            ])
+        .map(|(load, r)| LoadJson {
+            load: load.key,
+            label: load.label,
+            path: load.path,
+            connections: load.conns,
+            think_ms: load.think_ms,
+            untraced: &r.untraced,
+            traced: r
+                .traced
+                .iter()
+                .map(|(w, t)| TracedJson {
+                    wrk: w,
+                    tprof_records: t.records,
+                    tprof_kernel_drops_total: t.drops,
+                    tprof_tasks_ended: t.tasks_ended,
+                    tprof_cpu_ns: t.cpu_ns,
+                    tprof_schedstat_run_ns: t.run_ns,
+                    window_ns: t.window_ns,
+                    tprof_cpu_ns_per_record: t.ns_per_record(),
+                    tprof_vmhwm_kib: t.hwm_kib,
+                    tprof_error: t.error.as_deref(),
+                })
+                .collect(),
+            errors: &r.errors,
         })
         .collect();
-    top.push(("loads".into(), J::Arr(loads)));
-    top.push(("figures".into(), J::Arr(figures.iter().map(Judged::json).collect())));
-    top.push(("notes".into(), J::Arr(notes.iter().map(|n| J::s(n.as_str())).collect())));
-    J::Obj(top)
+    E2eJson {
+        header: header("e2e", &bins.tprof, elapsed),
+        method: E2eMethod {
+            reps: REPS,
+            seconds_per_run: SECONDS,
+            service: "example_service serve --workers 4 (release), CPU 0",
+            load_generator: "wrk -t1 --latency --timeout 2s, CPU 1 (closed loop)",
+            tprof: "attach --summary-only --format json --min-latency 3600s, CPU 1",
+            cpu: "utime+stime from /proc/PID/stat over the wrk run, per record tprof received",
+            judged_on: "median",
+        },
+        goals: E2eGoals {
+            throughput_ratio_min: GOAL_THROUGHPUT_MIN,
+            p99_ratio_max: GOAL_P99_MAX,
+            tprof_cpu_ns_per_record_max: GOAL_CPU_NS_PER_EVENT,
+        },
+        loads,
+        figures: figures_json(figures),
+        notes,
+    }
 }

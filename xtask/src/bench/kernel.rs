@@ -35,9 +35,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use serde::Serialize;
 
 use super::procs::{pinned, BenchProc, Bins, Stopped, Tracer, TracerKind};
-use super::report::{header, render_judged, stats, write_json, Goal, Judged, Unit, J};
+use super::report::{figures_json, header, render_judged, stats, write_json, Goal, Header, InOrder, Judged, JudgedJson, Unit};
 use super::util::{have, json_u64};
 
 const REPS: usize = 5;
@@ -641,59 +642,107 @@ fn render(results: &[CaseRuns], figures: &[Judged], notes: &[String]) -> String 
     s
 }
 
-fn to_json(bins: &Bins, results: &[CaseRuns], figures: &[Judged], notes: &[String], elapsed: Duration) -> J {
-    let mut top = header("kernel", &bins.tprof, elapsed);
-    top.push((
-        "method".into(),
-        J::obj([
-            ("reps", J::u(REPS as u64)),
-            ("unit", J::s("ns per operation")),
-            ("bench_cpu", J::u(0)),
-            ("tracer_cpu", J::u(1)),
-            ("ring_mib", J::u(RING_MIB as u64)),
-            ("judged_on", J::s("median")),
-            ("overhead", J::s("traced - untraced, ns per operation; ratios divide overheads")),
-            ("bpftrace_script", J::s(BPFTRACE_SCRIPT.trim())),
-        ]),
-    ));
-    top.push((
-        "goals".into(),
-        J::obj([
-            ("tprof_over_bare_max", J::Num(GOAL_VS_BARE)),
-            ("bpftrace_over_tprof_min", J::Num(GOAL_BPFTRACE_OVER_TPROF)),
-        ]),
-    ));
+/// `target/bench/kernel.json`.
+#[derive(Serialize)]
+struct KernelJson<'a> {
+    #[serde(flatten)]
+    header: Header,
+    method: KernelMethod,
+    goals: KernelGoals,
+    cases: Vec<CaseJson<'a>>,
+    figures: Vec<JudgedJson<'a>>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct KernelMethod {
+    reps: usize,
+    unit: &'static str,
+    bench_cpu: u32,
+    tracer_cpu: u32,
+    ring_mib: u64,
+    judged_on: &'static str,
+    overhead: &'static str,
+    bpftrace_script: &'static str,
+}
+
+#[derive(Serialize)]
+struct KernelGoals {
+    tprof_over_bare_max: f64,
+    bpftrace_over_tprof_min: f64,
+}
+
+#[derive(Serialize)]
+struct CaseJson<'a> {
+    case: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    hits_per_op_nominal: f64,
+    hits: &'static str,
+    /// By mode name, in the order they ran.
+    runs: InOrder<&'static str, RunJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RunJson<'a> {
+    samples: &'a [f64],
+    best: f64,
+    median: f64,
+    max: f64,
+    operations: u64,
+    records: Option<u64>,
+    events: Option<u64>,
+    kernel_drops_total: Option<u64>,
+    errors: &'a [String],
+}
+
+fn to_json<'a>(bins: &Bins, results: &'a [CaseRuns], figures: &'a [Judged], notes: &'a [String], elapsed: Duration) -> KernelJson<'a> {
     let cases = results
         .iter()
         .map(|(case, runs)| {
-            let mut rs = Vec::new();
-            for (m, r) in runs {
-                let (b, md, mx) = stats(&r.samples);
-                let v = J::obj([
-                    ("samples", J::nums(&r.samples)),
-                    ("best", J::Num(b)),
-                    ("median", J::Num(md)),
-                    ("max", J::Num(mx)),
-                    ("operations", J::u(r.ops)),
-                    ("records", J::opt_u(r.records)),
-                    ("events", J::opt_u(r.events)),
-                    ("kernel_drops_total", J::opt_u(r.drops)),
-                    ("errors", J::Arr(r.errors.iter().map(|e| J::s(e.as_str())).collect())),
-                ]);
-                rs.push((m.name().to_string(), v));
+            let runs = runs
+                .iter()
+                .map(|(m, r)| {
+                    let (best, median, max) = stats(&r.samples);
+                    let run = RunJson {
+                        samples: &r.samples,
+                        best,
+                        median,
+                        max,
+                        operations: r.ops,
+                        records: r.records,
+                        events: r.events,
+                        kernel_drops_total: r.drops,
+                        errors: &r.errors,
+                    };
+                    (m.name(), run)
+                })
+                .collect();
+            CaseJson {
+                case: case.key,
+                label: case.label,
+                unit: case.unit,
+                hits_per_op_nominal: case.nominal_hits,
+                hits: case.hits,
+                runs: InOrder(runs),
             }
-            J::obj([
-                ("case", J::s(case.key)),
-                ("label", J::s(case.label)),
-                ("unit", J::s(case.unit)),
-                ("hits_per_op_nominal", J::Num(case.nominal_hits)),
-                ("hits", J::s(case.hits)),
-                ("runs", J::Obj(rs)),
-            ])
         })
         .collect();
-    top.push(("cases".into(), J::Arr(cases)));
-    top.push(("figures".into(), J::Arr(figures.iter().map(Judged::json).collect())));
-    top.push(("notes".into(), J::Arr(notes.iter().map(|n| J::s(n.as_str())).collect())));
-    J::Obj(top)
+    KernelJson {
+        header: header("kernel", &bins.tprof, elapsed),
+        method: KernelMethod {
+            reps: REPS,
+            unit: "ns per operation",
+            bench_cpu: 0,
+            tracer_cpu: 1,
+            ring_mib: RING_MIB as u64,
+            judged_on: "median",
+            overhead: "traced - untraced, ns per operation; ratios divide overheads",
+            bpftrace_script: BPFTRACE_SCRIPT.trim(),
+        },
+        goals: KernelGoals { tprof_over_bare_max: GOAL_VS_BARE, bpftrace_over_tprof_min: GOAL_BPFTRACE_OVER_TPROF },
+        cases,
+        figures: figures_json(figures),
+        notes,
+    }
 }

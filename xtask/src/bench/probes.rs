@@ -22,10 +22,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use super::report::{header, write_json, Header, InOrder};
 
 use super::util::{
-    bench_dir, cpu_busy, cpu_model, drain_in_background, expect_line, git_head, have, json_f64, json_opt_f64, json_str,
-    json_u64, line_reader, on_cpu1, read_trim, signal, tail, target_dir, wait_exit, Guard, Samples,
+    bench_dir, cpu_busy, drain_in_background, expect_line, have, json_u64, line_reader, on_cpu1, signal, tail, target_dir, wait_exit, Guard, Samples,
 };
 use crate::{bin_dir, cargo, root, status};
 
@@ -412,11 +414,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let figures = derive(&outcomes, &mut notes);
     let table = render(&outcomes, &figures, &notes);
     println!("{table}");
-    let json = to_json(&outcomes, &figures, &notes, &env.tprof, started.elapsed());
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("probes.json");
-    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    let path = write_json("probes", &to_json(&outcomes, &figures, &notes, &env.tprof, started.elapsed()))?;
     println!("raw samples and figures: {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64());
     let failed: Vec<String> = outcomes
         .iter()
@@ -634,101 +632,140 @@ fn render(outcomes: &[Outcome], figures: &[Figure], notes: &[String]) -> String 
     s
 }
 
-fn to_json(outcomes: &[Outcome], figures: &[Figure], notes: &[String], tprof: &Path, elapsed: Duration) -> String {
-    let mut s = String::new();
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    s.push_str("{\n");
-    let _ = writeln!(s, "  \"schema\": 1,");
-    let _ = writeln!(s, "  \"unix_time\": {unix},");
-    let _ = writeln!(s, "  \"elapsed_s\": {:.1},", elapsed.as_secs_f64());
-    let _ = writeln!(s, "  \"tprof\": {},", json_str(&tprof.display().to_string()));
-    let _ = writeln!(s, "  \"git_head\": {},", git_head().map(|h| json_str(&h)).unwrap_or_else(|| "null".into()));
-    let _ = writeln!(
-        s,
-        "  \"machine\": {{\"kernel\": {}, \"cpu\": {}, \"cpus\": {cpus}}},",
-        json_str(&read_trim("/proc/sys/kernel/osrelease")),
-        json_str(&cpu_model())
-    );
-    let _ = writeln!(
-        s,
-        "  \"method\": {{\"reps\": {REPS}, \"iterations_unattached\": {ITERS_UNATTACHED}, \"iterations_attached\": {ITERS_ATTACHED}, \
-         \"unit\": \"ns per loop iteration\", \"bench_cpu\": 0, \"tracer_cpu\": 1, \"tprof_ring_mib\": {TPROF_RING_MIB}, \
-         \"loop_alignment\": 64, \"judged_on\": \"median\"}},"
-    );
-    let _ = writeln!(
-        s,
-        "  \"goals\": {{\"unattached_ns_per_site_over_empty_max\": {GOAL_UNATTACHED_NS_PER_SITE}, \"attached_tprof_over_bpftrace_empty_max\": {GOAL_ATTACHED_RATIO}}},"
-    );
-    s.push_str("  \"cases\": [\n");
-    for (i, o) in outcomes.iter().enumerate() {
-        let lang = if o.case.lang == Lang::Rust { "rust" } else { "c" };
-        let _ = write!(
-            s,
-            "    {{\"case\": {}, \"lang\": \"{lang}\", \"label\": {}, \"sites\": {}, \"runs\": {{",
-            json_str(o.case.arg),
-            json_str(o.case.label),
-            o.case.sites
-        );
-        for (j, (t, r)) in o.runs.iter().enumerate() {
-            if j > 0 {
-                s.push_str(", ");
-            }
-            let _ = write!(s, "\"{}\": ", t.name());
-            match r {
-                Err(e) => {
-                    let _ = write!(s, "{{\"error\": {}}}", json_str(&format!("{e:#}")));
-                }
-                Ok(r) => {
-                    let samples: Vec<String> = r.samples.0.iter().map(|v| json_f64(*v)).collect();
-                    let _ = write!(
-                        s,
-                        "{{\"iterations\": {}, \"samples\": [{}], \"min\": {}, \"median\": {}",
-                        r.iterations,
-                        samples.join(", "),
-                        json_f64(r.samples.min()),
-                        json_f64(r.samples.median())
-                    );
-                    if let Some(sess) = &r.tprof_session {
-                        let _ = write!(
-                            s,
-                            ", \"tprof_records\": {}, \"tprof_kernel_drops\": {}",
-                            json_u64(sess, "records").map(|v| v.to_string()).unwrap_or_else(|| "null".into()),
-                            json_u64(sess, "kernel_drops_total")
-                                .map(|v| v.to_string())
-                                .unwrap_or_else(|| "null".into())
-                        );
-                    }
-                    if let Some(e) = &r.error {
-                        let _ = write!(s, ", \"note\": {}", json_str(e));
-                    }
-                    s.push('}');
-                }
-            }
-        }
-        s.push_str("}}");
-        s.push_str(if i + 1 < outcomes.len() { ",\n" } else { "\n" });
+/// `target/bench/probes.json` (its header is every benchmark's: [`header`]).
+#[derive(Serialize)]
+struct ProbesJson<'a> {
+    #[serde(flatten)]
+    header: Header,
+    method: ProbesMethod,
+    goals: ProbesGoals,
+    cases: Vec<CaseJson<'a>>,
+    figures: Vec<FigureJson<'a>>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ProbesMethod {
+    reps: usize,
+    iterations_unattached: u64,
+    iterations_attached: u64,
+    unit: &'static str,
+    bench_cpu: u32,
+    tracer_cpu: u32,
+    tprof_ring_mib: u32,
+    loop_alignment: u32,
+    judged_on: &'static str,
+}
+
+#[derive(Serialize)]
+struct ProbesGoals {
+    unattached_ns_per_site_over_empty_max: f64,
+    attached_tprof_over_bpftrace_empty_max: f64,
+}
+
+#[derive(Serialize)]
+struct CaseJson<'a> {
+    case: &'static str,
+    lang: &'static str,
+    label: &'static str,
+    sites: u32,
+    /// By tracer, in the order they ran.
+    runs: InOrder<&'static str, RunJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RunJson<'a> {
+    Failed {
+        error: String,
+    },
+    Ran {
+        iterations: u64,
+        samples: &'a [f64],
+        min: f64,
+        median: f64,
+        /// Present for tprof's runs: from its closing `session` object.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tprof_records: Option<Option<u64>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tprof_kernel_drops: Option<Option<u64>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<&'a str>,
+    },
+}
+
+#[derive(Serialize)]
+struct FigureJson<'a> {
+    group: &'static str,
+    name: &'a str,
+    unit: &'static str,
+    min: f64,
+    median: f64,
+    goal_max: Option<f64>,
+    met: Option<bool>,
+    missed_by: Option<f64>,
+    detail: &'a str,
+}
+
+fn run_json(r: &Result<RunResult>) -> RunJson<'_> {
+    match r {
+        Err(e) => RunJson::Failed { error: format!("{e:#}") },
+        Ok(r) => RunJson::Ran {
+            iterations: r.iterations,
+            samples: &r.samples.0,
+            min: r.samples.min(),
+            median: r.samples.median(),
+            tprof_records: r.tprof_session.as_deref().map(|s| json_u64(s, "records")),
+            tprof_kernel_drops: r.tprof_session.as_deref().map(|s| json_u64(s, "kernel_drops_total")),
+            note: r.error.as_deref(),
+        },
     }
-    s.push_str("  ],\n  \"figures\": [\n");
-    for (i, f) in figures.iter().enumerate() {
-        let _ = write!(
-            s,
-            "    {{\"group\": {}, \"name\": {}, \"unit\": {}, \"min\": {}, \"median\": {}, \"goal_max\": {}, \"met\": {}, \"missed_by\": {}, \"detail\": {}}}",
-            json_str(f.group),
-            json_str(&f.name),
-            json_str(f.unit),
-            json_f64(f.min),
-            json_f64(f.median),
-            json_opt_f64(f.goal_max),
-            f.met().map(|m| m.to_string()).unwrap_or_else(|| "null".into()),
-            json_opt_f64(f.goal_max.filter(|g| f.median > *g).map(|g| f.median - g)),
-            json_str(&f.detail)
-        );
-        s.push_str(if i + 1 < figures.len() { ",\n" } else { "\n" });
+}
+
+fn to_json<'a>(outcomes: &'a [Outcome], figures: &'a [Figure], notes: &'a [String], tprof: &Path, elapsed: Duration) -> ProbesJson<'a> {
+    let cases = outcomes
+        .iter()
+        .map(|o| CaseJson {
+            case: o.case.arg,
+            lang: if o.case.lang == Lang::Rust { "rust" } else { "c" },
+            label: o.case.label,
+            sites: o.case.sites,
+            runs: InOrder(o.runs.iter().map(|(t, r)| (t.name(), run_json(r))).collect()),
+        })
+        .collect();
+    let figures = figures
+        .iter()
+        .map(|f| FigureJson {
+            group: f.group,
+            name: &f.name,
+            unit: f.unit,
+            min: f.min,
+            median: f.median,
+            goal_max: f.goal_max,
+            met: f.met(),
+            missed_by: f.goal_max.filter(|g| f.median > *g).map(|g| f.median - g),
+            detail: &f.detail,
+        })
+        .collect();
+    ProbesJson {
+        header: header("probes", tprof, elapsed),
+        method: ProbesMethod {
+            reps: REPS,
+            iterations_unattached: ITERS_UNATTACHED,
+            iterations_attached: ITERS_ATTACHED,
+            unit: "ns per loop iteration",
+            bench_cpu: 0,
+            tracer_cpu: 1,
+            tprof_ring_mib: TPROF_RING_MIB,
+            loop_alignment: 64,
+            judged_on: "median",
+        },
+        goals: ProbesGoals {
+            unattached_ns_per_site_over_empty_max: GOAL_UNATTACHED_NS_PER_SITE,
+            attached_tprof_over_bpftrace_empty_max: GOAL_ATTACHED_RATIO,
+        },
+        cases,
+        figures,
+        notes,
     }
-    s.push_str("  ],\n  \"notes\": [");
-    let ns: Vec<String> = notes.iter().map(|n| json_str(n)).collect();
-    s.push_str(&ns.join(", "));
-    s.push_str("]\n}\n");
-    s
 }

@@ -1,121 +1,15 @@
-//! Judged figures (a value against a goal, with by how much it is missed) and a small JSON
-//! writer, for the kernel, end-to-end, throughput and soak benchmarks.
+//! Judged figures (a value against a goal, with by how much it is missed), and the header
+//! and writer of every benchmark's `target/bench/<name>.json` (serde; NaN and infinities,
+//! figures that could not be measured, are written as `null`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
-use super::util::{bench_dir, cpu_model, git_head, json_f64, json_str, read_trim};
-
-/// A JSON value (xtask has no serde).
-pub(crate) enum J {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Int(i128),
-    Str(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
-
-impl J {
-    pub(crate) fn obj<const N: usize>(fields: [(&str, J); N]) -> J {
-        J::Obj(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-    }
-
-    pub(crate) fn s(v: impl Into<String>) -> J {
-        J::Str(v.into())
-    }
-
-    pub(crate) fn u(v: u64) -> J {
-        J::Int(v as i128)
-    }
-
-    pub(crate) fn opt_u(v: Option<u64>) -> J {
-        v.map(J::u).unwrap_or(J::Null)
-    }
-
-    pub(crate) fn opt_f(v: Option<f64>) -> J {
-        v.map(J::Num).unwrap_or(J::Null)
-    }
-
-    pub(crate) fn nums(v: &[f64]) -> J {
-        J::Arr(v.iter().map(|x| J::Num(*x)).collect())
-    }
-
-    /// Adds a field to an object (no-op on anything else).
-    pub(crate) fn push(&mut self, key: &str, v: J) {
-        if let J::Obj(f) = self {
-            f.push((key.to_string(), v));
-        }
-    }
-
-    fn is_scalar(&self) -> bool {
-        !matches!(self, J::Arr(_) | J::Obj(_))
-    }
-
-    /// Containers holding only scalars go on one line; others one entry per line.
-    pub(crate) fn write(&self, out: &mut String, indent: usize) {
-        let pad = |n: usize| " ".repeat(n);
-        match self {
-            J::Null => out.push_str("null"),
-            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            J::Num(v) => out.push_str(&json_f64(*v)),
-            J::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
-            J::Str(s) => out.push_str(&json_str(s)),
-            J::Arr(v) => {
-                if v.iter().all(J::is_scalar) {
-                    out.push('[');
-                    for (i, x) in v.iter().enumerate() {
-                        if i > 0 {
-                            out.push_str(", ");
-                        }
-                        x.write(out, indent);
-                    }
-                    out.push(']');
-                } else {
-                    out.push_str("[\n");
-                    for (i, x) in v.iter().enumerate() {
-                        out.push_str(&pad(indent + 2));
-                        x.write(out, indent + 2);
-                        out.push_str(if i + 1 < v.len() { ",\n" } else { "\n" });
-                    }
-                    out.push_str(&pad(indent));
-                    out.push(']');
-                }
-            }
-            J::Obj(f) => {
-                if f.iter().all(|(_, v)| v.is_scalar()) && f.len() <= 12 {
-                    out.push('{');
-                    for (i, (k, v)) in f.iter().enumerate() {
-                        if i > 0 {
-                            out.push_str(", ");
-                        }
-                        out.push_str(&json_str(k));
-                        out.push_str(": ");
-                        v.write(out, indent);
-                    }
-                    out.push('}');
-                } else {
-                    out.push_str("{\n");
-                    for (i, (k, v)) in f.iter().enumerate() {
-                        out.push_str(&pad(indent + 2));
-                        out.push_str(&json_str(k));
-                        out.push_str(": ");
-                        v.write(out, indent + 2);
-                        out.push_str(if i + 1 < f.len() { ",\n" } else { "\n" });
-                    }
-                    out.push_str(&pad(indent));
-                    out.push('}');
-                }
-            }
-        }
-    }
-}
+use super::util::{bench_dir, cpu_model, git_head, read_trim};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Goal {
@@ -235,25 +129,47 @@ impl Judged {
         }
     }
 
-    pub(crate) fn json(&self) -> J {
-        let (kind, g) = match self.goal {
-            None => (J::Null, J::Null),
-            Some(Goal::AtMost(g)) => (J::s("at_most"), J::Num(g)),
-            Some(Goal::AtLeast(g)) => (J::s("at_least"), J::Num(g)),
+    /// The figure as it is written to the JSON files.
+    pub(crate) fn json(&self) -> JudgedJson<'_> {
+        let (goal, goal_value) = match self.goal {
+            None => (None, None),
+            Some(Goal::AtMost(g)) => (Some("at_most"), Some(g)),
+            Some(Goal::AtLeast(g)) => (Some("at_least"), Some(g)),
         };
-        J::obj([
-            ("name", J::s(&self.name)),
-            ("unit", J::s(self.unit.name())),
-            ("best", J::Num(self.best)),
-            ("median", J::Num(self.median)),
-            ("goal", kind),
-            ("goal_value", g),
-            ("met", self.met().map(J::Bool).unwrap_or(J::Null)),
-            ("missed_by", J::opt_f(self.missed_by())),
-            ("caveat", self.caveat.clone().map(J::Str).unwrap_or(J::Null)),
-            ("detail", J::s(&self.detail)),
-        ])
+        JudgedJson {
+            name: &self.name,
+            unit: self.unit.name(),
+            best: self.best,
+            median: self.median,
+            goal,
+            goal_value,
+            met: self.met(),
+            missed_by: self.missed_by(),
+            caveat: self.caveat.as_deref(),
+            detail: &self.detail,
+        }
     }
+}
+
+/// A [`Judged`] figure in the JSON files.
+#[derive(Serialize)]
+pub(crate) struct JudgedJson<'a> {
+    name: &'a str,
+    unit: &'static str,
+    best: f64,
+    median: f64,
+    /// `at_most` or `at_least`.
+    goal: Option<&'static str>,
+    goal_value: Option<f64>,
+    met: Option<bool>,
+    missed_by: Option<f64>,
+    caveat: Option<&'a str>,
+    detail: &'a str,
+}
+
+/// The figures of a run, for the JSON files.
+pub(crate) fn figures_json(figs: &[Judged]) -> Vec<JudgedJson<'_>> {
+    figs.iter().map(Judged::json).collect()
 }
 
 /// Renders judged figures as table lines.
@@ -271,35 +187,55 @@ pub(crate) fn render_judged(s: &mut String, title: &str, figs: &[Judged]) {
     }
 }
 
-/// The machine and run fields every JSON file starts with.
-pub(crate) fn header(bench: &str, tprof: &std::path::Path, elapsed: Duration) -> Vec<(String, J)> {
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let cpus = read_trim("/proc/cpuinfo").lines().filter(|l| l.starts_with("processor")).count();
-    vec![
-        ("schema".into(), J::u(1)),
-        ("bench".into(), J::s(bench)),
-        ("unix_time".into(), J::u(unix)),
-        ("elapsed_s".into(), J::Num(elapsed.as_secs_f64())),
-        ("tprof".into(), J::s(tprof.display().to_string())),
-        ("git_head".into(), git_head().map(J::Str).unwrap_or(J::Null)),
-        (
-            "machine".into(),
-            J::obj([
-                ("kernel", J::s(read_trim("/proc/sys/kernel/osrelease"))),
-                ("cpu", J::s(cpu_model())),
-                ("cpus", J::u(cpus as u64)),
-            ]),
-        ),
-    ]
+/// The machine and run fields every JSON file starts with (`#[serde(flatten)]` it into the
+/// file's top-level struct).
+#[derive(Serialize)]
+pub(crate) struct Header {
+    schema: u32,
+    bench: &'static str,
+    unix_time: u64,
+    elapsed_s: f64,
+    tprof: String,
+    git_head: Option<String>,
+    machine: Machine,
 }
 
-/// Writes `target/bench/<name>.json`; returns its path.
-pub(crate) fn write_json(name: &str, v: &J) -> Result<PathBuf> {
+#[derive(Serialize)]
+struct Machine {
+    kernel: String,
+    cpu: String,
+    cpus: usize,
+}
+
+pub(crate) fn header(bench: &'static str, tprof: &std::path::Path, elapsed: Duration) -> Header {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let cpus = read_trim("/proc/cpuinfo").lines().filter(|l| l.starts_with("processor")).count();
+    Header {
+        schema: 1,
+        bench,
+        unix_time: unix,
+        elapsed_s: elapsed.as_secs_f64(),
+        tprof: tprof.display().to_string(),
+        git_head: git_head(),
+        machine: Machine { kernel: read_trim("/proc/sys/kernel/osrelease"), cpu: cpu_model(), cpus },
+    }
+}
+
+/// A JSON object whose keys keep the order they are given in.
+pub(crate) struct InOrder<K, V>(pub(crate) Vec<(K, V)>);
+
+impl<K: Serialize, V: Serialize> Serialize for InOrder<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// Writes `target/bench/<name>.json` (pretty-printed); returns its path.
+pub(crate) fn write_json(name: &str, v: &impl Serialize) -> Result<PathBuf> {
     let dir = bench_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{name}.json"));
-    let mut s = String::new();
-    v.write(&mut s, 0);
+    let mut s = serde_json::to_string_pretty(v).with_context(|| format!("serializing {name}.json"))?;
     s.push('\n');
     std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -315,4 +251,27 @@ pub(crate) fn stats(v: &[f64]) -> (f64, f64, f64) {
     let n = s.len();
     let med = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
     (s[0], med, s[n - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_serialize_in_order_with_unmeasured_values_as_null() {
+        let fig = Judged {
+            name: "ratio".into(),
+            unit: Unit::Ratio,
+            best: 1.0,
+            median: f64::NAN,
+            goal: Some(Goal::AtMost(1.2)),
+            caveat: None,
+            detail: String::new(),
+        };
+        let runs = InOrder(vec![("tprof", fig.json()), ("bare", fig.json())]);
+        let text = serde_json::to_string(&runs).unwrap();
+        assert!(text.starts_with("{\"tprof\":{\"name\":\"ratio\",\"unit\":\"x\",\"best\":1.0,\"median\":null,"), "{text}");
+        assert!(text.contains("\"goal\":\"at_most\",\"goal_value\":1.2,\"met\":false,\"missed_by\":null"), "{text}");
+        assert!(text.find("\"tprof\"") < text.find("\"bare\""), "{text}");
+    }
 }

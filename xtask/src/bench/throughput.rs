@@ -26,9 +26,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
 
 use super::procs::{peak_hwm_kib, pinned, proc_sample, BenchProc, Bins, ProcSample, Tracer, TracerKind};
-use super::report::{fmt_rate, header, render_judged, stats, write_json, Goal, Judged, Unit, J};
+use super::report::{figures_json, fmt_rate, header, render_judged, stats, write_json, Goal, Header, Judged, JudgedJson, Unit};
 use super::util::{json_u64, signal};
 
 const STEPS: &[u64] = &[250_000, 500_000, 1_000_000, 2_000_000, 4_000_000];
@@ -447,60 +448,142 @@ fn render(steps: &[Step], figures: &[Judged], notes: &[String], producers: usize
     s
 }
 
-fn step_json(st: &Step) -> J {
-    J::obj([
-        ("mode", J::s(st.mode)),
-        ("offered_per_s", J::u(st.offered)),
-        ("overload", J::Bool(st.overload)),
-        ("achieved_per_s", J::Num(st.achieved())),
-        ("producer_bound", J::Bool(!st.overload && st.producer_bound())),
-        ("records_caused", J::u(st.emitted)),
-        ("tasks", J::u(st.tasks)),
-        ("elapsed_ns", J::u(st.elapsed_ns)),
-        ("tprof_records", J::opt_u(st.delivered)),
-        ("tprof_kernel_drops_total", J::opt_u(st.drops)),
-        ("tprof_cpu_ns", J::u(st.cpu_ns)),
-        ("tprof_schedstat_run_ns", J::opt_u(st.run_ns)),
-        ("tprof_cpu_ns_per_record", J::Num(st.ns_per_record())),
-        ("window_cpu_ns_per_record", J::nums(&st.windows)),
-        ("tprof_vmhwm_kib", J::u(st.hwm_kib)),
-        ("tprof_vmrss_kib_last", J::u(st.rss_kib)),
-        ("tprof_rssanon_kib_last", J::u(st.anon_kib)),
-        ("error", st.error.clone().map(J::Str).unwrap_or(J::Null)),
-    ])
+/// `target/bench/throughput.json`.
+#[derive(Serialize)]
+struct ThroughputJson<'a> {
+    #[serde(flatten)]
+    header: Header,
+    method: ThroughputMethod,
+    goals: ThroughputGoals,
+    steps: Vec<StepJson<'a>>,
+    figures: Vec<JudgedJson<'a>>,
+    errors: &'a [String],
+    notes: &'a [String],
 }
 
-fn to_json(
+#[derive(Serialize)]
+struct ThroughputMethod {
+    steps_per_s: &'static [u64],
+    step_seconds: f64,
+    producer_cpus: &'static [u32],
+    tprof_cpu: u32,
+    ring_mib: u32,
+    units_per_task: u64,
+    cpu: &'static str,
+    overload: &'static str,
+}
+
+#[derive(Serialize)]
+struct ThroughputGoals {
+    zero_drop_rate_min: f64,
+    tprof_cpu_ns_per_record_max: f64,
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    mode: &'static str,
+    offered_per_s: u64,
+    overload: bool,
+    achieved_per_s: f64,
+    producer_bound: bool,
+    records_caused: u64,
+    tasks: u64,
+    elapsed_ns: u64,
+    tprof_records: Option<u64>,
+    tprof_kernel_drops_total: Option<u64>,
+    tprof_cpu_ns: u64,
+    tprof_schedstat_run_ns: Option<u64>,
+    tprof_cpu_ns_per_record: f64,
+    window_cpu_ns_per_record: &'a [f64],
+    tprof_vmhwm_kib: u64,
+    tprof_vmrss_kib_last: u64,
+    tprof_rssanon_kib_last: u64,
+    error: Option<&'a str>,
+}
+
+fn step_json(st: &Step) -> StepJson<'_> {
+    StepJson {
+        mode: st.mode,
+        offered_per_s: st.offered,
+        overload: st.overload,
+        achieved_per_s: st.achieved(),
+        producer_bound: !st.overload && st.producer_bound(),
+        records_caused: st.emitted,
+        tasks: st.tasks,
+        elapsed_ns: st.elapsed_ns,
+        tprof_records: st.delivered,
+        tprof_kernel_drops_total: st.drops,
+        tprof_cpu_ns: st.cpu_ns,
+        tprof_schedstat_run_ns: st.run_ns,
+        tprof_cpu_ns_per_record: st.ns_per_record(),
+        window_cpu_ns_per_record: &st.windows,
+        tprof_vmhwm_kib: st.hwm_kib,
+        tprof_vmrss_kib_last: st.rss_kib,
+        tprof_rssanon_kib_last: st.anon_kib,
+        error: st.error.as_deref(),
+    }
+}
+
+fn to_json<'a>(
     bins: &Bins,
-    steps: &[Step],
-    figures: &[Judged],
-    notes: &[String],
-    errors: &[String],
+    steps: &'a [Step],
+    figures: &'a [Judged],
+    notes: &'a [String],
+    errors: &'a [String],
     elapsed: Duration,
-) -> J {
-    let mut top = header("throughput", &bins.tprof, elapsed);
-    top.push((
-        "method".into(),
-        J::obj([
-            ("steps_per_s", J::Arr(STEPS.iter().map(|r| J::u(*r)).collect())),
-            ("step_seconds", J::Num(STEP_SECONDS)),
-            ("producer_cpus", J::Arr(PRODUCER_CPUS.iter().map(|c| J::u(*c as u64)).collect())),
-            ("tprof_cpu", J::u(1)),
-            ("ring_mib", J::u(RING_MIB as u64)),
-            ("units_per_task", J::u(UNITS_PER_TASK)),
-            ("cpu", J::s("utime+stime from /proc/PID/stat over the flood, per record delivered")),
-            ("overload", J::s("unpaced syscall flood, tprof SIGSTOPped 0.5 s in for 2 s")),
-        ]),
-    ));
-    top.push((
-        "goals".into(),
-        J::obj([("zero_drop_rate_min", J::Num(GOAL_RATE)), ("tprof_cpu_ns_per_record_max", J::Num(GOAL_CPU_NS))]),
-    ));
-    top.push(("steps".into(), J::Arr(steps.iter().map(step_json).collect())));
-    top.push(("figures".into(), J::Arr(figures.iter().map(Judged::json).collect())));
-    top.push(("errors".into(), J::Arr(errors.iter().map(|e| J::s(e.as_str())).collect())));
-    top.push(("notes".into(), J::Arr(notes.iter().map(|n| J::s(n.as_str())).collect())));
-    J::Obj(top)
+) -> ThroughputJson<'a> {
+    ThroughputJson {
+        header: header("throughput", &bins.tprof, elapsed),
+        method: ThroughputMethod {
+            steps_per_s: STEPS,
+            step_seconds: STEP_SECONDS,
+            producer_cpus: PRODUCER_CPUS,
+            tprof_cpu: 1,
+            ring_mib: RING_MIB,
+            units_per_task: UNITS_PER_TASK,
+            cpu: "utime+stime from /proc/PID/stat over the flood, per record delivered",
+            overload: "unpaced syscall flood, tprof SIGSTOPped 0.5 s in for 2 s",
+        },
+        goals: ThroughputGoals { zero_drop_rate_min: GOAL_RATE, tprof_cpu_ns_per_record_max: GOAL_CPU_NS },
+        steps: steps.iter().map(step_json).collect(),
+        figures: figures_json(figures),
+        errors,
+        notes,
+    }
+}
+
+/// `target/bench/soak.json`.
+#[derive(Serialize)]
+struct SoakJson<'a> {
+    #[serde(flatten)]
+    header: Header,
+    method: SoakMethod,
+    achieved_per_s: f64,
+    records_caused: u64,
+    tprof_records: Option<u64>,
+    tprof_kernel_drops_total: Option<u64>,
+    tprof_cpu_ns: u64,
+    series: Vec<SoakSample>,
+    figures: Vec<JudgedJson<'a>>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct SoakMethod {
+    minutes: f64,
+    offered_per_s: u64,
+    mode: &'static str,
+    warmup_s: f64,
+    ring_mib: u32,
+}
+
+#[derive(Serialize)]
+struct SoakSample {
+    t_s: f64,
+    vmrss_kib: u64,
+    rssanon_kib: u64,
+    vmhwm_kib: u64,
+    cpu_ns: u64,
 }
 
 // ---- soak -----------------------------------------------------------------------------------
@@ -649,39 +732,36 @@ pub fn soak(bins: &Bins, root_ok: bool, minutes: f64, rate: u64) -> Result<Vec<J
         let _ = writeln!(s, "note: {n}");
     }
     println!("{s}");
-    let mut top = header("soak", &bins.tprof, started.elapsed());
-    top.push((
-        "method".into(),
-        J::obj([
-            ("minutes", J::Num(minutes)),
-            ("offered_per_s", J::u(rate)),
-            ("mode", J::s("mixed, 10 units per task")),
-            ("warmup_s", J::Num(warm.as_secs_f64())),
-            ("ring_mib", J::u(RING_MIB as u64)),
-        ]),
-    ));
-    top.push(("achieved_per_s".into(), J::Num(achieved)));
-    top.push(("records_caused".into(), J::u(emitted)));
-    top.push(("tprof_records".into(), J::opt_u(delivered)));
-    top.push(("tprof_kernel_drops_total".into(), J::opt_u(drops)));
-    top.push(("tprof_cpu_ns".into(), J::u(cpu_ns)));
     let series = samples
         .iter()
         .step_by(10)
-        .map(|s| {
-            J::obj([
-                ("t_s", J::Num(at(s).as_secs_f64())),
-                ("vmrss_kib", J::u(s.rss_kib)),
-                ("rssanon_kib", J::u(s.anon_kib)),
-                ("vmhwm_kib", J::u(s.hwm_kib)),
-                ("cpu_ns", J::u(s.cpu_ns.saturating_sub(before.cpu_ns))),
-            ])
+        .map(|s| SoakSample {
+            t_s: at(s).as_secs_f64(),
+            vmrss_kib: s.rss_kib,
+            rssanon_kib: s.anon_kib,
+            vmhwm_kib: s.hwm_kib,
+            cpu_ns: s.cpu_ns.saturating_sub(before.cpu_ns),
         })
         .collect();
-    top.push(("series".into(), J::Arr(series)));
-    top.push(("figures".into(), J::Arr(figs.iter().map(Judged::json).collect())));
-    top.push(("notes".into(), J::Arr(notes.iter().map(|n| J::s(n.as_str())).collect())));
-    let path = write_json("soak", &J::Obj(top))?;
+    let json = SoakJson {
+        header: header("soak", &bins.tprof, started.elapsed()),
+        method: SoakMethod {
+            minutes,
+            offered_per_s: rate,
+            mode: "mixed, 10 units per task",
+            warmup_s: warm.as_secs_f64(),
+            ring_mib: RING_MIB,
+        },
+        achieved_per_s: achieved,
+        records_caused: emitted,
+        tprof_records: delivered,
+        tprof_kernel_drops_total: drops,
+        tprof_cpu_ns: cpu_ns,
+        series,
+        figures: figures_json(&figs),
+        notes: &notes,
+    };
+    let path = write_json("soak", &json)?;
     println!("series and figures: {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64());
     Ok(figs)
 }

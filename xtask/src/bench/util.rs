@@ -1,7 +1,6 @@
 //! Helpers shared by the benchmarks (moved out of the former bench.rs): child processes
 //! killed on every path, line readers with timeouts, pinning, machine facts, JSON strings.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,42 +125,9 @@ pub(crate) fn drain_in_background(rx: Receiver<String>) {
     std::thread::spawn(move || while rx.recv().is_ok() {});
 }
 
-/// `"key":<unsigned>` from a flat JSON line (tprof's session object).
+/// The unsigned field `key` of a JSON object line (tprof's or the bare tracer's `session`).
 pub(crate) fn json_u64(line: &str, key: &str) -> Option<u64> {
-    let pat = format!("\"{key}\":");
-    let at = line.find(&pat)? + pat.len();
-    let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
-pub(crate) fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-pub(crate) fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.6}")
-    } else {
-        "null".into()
-    }
-}
-
-pub(crate) fn json_opt_f64(v: Option<f64>) -> String {
-    v.map(json_f64).unwrap_or_else(|| "null".into())
+    serde_json::from_str::<serde_json::Value>(line).ok()?.get(key)?.as_u64()
 }
 
 pub(crate) fn target_dir() -> PathBuf {

@@ -8,6 +8,9 @@
 //!
 //! Every target runs from a private copy of its binary, so that a concurrent `cargo build`
 //! replacing `target/debug/tprof-target` cannot turn into a "binary deleted" fault here.
+//!
+//! One test binary (`faults`): this file holds the shared guards and helpers, and each fault
+//! kind is a module of this directory (`hostile.rs`, `killed.rs`, ...).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -328,15 +331,9 @@ fn build_c(dir: &TempDir, name: &str) -> PathBuf {
     out
 }
 
-#[path = "faults/hostile.rs"]
 mod hostile;
-#[path = "faults/killed.rs"]
 mod killed;
-#[path = "faults/lifecycle.rs"]
 mod lifecycle;
-#[path = "faults/output.rs"]
 mod output;
-#[path = "faults/overload.rs"]
 mod overload;
-#[path = "faults/privileges.rs"]
 mod privileges;
