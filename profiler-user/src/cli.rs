@@ -263,9 +263,11 @@ impl TargetArgs {
 /// a cgroup v2 directory.
 pub fn cgroup_rel_path(p: &std::path::Path) -> Result<String> {
     let mount = crate::attach::scope::cgroup2_mount().context("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)")?;
-    let abs = if p.starts_with(&mount) { p.to_path_buf() } else { mount.join(p.strip_prefix("/").unwrap_or(p)) };
+    // A directory that exists is taken as it is (and must be in the v2 hierarchy); else the
+    // path is read from the hierarchy's root.
+    let abs = if p.starts_with(&mount) || p.is_dir() { p.to_path_buf() } else { mount.join(p.strip_prefix("/").unwrap_or(p)) };
     let meta = std::fs::metadata(&abs).with_context(|| format!("--cgroup {}: no such cgroup ({})", p.display(), abs.display()))?;
-    if !meta.is_dir() || !abs.join("cgroup.procs").exists() || !is_cgroup2(&abs) {
+    if !meta.is_dir() || !abs.join("cgroup.procs").exists() || !is_cgroup2(&abs) || !abs.starts_with(&mount) {
         bail!("--cgroup {}: {} is not a cgroup v2 directory (the v2 hierarchy is mounted at {})", p.display(), abs.display(), mount.display());
     }
     let rel = abs.strip_prefix(&mount).map_err(|_| anyhow::anyhow!("--cgroup {}: outside {}", p.display(), mount.display()))?;

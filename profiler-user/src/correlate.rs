@@ -6,6 +6,9 @@
 /// Hash maps keyed by task: looked up once per record, so a fast (seeded) hasher, not SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+use std::sync::Arc;
+
+use crate::model::process::ProcessInfo;
 use crate::model::event::{agg_intervals, agg_syscalls, Meta, Name, Record, TaskKey, Waker};
 use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS};
 
@@ -73,6 +76,8 @@ pub struct Correlator {
     tasks: HashMap<TaskKey, TaskState>,
     names: Remembered<Name>,
     last_blocks: Remembered<LastBlock>,
+    /// What the session learnt of each traced process, given to its tasks.
+    processes: HashMap<u32, Arc<ProcessInfo>>,
     pub stats: CorrelatorStats,
 }
 
@@ -130,7 +135,12 @@ impl Correlator {
             }
             return;
         }
-        let st = self.tasks.entry(meta.task).or_insert_with(|| TaskState::new(meta.task, &meta));
+        let processes = &self.processes;
+        let st = self.tasks.entry(meta.task).or_insert_with(|| {
+            let mut t = TaskState::new(meta.task, &meta);
+            t.process = processes.get(&meta.pid).cloned();
+            t
+        });
         st.note_thread(meta.tid);
         apply(st, rec);
         if let Record::TaskBegin { name, .. } = rec {
@@ -141,11 +151,24 @@ impl Correlator {
         }
         out(Output::Event(rec, st));
         if matches!(rec, Record::TaskEnd { .. }) {
-            if let Some(done) = self.tasks.remove(&meta.task) {
+            if let Some(mut done) = self.tasks.remove(&meta.task) {
                 self.stats.tasks_ended += 1;
+                if done.process.is_none() {
+                    done.process = self.processes.get(&done.pid).cloned();
+                }
                 out(Output::Summary(&done));
             }
         }
+    }
+
+    /// What is known of process `pid`, for its tasks.
+    pub fn set_process(&mut self, info: Arc<ProcessInfo>) {
+        self.processes.insert(info.pid, info);
+    }
+
+    /// Process `pid` exited: its tasks that are still open keep what they had.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
     }
 
     /// Ends the session: every task still open gets its (incomplete) summary.

@@ -15,6 +15,7 @@ pub mod argspec;
 pub mod mapped;
 pub mod maps;
 pub mod notes;
+pub mod process;
 pub mod target_file;
 
 pub use argspec::{parse_arg, parse_args, ArgSpecError};

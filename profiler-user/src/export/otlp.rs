@@ -14,7 +14,8 @@
 //! longest blocked intervals into `blocked` span events (with a link to the waker's span
 //! when the waker worked for a task), logs into `log` events, and regions into child spans
 //! whose ids come from [`region_span_id`]. Resource: `service.name` (the process's comm),
-//! `process.pid`, `host.name`.
+//! `process.pid`, `host.name`, and `container.id`, `k8s.pod.uid` when the process's cgroup
+//! path carries them.
 //!
 //! Times: a task spans its begin..end records. One still open at session end ends then, and
 //! one begun before attach starts at its first record seen (else its earliest region or
@@ -128,6 +129,17 @@ pub(crate) fn request_json(spans: &[SpanData], b: &mut SpanBuilder) -> Value {
             let mut res = vec![kv("service.name", Attr::Str(b.service(*pid))), kv("process.pid", Attr::Int(u64::from(*pid)))];
             if let Some(h) = &b.host {
                 res.push(kv("host.name", Attr::Str(h.clone())));
+            }
+            if let Some(p) = b.processes.get(pid) {
+                if let Some(c) = &p.container_id {
+                    res.push(kv("container.id", Attr::Str(c.clone())));
+                }
+                if let Some(u) = &p.pod_uid {
+                    res.push(kv("k8s.pod.uid", Attr::Str(u.clone())));
+                }
+                if let Some(n) = p.ns_pid {
+                    res.push(kv("tprof.process.ns_pid", Attr::Int(u64::from(n))));
+                }
             }
             let mine: Vec<Value> = spans.iter().filter(|s| s.pid == *pid).map(span_json).collect();
             json!({

@@ -70,6 +70,9 @@ pub struct TaskState {
     pub name: Name,
     pub parent_span_id: u64,
     pub pid: u32,
+    /// What is known of the task's process (namespace pid, container), when tprof had
+    /// looked at it by the task's end.
+    pub process: Option<std::sync::Arc<super::process::ProcessInfo>>,
     /// None: the task began before tprof attached.
     pub begin_ns: Option<u64>,
     pub end_ns: Option<u64>,

@@ -2,6 +2,7 @@
 //!
 //! * [`event`]: decoded ring-buffer records (what the decoder makes of the kernel's bytes);
 //! * [`ledger`]: each task's ledger, as the correlator keeps it and the sinks read it;
+//! * [`process`]: what is known of a traced process (namespace pid, container, pod);
 //! * [`stack`]: symbolized stacks;
 //! * [`stats`]: per task type latency histograms and average breakdowns;
 //! * [`report`]: the session's report.
@@ -11,6 +12,7 @@
 
 pub mod event;
 pub mod ledger;
+pub mod process;
 pub mod report;
 pub mod stack;
 pub mod stats;

@@ -19,6 +19,7 @@
 //! anything or reads a single record.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
 use crate::attach::{privileges, Counters, Probes, Scope, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
+use crate::model::process::ProcessInfo;
 use crate::model::report::SessionReport;
 use crate::pipeline::{Pipeline, Stacks};
 use crate::present::kind_name;
@@ -100,6 +102,8 @@ pub struct Live {
     ring: RingBuf<MapData>,
     kallsyms: Option<File>,
     targets: Targets,
+    /// What was read of processes added since the pipeline last heard (see `Live::tell`).
+    learnt: Vec<Arc<ProcessInfo>>,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -150,7 +154,7 @@ impl Live {
         }
         log::info!("{broker_line}");
         let ring = tracer.take_ring()?;
-        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), start: Instant::now(), sigint, sigterm, rt };
+        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), learnt: Vec::new(), start: Instant::now(), sigint, sigterm, rt };
         let mut sites = 0;
         for (pid, comm) in &comms {
             let n = live.add(*pid, Origin::Given)?;
@@ -166,7 +170,7 @@ impl Live {
         }
         // The processes of the scope that exist already: in the cgroup, mapping the binary,
         // or (following) forked before attach.
-        sites += live.discover();
+        sites += live.discover(false);
         if sites == 0 && !opts.open_ended() {
             bail!("{}", live.probes.warnings.join("\n"));
         }
@@ -197,6 +201,7 @@ impl Live {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
+        self.learnt.push(Arc::new(crate::discover::process::read(pid)));
         if origin == Origin::Followed {
             // Discovered processes were adopted by the helper as it found them.
             self.probes.adopt(pid).with_context(|| format!("following pid {pid}"))?;
@@ -204,9 +209,9 @@ impl Live {
         self.probes.attach_pid(pid)
     }
 
-    /// Processes of the scope the helper found and serves: added. Returns the sites newly
-    /// attached.
-    fn discover(&mut self) -> usize {
+    /// Processes of the scope the helper found and serves: added (said on stderr when
+    /// `announce`). Returns the sites newly attached.
+    fn discover(&mut self, announce: bool) -> usize {
         let found = match self.probes.discover() {
             Ok(f) => f,
             Err(e) => {
@@ -217,7 +222,12 @@ impl Live {
         let mut sites = 0;
         for pid in found {
             match self.add(pid, Origin::Discovered) {
-                Ok(n) => sites += n,
+                Ok(n) => {
+                    sites += n;
+                    if announce {
+                        eprintln!("tprof: tracing pid {pid} too (it joined the session's scope; {n} new probe sites)");
+                    }
+                }
                 Err(e) => log::debug!("pid {pid}: {e:#}"),
             }
         }
@@ -231,9 +241,17 @@ impl Live {
                 log::debug!("{e:#}");
             }
             self.probes.forget(pid);
+            p.corr.forget_process(pid);
             if let Stacks::Live(s) = &mut p.stacks {
                 s.forget(pid);
             }
+        }
+    }
+
+    /// The correlator learns what was read of the processes added since the last call.
+    fn tell<S: Sink>(&mut self, p: &mut Pipeline<S>) {
+        for info in self.learnt.drain(..) {
+            p.corr.set_process(info);
         }
     }
 
@@ -252,6 +270,7 @@ impl Live {
         for pid in self.targets.pids() {
             self.update_maps(pid, &mut p);
         }
+        self.tell(&mut p);
         p.report.pids = opts.pids.clone();
         p
     }
@@ -325,6 +344,7 @@ impl Live {
                 _ => {}
             }
         }
+        self.tell(p);
     }
 
     /// Every RESCAN: processes that exited (their PROC record may have been lost), libraries
@@ -345,13 +365,11 @@ impl Live {
         }
         if opts.open_ended() {
             let before = self.targets.pids();
-            let n = self.discover();
+            self.discover(true);
             for pid in self.targets.pids().into_iter().filter(|p| !before.contains(p)) {
                 self.update_maps(pid, p);
             }
-            if n > 0 {
-                eprintln!("tprof: attached {n} more probe sites (processes that joined)");
-            }
+            self.tell(p);
         }
     }
 

@@ -180,7 +180,7 @@ pub fn summary_json(t: &TaskState) -> Value {
                 "waker": waker_json(&l.waker)})).collect::<Vec<_>>()}))
         .collect();
     let logs: Vec<Value> = t.logs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-    json!({
+    let mut v = json!({
         "type": "summary",
         "trace_id": trace, "span_id": span, "parent_span_id": format!("{:016x}", t.parent_span_id),
         "name": &*t.name, "pid": t.pid, "threads": t.threads,
@@ -192,7 +192,16 @@ pub fn summary_json(t: &TaskState) -> Value {
         "waited_on": t.waited_on.iter().map(|(k, n, ns)| json!({"trace_id": k.trace_hex(), "span_id": k.span_hex(), "name": n, "blocked_ns": ns})).collect::<Vec<_>>(), "dropped": t.dropped, "truncated": t.truncated,
         "summed_intervals": t.summed,
         "incomplete": t.incomplete(),
-    })
+    });
+    // Where the process runs, when it is not the host's own namespace.
+    if let Some(p) = &t.process {
+        for (k, val) in [("ns_pid", p.ns_pid.map(Value::from)), ("container_id", p.container_id.clone().map(Value::from)), ("pod_uid", p.pod_uid.clone().map(Value::from))] {
+            if let Some(val) = val {
+                v[k] = val;
+            }
+        }
+    }
+    v
 }
 
 /// The `session` line: the report as serde writes it, with the totals derived from it.

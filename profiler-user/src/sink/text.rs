@@ -89,11 +89,11 @@ impl<W: Write> Sink for TextSink<W> {
         let wall = t.wall_ns().map(ms).unwrap_or_else(|| "?".into());
         writeln!(
             self.out,
-            "== \"{}\" trace {} span {} pid {}: wall {wall} ms | on-cpu {} | run-queue {} | blocked {} | unscheduled {} | syscalls {} ms",
+            "== \"{}\" trace {} span {} {}: wall {wall} ms | on-cpu {} | run-queue {} | blocked {} | unscheduled {} | syscalls {} ms",
             escape(&t.name),
             t.key.trace_hex(),
             t.key.span_hex(),
-            t.pid,
+            t.process.as_ref().map(|p| escape(&p.describe())).unwrap_or_else(|| format!("pid {}", t.pid)),
             ms(t.on_cpu_ns),
             ms(t.runq_ns),
             ms(t.blocked_ns),
@@ -204,6 +204,13 @@ impl<W: Write> Sink for TextSink<W> {
             r.total_kernel_drops(),
             if r.undecodable > 0 { format!(", {} undecodable", r.undecodable) } else { String::new() },
         )?;
+        if r.processes_followed + r.processes_gone > 0 || r.processes_attached > r.pids.len() as u64 {
+            writeln!(
+                self.out,
+                "   processes: {} attached, {} followed (forked by traced processes), {} gone",
+                r.processes_attached, r.processes_followed, r.processes_gone
+            )?;
+        }
         for (k, n) in r.kernel_drops.iter().filter(|(_, n)| **n > 0) {
             writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
         }

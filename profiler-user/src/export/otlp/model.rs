@@ -60,6 +60,8 @@ pub struct SpanBuilder {
     clock: WallClock,
     pub host: Option<String>,
     services: HashMap<u32, String>,
+    /// Where each process runs (container, pod), from its tasks' ledgers.
+    pub processes: HashMap<u32, std::sync::Arc<crate::model::process::ProcessInfo>>,
     seen: HashMap<TaskKey, TaskSeen>,
     /// CLOCK_MONOTONIC now: the end of tasks still open at session end.
     pub now_mono: fn() -> u64,
@@ -78,6 +80,7 @@ impl SpanBuilder {
             clock,
             host: host.filter(|h| !h.is_empty()),
             services: HashMap::new(),
+            processes: HashMap::new(),
             seen: HashMap::new(),
             now_mono: crate::clock::monotonic_ns,
             skipped: 0,
@@ -126,6 +129,11 @@ impl SpanBuilder {
     pub fn build(&mut self, t: &TaskState) -> Option<Vec<SpanData>> {
         let seen = self.seen.remove(&t.key);
         self.service(t.pid);
+        if let Some(p) = &t.process {
+            if self.processes.len() < MAX_TRACKED || self.processes.contains_key(&t.pid) {
+                self.processes.insert(t.pid, std::sync::Arc::clone(p));
+            }
+        }
         let earliest = t.regions.iter().map(|r| r.start_ns).chain(t.blocks.iter().map(|b| b.start_ns)).min();
         let Some(begin) = t.begin_ns.or(seen.as_ref().map(|s| s.first_ns)).or(earliest) else {
             self.skipped += 1;
