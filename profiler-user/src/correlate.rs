@@ -270,7 +270,12 @@ fn apply(st: &mut TaskState, rec: &Record) {
                 st.logs.push((key.clone(), value.clone()));
             }
         }
-        Record::OnCpu { meta, start_ns } => st.on_cpu_ns += meta.ts_ns.saturating_sub(*start_ns),
+        Record::OnCpu { meta, start_ns, steal_ns } => {
+            let slice = meta.ts_ns.saturating_sub(*start_ns);
+            let steal = (*steal_ns).min(slice);
+            st.on_cpu_ns += slice - steal;
+            st.steal_ns += steal;
+        }
         Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, stacks, end_inferred, .. } => {
             st.inferred += u64::from(*end_inferred);
             let end = meta.ts_ns;
@@ -314,9 +319,11 @@ fn apply(st: &mut TaskState, rec: &Record) {
         }
         Record::Agg { sums, .. } => {
             st.on_cpu_ns += sums.oncpu_ns;
+            st.steal_ns += sums.steal_ns;
             st.runq_ns += sums.runq_ns;
             st.blocked_ns += sums.blocked_ns;
             st.summed += agg_intervals(sums);
+            st.runtime_mismatches += u64::from(sums.mismatches);
             for (nr, sc) in agg_syscalls(sums) {
                 if sc.count > 0 {
                     let s = st.syscalls.entry(nr).or_default();

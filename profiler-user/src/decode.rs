@@ -139,7 +139,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         }
         kind::ON_CPU => {
             let r: OnCpuRecord = read(bytes, kind_raw)?;
-            Record::OnCpu { meta: meta(&r.header), start_ns: r.start_ns }
+            Record::OnCpu { meta: meta(&r.header), start_ns: r.start_ns, steal_ns: r.steal_ns }
         }
         kind::OFF_CPU => {
             let r: OffCpuRecord = read(bytes, kind_raw)?;
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn short_and_unknown_records_are_errors() {
-        let r = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1 };
+        let r = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1, steal_ns: 0 };
         let bytes = raw_bytes(&r);
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "len {len} must not decode");

@@ -22,12 +22,13 @@ fn known_workloads_are_attributed() {
     for name in ["sleep", "spin", "mutex", "pipe", "regions", "holder"] {
         let s = summary(&out, name);
         assert!(s["incomplete"].is_null(), "{name} incomplete: {s}");
-        // The ledger tiles the task's time: on-CPU, run-queue and blocked intervals are cut
+        // The ledger tiles the task's time: on-CPU (with the VM's steal apart), run-queue and
+        // blocked intervals are cut
         // at the same timestamps (task begin/end, switch out/in), so for a synchronous task
         // their sum is the wall time to within timestamp rounding. 0.1 ms is far above that
         // and far below any workload here.
         let wall = ms(s, "wall_ns");
-        let sum = ms(s, "on_cpu_ns") + ms(s, "runq_ns") + ms(s, "blocked_ns");
+        let sum = ms(s, "on_cpu_ns") + ms(s, "steal_ns") + ms(s, "runq_ns") + ms(s, "blocked_ns");
         assert!((wall - sum).abs() < 0.1 * MS, "{name}: wall {wall} vs on+runq+blocked {sum}: {s}");
     }
 

@@ -330,7 +330,7 @@ pub fn task_records() -> Vec<(&'static str, Vec<u8>)> {
         kstack_id: 3,
         ustack_id: 4,
     };
-    let on = OnCpuRecord { header: header(kind::ON_CPU, t0 + 10_000, TASK), start_ns: t0 + 8_000 };
+    let on = OnCpuRecord { header: header(kind::ON_CPU, t0 + 10_000, TASK), start_ns: t0 + 8_000, steal_ns: 0 };
     let (key, key_buf) = buf::<LOG_KEY_LEN>(b"rows");
     let (_, value_buf) = buf::<LOG_VALUE_LEN>(b"");
     let value = StrRef { ptr: 0x7f00_0000_2000, len: 2, flags: strflag::UNREADABLE };

@@ -32,14 +32,14 @@ fn sleep_spin_and_wait_add_up_to_wall() {
     let ms = 1_000_000;
     let recs = [
         Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
-        Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0 },
+        Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0, steal_ns: 0 },
         // 20 ms asleep in nanosleep (35), woken by the kernel, 1 ms in the run queue.
         Record::OffCpu { meta: meta(23 * ms, 7), start_ns: 2 * ms, runnable_ns: Some(22 * ms), state: 1, syscall_nr: Some(35), waker: Waker::Kernel, stacks: Default::default(), end_inferred: false },
         Record::Syscall { meta: meta(23 * ms + 10, 7), nr: 35, start_ns: 2 * ms - 10, ret: 0 },
-        Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms },
+        Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms, steal_ns: 0 },
         // Preempted for 2 ms: all run queue.
         Record::OffCpu { meta: meta(32 * ms, 7), start_ns: 30 * ms, runnable_ns: Some(30 * ms), state: 0, syscall_nr: None, waker: Waker::Preempted, stacks: Default::default(), end_inferred: false },
-        Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms },
+        Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms, steal_ns: 0 },
         Record::TaskEnd { meta: meta(33 * ms, 7), dropped: 0 },
     ];
     let (s, events) = run(&recs);
@@ -78,7 +78,7 @@ fn regions_nest_and_close_at_task_end() {
 
 #[test]
 fn task_seen_without_begin_or_end_is_incomplete() {
-    let recs = [Record::OnCpu { meta: meta(100, 7), start_ns: 50 }];
+    let recs = [Record::OnCpu { meta: meta(100, 7), start_ns: 50, steal_ns: 0 }];
     let (s, _) = run(&recs);
     assert_eq!(s.len(), 1);
     let why = s[0].incomplete().unwrap_or_default();
@@ -214,4 +214,23 @@ fn deferred_stacks_join_their_block() {
     let b = &s[0].blocks[0];
     assert_eq!(b.kernel_addrs, vec![0xffff1, 0xffff2]);
     assert_eq!((b.stack_ids.user, b.stack_ids.user_pending), (Some(42), false));
+}
+
+#[test]
+fn steal_is_apart_from_on_cpu() {
+    // A 10 ms slice of which the hypervisor stole 3 ms, and summed slices with 1 ms stolen:
+    // the task ran 7 + 4 ms, and its wall time still tiles.
+    let ms = 1_000_000;
+    let mut agg = sums(4 * ms, 0, 0, &[]);
+    agg.steal_ns = ms;
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "t".into(), name_flags: 0 },
+        Record::OnCpu { meta: meta(10 * ms, 7), start_ns: 0, steal_ns: 3 * ms },
+        Record::Agg { meta: meta(15 * ms, 7), sums: agg },
+        Record::TaskEnd { meta: meta(15 * ms, 7), dropped: 0 },
+    ];
+    let (s, _) = run(&recs);
+    let t = &s[0];
+    assert_eq!((t.on_cpu_ns, t.steal_ns), (11 * ms, 4 * ms));
+    assert_eq!(t.unscheduled_ns(), Some(0), "wall = on-cpu + steal + ...");
 }

@@ -88,7 +88,8 @@ pub enum Record {
     RegionEnd { meta: Meta, name: Name, name_flags: u32 },
     Log { meta: Meta, key: String, value: String, flags: u32 },
     /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
-    OnCpu { meta: Meta, start_ns: u64 },
+    /// `steal_ns` of it the hypervisor ran something else: not the task's.
+    OnCpu { meta: Meta, start_ns: u64, steal_ns: u64 },
     /// Off the CPU from `start_ns`; runnable from `runnable_ns` (if known); on again at `meta.ts_ns`.
     OffCpu {
         meta: Meta,

@@ -76,7 +76,10 @@ pub struct TaskState {
     /// None: the task began before tprof attached.
     pub begin_ns: Option<u64>,
     pub end_ns: Option<u64>,
+    /// Time the task's threads were on a CPU: they ran (steal is apart).
     pub on_cpu_ns: u64,
+    /// Time its threads held a CPU that the hypervisor gave another guest (VM steal).
+    pub steal_ns: u64,
     pub runq_ns: u64,
     pub blocked_ns: u64,
     /// Blocked time by the syscall the thread was in (view of `blocked_ns`).
@@ -95,6 +98,9 @@ pub struct TaskState {
     /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
     /// sign of life: upper bounds).
     pub inferred: u64,
+    /// On-CPU slices the kernel's own runtime accounting of the thread contradicted (a
+    /// switch-out and switch-in lost unseen): the on-CPU time is then too high.
+    pub runtime_mismatches: u64,
     /// Short intervals (on-CPU slices, off-CPU intervals, syscalls) the kernel summed
     /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
     pub summed: u64,
@@ -113,7 +119,7 @@ impl TaskState {
 
     /// Wall time when no thread worked for the task (never negative).
     pub fn unscheduled_ns(&self) -> Option<u64> {
-        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.runq_ns + self.blocked_ns))
+        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.steal_ns + self.runq_ns + self.blocked_ns))
     }
 
     /// Why the ledger may be missing events.
@@ -127,6 +133,12 @@ impl TaskState {
         }
         if self.dropped > 0 {
             why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
+        }
+        if self.runtime_mismatches > 0 {
+            why.push(format!(
+                "{} on-CPU slices longer than the kernel's runtime accounting of their thread (scheduler events lost)",
+                self.runtime_mismatches
+            ));
         }
         if self.inferred > 0 {
             why.push(format!("{} off-CPU intervals end at an inferred time (switch-in not seen)", self.inferred));

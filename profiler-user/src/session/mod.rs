@@ -431,6 +431,13 @@ impl Live {
             r.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
         }
         r.missed_switch_ins = counters.anomaly(anomaly::MISSED_SWITCH_IN);
+        let mismatched = counters.anomaly(anomaly::RUNTIME_MISMATCH);
+        if mismatched > 0 {
+            r.warnings.push(format!(
+                "{mismatched} on-CPU slices were longer than the kernel's own runtime accounting of their thread \
+                 (a switch-out and switch-in lost unseen): their tasks are marked incomplete"
+            ));
+        }
         r.kernel_drops = counters.drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
         for (prog, n) in &counters.program_misses {
             r.warnings.push(format!(

@@ -46,7 +46,14 @@ fn describe(rec: &Record) -> String {
         Record::RegionBegin { name, .. } => format!("region begin \"{}\"", escape(name)),
         Record::RegionEnd { name, .. } => format!("region end \"{}\"", escape(name)),
         Record::Log { key, value, .. } => format!("log {}={}", escape(key), escape(value)),
-        Record::OnCpu { meta, start_ns } => format!("on-cpu {} ms", ms(meta.ts_ns.saturating_sub(*start_ns))),
+        Record::OnCpu { meta, start_ns, steal_ns } => {
+            let slice = meta.ts_ns.saturating_sub(*start_ns);
+            if *steal_ns > 0 {
+                format!("on-cpu {} ms (of which {} ms stolen by the hypervisor)", ms(slice.saturating_sub(*steal_ns)), ms(*steal_ns))
+            } else {
+                format!("on-cpu {} ms", ms(slice))
+            }
+        }
         Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } => {
             let end = meta.ts_ns;
             let (blocked, runq) = match (waker, runnable_ns) {
