@@ -105,12 +105,14 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
     let kind_raw = read::<u32>(bytes, 0)?;
     let rec = match kind_raw {
         kind::TASK_BEGIN | kind::TASK_ATTACH => {
-            let r: TaskRecord = read(bytes, kind_raw)?;
+            let mut r: TaskRecord = read(bytes, kind_raw)?;
+            let untracked = r.name.flags & strflag::TASK_UNTRACKED != 0;
+            r.name.flags &= !strflag::TASK_UNTRACKED;
             if kind_raw == kind::TASK_BEGIN {
                 let (name, name_flags) = name_text(r.header.pid, &r.name, &r.name_buf, late);
-                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags }
+                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags, untracked }
             } else {
-                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
+                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id, untracked }
             }
         }
         kind::TASK_END => {

@@ -144,7 +144,7 @@ impl Live {
             Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
             Err(e) => {
                 let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
-                eprintln!("tprof: warning: {msg}");
+                eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
                 probes.warnings.push(msg);
             }
         }
@@ -174,7 +174,7 @@ impl Live {
         // scripts wait for it before driving the target.
         let mut what: Vec<String> = comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect();
         if let Some(c) = &opts.cgroup_path {
-            what.push(format!("cgroup {}", c.display()));
+            what.push(format!("cgroup {}", crate::present::escape(&c.display().to_string())));
         }
         if let Some(b) = &opts.binary_path {
             what.push(format!("binary {}", crate::present::escape(&b.display().to_string())));
@@ -428,6 +428,11 @@ impl Live {
         r.warnings.extend(self.tracer.warnings.iter().cloned());
         r.warnings.extend(self.probes.warnings.iter().cloned());
         r.stop_reason = stop_reason;
+        // Warnings quote what the target chose (probe names, mapped paths, comms) and are
+        // printed, written as the session line and kept in recordings: escaped once, here.
+        for w in &mut r.warnings {
+            *w = crate::present::escape(w);
+        }
         match p.finish() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             other => other.context("writing output")?,
