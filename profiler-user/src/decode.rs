@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn a_task_the_kernel_could_not_push_is_untracked() {
+        let mut name_buf = [0u8; NAME_LEN];
+        name_buf[..4].copy_from_slice(b"deep");
+        let name = StrRef { ptr: 0x1000, len: 4, flags: strflag::TASK_UNTRACKED | strflag::TRUNCATED };
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf };
+        let Ok(Record::TaskBegin { name, name_flags, untracked, .. }) = decode(&raw_bytes(&r)) else { panic!("decodes") };
+        assert_eq!((&*name, name_flags, untracked), ("deep", strflag::TRUNCATED, true), "the flag is the task's, not the name's");
+        let r = TaskRecord { header: hdr(kind::TASK_ATTACH), parent_span_id: 0, name: StrRef { ptr: 0, len: 0, flags: strflag::TASK_UNTRACKED }, name_buf };
+        assert!(matches!(decode(&raw_bytes(&r)), Ok(Record::TaskAttach { untracked: true, .. })));
+    }
+
+    #[test]
     fn hostile_name_len_is_clamped() {
         let name = StrRef { ptr: 0, len: u32::MAX, flags: 0 };
         let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf: [b'x'; NAME_LEN] };
