@@ -131,6 +131,11 @@ pub mod strflag {
     pub const UNREADABLE: u32 = 2;
     /// Set by userspace: read later from `/proc/PID/mem` after the kernel could not.
     pub const LATE: u32 = 4;
+    /// On the name of a `TASK_BEGIN` or `TASK_ATTACH` record only, set by the kernel: the
+    /// thread was already [`TASK_STACK_DEPTH`](crate::TASK_STACK_DEPTH) tasks deep, so the
+    /// task was not pushed on its task stack and its time on that thread is not tracked.
+    /// Not a property of the string: userspace takes it off the name's flags.
+    pub const TASK_UNTRACKED: u32 = 1 << 16;
 }
 
 /// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.

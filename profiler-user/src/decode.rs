@@ -105,12 +105,14 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
     let kind_raw = read::<u32>(bytes, 0)?;
     let rec = match kind_raw {
         kind::TASK_BEGIN | kind::TASK_ATTACH => {
-            let r: TaskRecord = read(bytes, kind_raw)?;
+            let mut r: TaskRecord = read(bytes, kind_raw)?;
+            let untracked = r.name.flags & strflag::TASK_UNTRACKED != 0;
+            r.name.flags &= !strflag::TASK_UNTRACKED;
             if kind_raw == kind::TASK_BEGIN {
                 let (name, name_flags) = name_text(r.header.pid, &r.name, &r.name_buf, late);
-                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags }
+                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags, untracked }
             } else {
-                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
+                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id, untracked }
             }
         }
         kind::TASK_END => {
@@ -251,6 +253,18 @@ mod tests {
         assert_eq!(meta.task.trace_hex(), "00000000000000aa00000000000000bb");
         assert_eq!(meta.task.span_hex(), "00000000000000cc");
         assert_eq!((meta.pid, meta.tid, meta.cpu, meta.ts_ns), (10, 11, 1, 5_000));
+    }
+
+    #[test]
+    fn a_task_the_kernel_could_not_push_is_untracked() {
+        let mut name_buf = [0u8; NAME_LEN];
+        name_buf[..4].copy_from_slice(b"deep");
+        let name = StrRef { ptr: 0x1000, len: 4, flags: strflag::TASK_UNTRACKED | strflag::TRUNCATED };
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf };
+        let Ok(Record::TaskBegin { name, name_flags, untracked, .. }) = decode(&raw_bytes(&r)) else { panic!("decodes") };
+        assert_eq!((&*name, name_flags, untracked), ("deep", strflag::TRUNCATED, true), "the flag is the task's, not the name's");
+        let r = TaskRecord { header: hdr(kind::TASK_ATTACH), parent_span_id: 0, name: StrRef { ptr: 0, len: 0, flags: strflag::TASK_UNTRACKED }, name_buf };
+        assert!(matches!(decode(&raw_bytes(&r)), Ok(Record::TaskAttach { untracked: true, .. })));
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Probes {
                 "{why}: probe sites of libraries loaded or programs exec'ed from now on are not attached, and strings \
                  the kernel could not copy stay unread; what was attached is still traced"
             );
-            eprintln!("tprof: warning: {msg}");
+            eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
             self.warnings.push(msg);
         }
     }

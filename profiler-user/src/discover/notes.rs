@@ -31,6 +31,10 @@ use super::argspec::{parse_args, ArgSpecError};
 
 /// Most notes read from one file; the rest are reported in [`NotesReport::skipped`].
 pub const MAX_NOTES: usize = 100_000;
+/// Skipped notes given a reason of their own in [`NotesReport::skipped`]; the others are
+/// summed up in one last line (a hostile file's 100,000 bad notes are one warning, not
+/// 100,000).
+pub const MAX_SKIPPED_SHOWN: usize = 16;
 /// Name of the SDT note section.
 pub const SECTION: &[u8] = b".note.stapsdt";
 /// Name of the section whose address the notes' `base` field records.
@@ -63,12 +67,32 @@ pub struct ProbeSite {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotesReport {
     pub sites: Vec<ProbeSite>,
-    /// One human-readable reason per note (or note section) that was skipped.
+    /// One human-readable reason per note (or note section) that was skipped, for the first
+    /// [`MAX_SKIPPED_SHOWN`]; then one line that counts the others.
     pub skipped: Vec<String>,
     /// Notes of probe sites whose code the linker discarded (`--gc-sections` keeps the
     /// note but not the function): their address lies before any executable segment.
     /// Normal in Rust binaries; not an error.
     pub discarded: usize,
+}
+
+impl NotesReport {
+    /// Records a skipped note: its reason while fewer than [`MAX_SKIPPED_SHOWN`] are
+    /// listed, else only counted (see [`NotesReport::summarize_skipped`]).
+    fn skip(&mut self, why: String, more: &mut usize) {
+        if self.skipped.len() < MAX_SKIPPED_SHOWN {
+            self.skipped.push(why);
+        } else {
+            *more += 1;
+        }
+    }
+
+    /// The line that counts the skipped notes beyond those listed.
+    fn summarize_skipped(&mut self, more: usize) {
+        if more > 0 {
+            self.skipped.push(format!("and {more} more skipped notes (only the first {MAX_SKIPPED_SHOWN} are listed)"));
+        }
+    }
 }
 
 /// Why a file's notes could not be read at all.
@@ -116,7 +140,8 @@ impl std::error::Error for NotesError {
 
 /// Reads the SDT notes of the ELF file at `path`. Errors name the path.
 pub fn read_notes_from_path(path: &Path) -> Result<NotesReport, NotesError> {
-    let bytes = std::fs::read(path).map_err(|source| NotesError::Io {
+    // A FIFO, a device or a huge file is refused, as for the files a target maps.
+    let bytes = super::target_file::read_named_file(path).map_err(|source| NotesError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -161,6 +186,7 @@ fn read_notes_capped(elf_bytes: &[u8], max_notes: usize) -> Result<NotesReport, 
 
     let mut report = NotesReport::default();
     let mut seen = 0usize;
+    let mut more = 0usize;
     for section in sections.iter() {
         if section.sh_type(endian) != SHT_NOTE
             || sections.section_name(endian, section).ok() != Some(SECTION)
@@ -171,9 +197,7 @@ fn read_notes_capped(elf_bytes: &[u8], max_notes: usize) -> Result<NotesReport, 
             Ok(Some(notes)) => notes,
             Ok(None) => continue,
             Err(e) => {
-                report
-                    .skipped
-                    .push(format!("unreadable {} section: {e}", show(SECTION)));
+                report.skip(format!("unreadable {} section: {e}", show(SECTION)), &mut more);
                 continue;
             }
         };
@@ -182,34 +206,32 @@ fn read_notes_capped(elf_bytes: &[u8], max_notes: usize) -> Result<NotesReport, 
                 Ok(Some(note)) => note,
                 Ok(None) => break,
                 Err(e) => {
-                    report
-                        .skipped
-                        .push(format!("rest of {} unreadable: {e}", show(SECTION)));
+                    report.skip(format!("rest of {} unreadable: {e}", show(SECTION)), &mut more);
                     break;
                 }
             };
             seen += 1;
             if seen > max_notes {
-                report
-                    .skipped
-                    .push(format!("more than {max_notes} notes: the rest are ignored"));
+                report.summarize_skipped(more);
+                report.skipped.push(format!("more than {max_notes} notes: the rest are ignored"));
                 return Ok(report);
             }
             if note.name() != NOTE_NAME || note.n_type(endian) != NOTE_TYPE {
-                report.skipped.push(format!(
+                report.skip(format!(
                     "note {seen}: not an SDT note (name {}, type {})",
                     show(note.name()),
                     note.n_type(endian)
-                ));
+                ), &mut more);
                 continue;
             }
             match parse_desc(note.desc(), base_addr, &segments) {
                 Ok(site) => report.sites.push(site),
                 Err(why) if is_discarded(&why, &segments) => report.discarded += 1,
-                Err(why) => report.skipped.push(format!("note {seen}: {}", why.text)),
+                Err(why) => report.skip(format!("note {seen}: {}", why.text), &mut more),
             }
         }
     }
+    report.summarize_skipped(more);
     Ok(report)
 }
 
@@ -580,6 +602,23 @@ int sem_fn(int x) {
             "{:?}",
             r.skipped
         );
+    }
+
+    #[test]
+    fn many_skipped_notes_are_summed_up() {
+        let mut r = NotesReport::default();
+        let mut more = 0;
+        for i in 0..100_001 {
+            r.skip(format!("note {i}: bad"), &mut more);
+        }
+        r.summarize_skipped(more);
+        assert_eq!(r.skipped.len(), MAX_SKIPPED_SHOWN + 1, "{:?}", r.skipped.last());
+        assert_eq!(r.skipped[0], "note 0: bad");
+        assert_eq!(r.skipped[MAX_SKIPPED_SHOWN], format!("and {} more skipped notes (only the first 16 are listed)", 100_001 - MAX_SKIPPED_SHOWN));
+        let mut few = NotesReport::default();
+        few.skip("one".into(), &mut more);
+        few.summarize_skipped(0);
+        assert_eq!(few.skipped, ["one"], "nothing to sum up");
     }
 
     #[test]

@@ -77,6 +77,15 @@ pub fn fd_path(file: &File) -> PathBuf {
 
 /// A regular file, not larger than [`MAX_FILE_BYTES`], with inode `inode`.
 fn check_file(file: &File, inode: u64) -> Result<()> {
+    let ino = check_regular(file)?;
+    if ino != inode {
+        bail!("refused: inode {ino} is not the mapped inode {inode} (the file or the mapping changed)");
+    }
+    Ok(())
+}
+
+/// A regular file, not larger than [`MAX_FILE_BYTES`]: returns its inode.
+fn check_regular(file: &File) -> Result<u64> {
     let meta = file.metadata().context("fstat")?;
     let ft = meta.file_type();
     if !ft.is_file() {
@@ -95,13 +104,28 @@ fn check_file(file: &File, inode: u64) -> Result<()> {
         };
         bail!("refused: {what}, not a regular file");
     }
-    if meta.ino() != inode {
-        bail!("refused: inode {} is not the mapped inode {inode} (the file or the mapping changed)", meta.ino());
-    }
     if meta.size() > MAX_FILE_BYTES {
         bail!("refused: {} bytes, more than the {MAX_FILE_BYTES} tprof reads", meta.size());
     }
-    Ok(())
+    Ok(meta.ino())
+}
+
+/// The bytes of a file the user named (`--binary`), with the checks of the target's files:
+/// opened without blocking (a FIFO) or taking a terminal (a tty), read only if it is a
+/// regular file (not `/dev/zero`), and never more than [`MAX_FILE_BYTES`].
+pub fn read_named_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_nonblocking(path, true).map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => io,
+        Err(e) => std::io::Error::other(format!("{e:#}")),
+    })?;
+    check_regular(&file).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:#}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("refused: grew past the {MAX_FILE_BYTES} bytes tprof reads")));
+    }
+    Ok(bytes)
 }
 
 fn cstr(path: &Path) -> Result<std::ffi::CString> {
@@ -182,6 +206,24 @@ fn open_beneath(root: &File, path: &Path) -> Result<File> {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn a_named_file_must_be_regular() {
+        let e = read_named_file(Path::new("/dev/zero")).expect_err("a device is refused");
+        assert!(e.to_string().contains("character device"), "{e}");
+        let d = tmp("named");
+        let fifo = d.join("fifo");
+        let c = cstr(&fifo).unwrap();
+        // SAFETY: a NUL-terminated path we own, alive for the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking open would hang here.
+        let e = read_named_file(&fifo).expect_err("a FIFO is refused");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        std::fs::write(d.join("f"), b"abc").unwrap();
+        assert_eq!(read_named_file(&d.join("f")).unwrap(), b"abc");
+        assert_eq!(read_named_file(&d.join("none")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tprof-target-file-{}-{tag}", std::process::id()));

@@ -492,7 +492,7 @@ mod tests {
     /// ("POST /b"), which is later preempted.
     fn records() -> Vec<Record> {
         let begin = |tid, task, ts, name: &str| Record::TaskBegin {
-            meta: meta(tid, task, ts), parent_span_id: 0, name: name.into(), name_flags: 0,
+            meta: meta(tid, task, ts), parent_span_id: 0, name: name.into(), name_flags: 0, untracked: false,
         };
         let off = |tid, task, start_ns, runnable_ns, ts, syscall_nr, waker| Record::OffCpu {
             meta: meta(tid, task, ts), start_ns, runnable_ns, state: 1, syscall_nr, waker, stacks: Default::default(), end_inferred: false,

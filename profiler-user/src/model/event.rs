@@ -80,9 +80,11 @@ pub enum Waker {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32 },
+    /// `untracked`: the thread was already `TASK_STACK_DEPTH` tasks deep, so the kernel did
+    /// not track this task on it (`strflag::TASK_UNTRACKED`).
+    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32, untracked: bool },
     TaskEnd { meta: Meta, dropped: u64 },
-    TaskAttach { meta: Meta, parent_span_id: u64 },
+    TaskAttach { meta: Meta, parent_span_id: u64, untracked: bool },
     TaskDetach { meta: Meta },
     RegionBegin { meta: Meta, name: Name, name_flags: u32 },
     RegionEnd { meta: Meta, name: Name, name_flags: u32 },

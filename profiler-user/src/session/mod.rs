@@ -148,7 +148,7 @@ impl Live {
             Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
             Err(e) => {
                 let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
-                eprintln!("tprof: warning: {msg}");
+                eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
                 probes.warnings.push(msg);
             }
         }
@@ -178,7 +178,7 @@ impl Live {
         // scripts wait for it before driving the target.
         let mut what: Vec<String> = comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect();
         if let Some(c) = &opts.cgroup_path {
-            what.push(format!("cgroup {}", c.display()));
+            what.push(format!("cgroup {}", crate::present::escape(&c.display().to_string())));
         }
         if let Some(b) = &opts.binary_path {
             what.push(format!("binary {}", crate::present::escape(&b.display().to_string())));
@@ -453,11 +453,30 @@ impl Live {
         r.warnings.extend(self.tracer.warnings.iter().cloned());
         r.warnings.extend(self.probes.warnings.iter().cloned());
         r.stop_reason = stop_reason;
+        // Warnings quote what the target chose (probe names, mapped paths, comms) and are
+        // printed, written as the session line and kept in recordings: escaped once, here.
+        // And bounded: a hostile file's many bad notes or sites are a few lines and a count.
+        summarize_warnings(&mut r.warnings);
         match p.finish() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             other => other.context("writing output")?,
         }
         Ok(p.report)
+    }
+}
+
+/// Warnings listed one by one in the report; the rest are counted in a last line.
+const MAX_WARNINGS: usize = 64;
+
+/// Escapes the warnings for the terminal and keeps the first [`MAX_WARNINGS`] of them.
+fn summarize_warnings(warnings: &mut Vec<String>) {
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.truncate(MAX_WARNINGS);
+    for w in warnings.iter_mut() {
+        *w = crate::present::escape(w);
+    }
+    if more > 0 {
+        warnings.push(format!("and {more} more warnings (only the first {MAX_WARNINGS} are listed)"));
     }
 }
 
@@ -482,5 +501,19 @@ fn output_stop(e: io::Error) -> Result<String> {
         Ok("output closed".to_string())
     } else {
         Err(anyhow::Error::new(e).context("writing output"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_escaped_and_bounded() {
+        let mut w: Vec<String> = (0..95_905).map(|i| format!("pid 1: tprof:\u{202E}evil{i} at /x\x1b[2J")).collect();
+        summarize_warnings(&mut w);
+        assert_eq!(w.len(), MAX_WARNINGS + 1);
+        assert_eq!(w[0], "pid 1: tprof:\\u{202e}evil0 at /x\\u{1b}[2J");
+        assert_eq!(w[MAX_WARNINGS], format!("and {} more warnings (only the first 64 are listed)", 95_905 - MAX_WARNINGS));
     }
 }

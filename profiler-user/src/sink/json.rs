@@ -217,7 +217,8 @@ struct SessionLine<'a> {
     summed_intervals: u64,
     kernel_drops_total: u64,
     tasks_ended: u64,
-    tasks_over_limit: u64,
+    tasks_evicted: u64,
+    zero_trace_id_tasks: u64,
 }
 
 impl<'a> SessionLine<'a> {
@@ -229,7 +230,8 @@ impl<'a> SessionLine<'a> {
             summed_intervals: r.correlator.summed_intervals,
             kernel_drops_total: r.total_kernel_drops(),
             tasks_ended: r.correlator.tasks_ended,
-            tasks_over_limit: r.correlator.tasks_over_limit,
+            tasks_evicted: r.correlator.tasks_evicted,
+            zero_trace_id_tasks: r.correlator.zero_trace_id_tasks,
         }
     }
 }

@@ -227,9 +227,6 @@ impl<W: Write> Sink for TextSink<W> {
         if r.stacks_lost > 0 {
             writeln!(self.out, "   {} blocking stacks lost (stack map full or collision)", r.stacks_lost)?;
         }
-        if r.correlator.tasks_over_limit > 0 {
-            writeln!(self.out, "   {} records of tasks over the open-task limit ignored", r.correlator.tasks_over_limit)?;
-        }
         for w in &r.warnings {
             writeln!(self.out, "   warning: {}", escape(w))?;
         }
