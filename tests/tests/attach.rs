@@ -1,13 +1,19 @@
 //! `tprof attach` on a target whose per-request behaviour is known: the figures tprof reports
-//! must match what the target did, within tolerances justified below.
+//! must match what the target did, within tolerances justified below. The targets run as
+//! uid 1000 from a private copy of their binary in a 0700 directory of that user (symbols
+//! included), or as `nobody`: tprof (root) traces them exactly like a root process.
 
 use serde_json::Value;
 use tprof_tests::*;
 
 const MS: f64 = 1.0;
 
+/// The target's user in most tests: uid 1000 (no passwd entry needed), binary in its own
+/// 0700 directory.
+const USER: RunAs = RunAs::UID_1000.private();
+
 fn trace(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
-    trace_requests(requests, extra)
+    trace_requests(requests, extra, USER)
 }
 
 #[test]
@@ -103,7 +109,7 @@ fn events_carry_ids_names_regions_and_logs() {
 #[test]
 fn semaphores_armed_while_attached_and_disarmed_after_sigint() {
     require_root();
-    let mut target = start_target(&["enabled", "wait", "enabled", "wait", "enabled"]);
+    let mut target = start_target_as(&["enabled", "wait", "enabled", "wait", "enabled"], RunAs::NOBODY);
     let tprof = attach(&[target.pid()], &[]);
     target.send_line("go");
     let mut seen = Vec::new();
@@ -139,7 +145,7 @@ fn filters_select_tasks() {
 fn debug_ebpf_reports_kernel_side_diagnostics() {
     require_root();
     // Five nested tasks on one thread: the kernel keeps four; its log says so.
-    let mut target = start_target(&["nest:5"]);
+    let mut target = start_target_as(&["nest:5"], RunAs::NOBODY);
     let tprof = attach(&[target.pid()], &["--debug-ebpf"]);
     target.send_line("go");
     target.expect_line("done", &mut Vec::new());
@@ -234,7 +240,7 @@ fn wakeup_chain_crosses_threads_and_processes() {
 fn perf_event_links_attribute_the_same() {
     // The older attach path (one uprobe perf event per site, what kernels before 6.6 get)
     // on the same known workloads, with the same tolerances as known_workloads_are_attributed.
-    let (out, lines) = trace(&["sleep:20", "mutex:10"], &["--probe-links", "perf-event"]);
+    let (out, lines) = trace_requests(&["sleep:20", "mutex:10"], &["--probe-links", "perf-event"], RunAs::NOBODY);
     let sess = session(&out);
     assert_eq!(sess["probe_links"], "perf_event", "{sess}");
     assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
@@ -248,4 +254,44 @@ fn perf_event_links_attribute_the_same() {
     assert!((5.0..15.0).contains(&futex), "mutex blocked in futex {futex} ms: {s}");
     let holder_span = fact(&lines, "mutex holder", "span");
     assert_eq!(s["blocks"][0]["waker"]["span_id"], holder_span.as_str(), "woken by the holder's task: {s}");
+}
+
+#[test]
+fn blocked_wait_is_charged_to_the_task_of_another_process() {
+    // Two processes as `nobody`, one FIFO in a 0700 directory of that user: `fifo-read`
+    // blocks (in open, then read) until `fifo-write`, a task of the other process, opens the
+    // FIFO and, 15 ms later, writes. The reader's wait is charged to the writer's task.
+    require_root();
+    let who = RunAs::NOBODY;
+    let dir = PrivateDir::new(who);
+    let fifo = dir.path.join("fifo");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) runs");
+    assert!(st.success(), "mkfifo {}", fifo.display());
+    std::os::unix::fs::chown(&fifo, Some(who.uid), Some(who.gid)).expect("chown the FIFO");
+    let fifo = fifo.to_str().expect("utf-8 path");
+    let (out, writer_lines) = clean_session(|| {
+        let mut reader = start_target_as(&[&format!("fifo-read={fifo}")], who);
+        let mut writer = start_target_as(&[&format!("fifo-write={fifo}")], who);
+        let tprof = attach(&[reader.pid(), writer.pid()], &[]);
+        reader.send_line("go");
+        let mut reader_lines = Vec::new();
+        reader.expect_line("fifo-read task", &mut reader_lines);
+        writer.send_line("go");
+        let mut writer_lines = Vec::new();
+        writer.expect_line("done", &mut writer_lines);
+        reader.expect_line("done", &mut reader_lines);
+        assert!(reader.wait().success() && writer.wait().success(), "targets failed");
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof failed: {status}");
+        (out, writer_lines)
+    });
+    let writer_span = fact(&writer_lines, "fifo-write task", "span");
+    let w = summary(&out, "fifo-write");
+    assert_eq!(w["span_id"], writer_span.as_str(), "{w}");
+    let r = summary(&out, "fifo-read");
+    assert_ne!(r["pid"], w["pid"], "two processes");
+    assert!(ms(r, "blocked_ns") >= 14.9, "the reader waited for the writer's 15 ms: {r}");
+    let waited = r["waited_on"].as_array().cloned().unwrap_or_default();
+    assert!(waited.iter().any(|t| t["span_id"] == writer_span.as_str()), "the reader's wait is charged to the writer's task: {r}");
+    assert!(r["blocks"].as_array().into_iter().flatten().any(|b| b["waker_task_name"] == "fifo-write"), "{r}");
 }

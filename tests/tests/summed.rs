@@ -1,6 +1,6 @@
 //! Short intervals summed in the kernel (`--detail-threshold`): the totals must be those of
 //! streaming every event, counts exact, and nothing the kernel still holds at the end of a
-//! session may be lost.
+//! session may be lost. The targets run as `nobody`.
 
 use serde_json::Value;
 use tprof_tests::*;
@@ -13,14 +13,14 @@ fn run_short(detail: &str) -> (Vec<Value>, Vec<String>) {
 }
 
 fn run_short_with(flags: &[&str]) -> (Vec<Value>, Vec<String>) {
-    trace_requests(&[&format!("short:{ROUNDS}")], flags)
+    trace_requests(&[&format!("short:{ROUNDS}")], flags, RunAs::NOBODY)
 }
 
 fn syscall_count(s: &Value, names: &[&str]) -> u64 {
     s["syscalls"].as_array().into_iter().flatten().filter(|c| names.iter().any(|n| c["name"] == *n)).filter_map(|c| c["count"].as_u64()).sum()
 }
 
-fn events_of<'a>(out: &'a [Value], span: &str, ty: &str) -> usize {
+fn events_of(out: &[Value], span: &str, ty: &str) -> usize {
     out.iter().filter(|v| v["type"] == ty && v["span_id"] == span).count()
 }
 
@@ -100,7 +100,7 @@ fn sums_of_a_task_open_at_the_end_are_not_lost() {
     // it (blocked reading stdin) when tprof stops, so they are read from the kernel's map.
     let n = 500;
     let (out, mut target) = clean_session(|| {
-        let mut target = start_target(&[&format!("open:{n}")]);
+        let mut target = start_target_as(&[&format!("open:{n}")], RunAs::NOBODY);
         let tprof = attach(&[target.pid()], &["--detail-threshold", "10ms", "--slow-request", "0", "--duration", "2s"]);
         target.send_line("go");
         let mut lines = Vec::new();

@@ -4,7 +4,8 @@
 //! The target (`tokio-target`) runs 20 concurrent requests, each: a first poll, a 5 ms
 //! `tokio::time::sleep`, 2 ms of thread CPU time, a `yield_now`, the end. It reports for
 //! each its ids, the worker tid of each of its polls, the CPU time it burned (`cpu_us`) and
-//! the wall time of all its future's polls, measured around them (`busy_us`).
+//! the wall time of all its future's polls, measured around them (`busy_us`). It runs as a
+//! non-root user (uid 1000, or `nobody`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -50,11 +51,11 @@ fn parse(line: &str) -> Req {
     }
 }
 
-/// Runs `tokio-target MODE N` under `tprof attach` and returns tprof's NDJSON and the
+/// Runs `tokio-target MODE N` as `who` under `tprof attach` and returns tprof's NDJSON and the
 /// target's per-request lines starting with `prefix`.
-fn run_once(mode: &str, prefix: &str) -> (Vec<Value>, Vec<Req>) {
+fn run_once(mode: &str, prefix: &str, who: RunAs) -> (Vec<Value>, Vec<Req>) {
     let n = N.to_string();
-    let mut target = start_program(Path::new(env!("CARGO_BIN_EXE_tokio-target")), &[mode, &n]);
+    let mut target = start_program_as(Path::new(env!("CARGO_BIN_EXE_tokio-target")), &[mode, &n], who);
     let tprof = attach(&[target.pid()], &[]);
     target.send_line("go");
     let mut lines = Vec::new();
@@ -79,10 +80,10 @@ fn run_once(mode: &str, prefix: &str) -> (Vec<Value>, Vec<Req>) {
 /// can hold. That is a profiler-side miss, seen in about 1 session in 15 of this workload on
 /// the 2-CPU test machine; such a session is reported on stderr and the scenario runs again.
 /// Four sessions in a row with misses fail the test.
-fn trace(mode: &str, prefix: &str) -> (Vec<Value>, Vec<Req>) {
+fn trace(mode: &str, prefix: &str, who: RunAs) -> (Vec<Value>, Vec<Req>) {
     require_root();
     for attempt in 1..=4 {
-        let (out, reqs) = run_once(mode, prefix);
+        let (out, reqs) = run_once(mode, prefix, who);
         let missed = session(&out)["missed_switch_ins"].as_u64().expect("missed_switch_ins");
         if missed == 0 {
             return (out, reqs);
@@ -202,13 +203,14 @@ fn check_requests(out: &[Value], reqs: &[Req], pairing: Pairing, name: impl Fn(u
 
 #[test]
 fn tower_requests_migrate_between_workers_and_are_charged_separately() {
-    let (out, reqs) = trace("tower", "req ");
+    // As uid 1000 from its own 0700 directory.
+    let (out, reqs) = trace("tower", "req ", RunAs::UID_1000.private());
     check_requests(&out, &reqs, Pairing::EndIsLastDetach, |i| format!("GET /req/{i}"));
 }
 
 #[test]
 fn tracing_spans_become_tasks_regions_and_logs() {
-    let (out, reqs) = trace("tracing", "traced ");
+    let (out, reqs) = trace("tracing", "traced ", RunAs::NOBODY);
     // tracing enters the span once more to drop the future: one more attach/detach pair.
     check_requests(&out, &reqs, Pairing::DetachEveryEnter, |_| "traced-req".to_string());
     for (i, r) in reqs.iter().enumerate() {

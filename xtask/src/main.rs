@@ -109,8 +109,7 @@ pub fn status(cmd: &mut Command) -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    status(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    status(cargo().args(["build", "-p", "usdt-probes", "--examples"]))
+    status(cargo().args(["build", "--workspace", "--all-targets"]))
 }
 
 fn is_root() -> bool {
@@ -145,7 +144,7 @@ fn test(extra: &[String]) -> Result<()> {
         .env("TPROF_DIST_DIR", &dist)
         .env("TPROF_XTASK_BIN", bin_dir().join("xtask"))
         .env("TPROF_TARGET_BIN", bin_dir().join("tprof-target"))
-        .env("TPROF_EXAMPLE_BIN", bin_dir().join("examples").join("example_service"))
+        .env("TPROF_EXAMPLE_BIN", bin_dir().join("demo-service"))
         .env("TPROF_FAULT_TARGET_BIN", bin_dir().join("fault-target"));
     totals.run(&mut e2e)?;
     // One closing line over every test binary (cargo prints one per binary).

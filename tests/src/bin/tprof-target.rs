@@ -11,7 +11,10 @@
 //! another line on stdin), `nest:N` (N nested tasks),
 //! `flood:N` (N region pairs back to back, to overflow the ring buffer), `async:MS` (two
 //! async tasks spinning MS per poll, 3 polls each, moved between two worker threads),
-//! `chain:MS` (task front waits for task back, which waits MS for a child process).
+//! `chain:MS` (task front waits for task back, which waits MS for a child process),
+//! `fifo-read=PATH` (task `fifo-read` opens the FIFO at PATH and reads a byte: it blocks
+//! until another process writes), `fifo-write=PATH` (task `fifo-write` opens the FIFO, waits
+//! 15 ms, then writes the byte: two processes, one blocked on the other's task).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -189,6 +192,28 @@ fn chain_request(ms: u64) {
     let _ = child.wait();
 }
 
+/// How long `fifo-write` holds its reader.
+const FIFO_HOLD: Duration = Duration::from_millis(15);
+
+/// `fifo-read=PATH` / `fifo-write=PATH`: one byte through a FIFO between two processes, each
+/// side inside its own task.
+fn fifo_request(path: &str, write: bool) {
+    let name = if write { "fifo-write" } else { "fifo-read" };
+    let task = Task::new(name);
+    println!("{name} task span {:016x} tid {}", task.context().span_id(), gettid());
+    let _ = std::io::stdout().flush();
+    if write {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        std::thread::sleep(FIFO_HOLD);
+        f.write_all(b"x").unwrap_or_else(|e| panic!("write {path}: {e}"));
+    } else {
+        let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let mut buf = [0u8; 1];
+        f.read_exact(&mut buf).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    }
+    drop(task);
+}
+
 fn pipe_writer(ms: u64) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b"r");
@@ -210,6 +235,14 @@ fn main() {
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     for req in &args {
+        if let Some((side, path)) = req.split_once('=') {
+            match side {
+                "fifo-read" => fifo_request(path, false),
+                "fifo-write" => fifo_request(path, true),
+                other => panic!("unknown request {other:?}"),
+            }
+            continue;
+        }
         let (what, ms) = req.split_once(':').unwrap_or((req.as_str(), "0"));
         let ms: u64 = ms.parse().unwrap_or(0);
         match what {

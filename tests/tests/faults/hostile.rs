@@ -172,7 +172,7 @@ fn hostile_arguments_text_output_is_escaped() {
         .expect("spawn tprof");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
     let (_tx, stdout) = mpsc::channel();
-    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr) };
+    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr), dir: None };
     let mut err = Vec::new();
     let ready = wait_attached(&tprof, &mut err);
     drive_hostile(&mut target);

@@ -11,7 +11,7 @@ fn thousands_of_threads_spawned_and_joined() {
     let dir = TempDir::new("threads");
     let exe = private_copy(&fault_target_bin(), &dir, "fault-target");
     let (out, ()) = clean_session(|| {
-        let mut target = start_program(&exe, &[&format!("threads:{N}")]);
+        let mut target = start_program_as(&exe, &[&format!("threads:{N}")], TARGET_USER);
         let tprof = attach(&[target.pid()], &[]);
         target.send_line("go");
         target_says(&target, &format!("threads {N} done"));
@@ -40,7 +40,7 @@ fn thousands_of_threads_spawned_and_joined() {
 /// target's lines, the child's pid and span).
 fn trace_a_fork(name: &str, extra: &[&str]) -> (Vec<serde_json::Value>, Vec<String>, u64, String) {
     let dir = TempDir::new(name);
-    let mut target = start_program(&private_copy(&fault_target_bin(), &dir, "fault-target"), &["fork", "task:after", "enabled"]);
+    let mut target = start_program_as(&private_copy(&fault_target_bin(), &dir, "fault-target"), &["fork", "task:after", "enabled"], TARGET_USER);
     let pid = target.pid();
     let tprof = attach(&[pid], extra);
     target.send_line("go");
@@ -104,9 +104,10 @@ fn exec_case(open_at_exec: bool) {
     let dir = TempDir::new(if open_at_exec { "exec-open" } else { "exec" });
     let new_prog = private_copy(&target_bin(), &dir, "tprof-target");
     let first = if open_at_exec { "exec-open" } else { "exec" };
-    let mut target = start_program(
+    let mut target = start_program_as(
         &private_copy(&fault_target_bin(), &dir, "fault-target"),
         &["task:before", first, "--", new_prog.to_str().expect("utf-8 path"), "sleep:20", "enabled"],
+        TARGET_USER,
     );
     let pid = target.pid();
     let tprof = attach(&[pid], &[]);
@@ -170,7 +171,7 @@ fn target_execs_itself() {
     require_root();
     let dir = TempDir::new("exec-self");
     let me = private_copy(&fault_target_bin(), &dir, "fault-target");
-    let mut target = start_program(&me, &["task:before", "exec", "--", me.to_str().expect("utf-8 path"), "task:after", "enabled"]);
+    let mut target = start_program_as(&me, &["task:before", "exec", "--", me.to_str().expect("utf-8 path"), "task:after", "enabled"], TARGET_USER);
     let pid = target.pid();
     let tprof = attach(&[pid], &[]);
     target.send_line("go");
@@ -197,7 +198,7 @@ fn binary_deleted_before_attach() {
     require_root();
     let dir = TempDir::new("deleted-before");
     let victim = private_copy(&target_bin(), &dir, "victim");
-    let mut target = start_program(&victim, &["sleep:5", "regions"]);
+    let mut target = start_program_as(&victim, &["sleep:5", "regions"], TARGET_USER);
     let sites = probe_sites(target.pid()).len();
     std::fs::remove_file(&victim).expect("delete the running binary");
     let tprof = attach(&[target.pid()], &[]);
@@ -224,7 +225,7 @@ fn binary_deleted_while_attached() {
     require_root();
     let dir = TempDir::new("deleted-during");
     let victim = private_copy(&target_bin(), &dir, "victim");
-    let mut target = start_program(&victim, &["sleep:5", "regions"]);
+    let mut target = start_program_as(&victim, &["sleep:5", "regions"], TARGET_USER);
     let sites = probe_sites(target.pid()).len() as u64;
     let tprof = attach(&[target.pid()], &[]);
     std::fs::remove_file(&victim).expect("delete the running binary");

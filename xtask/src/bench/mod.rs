@@ -65,8 +65,9 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Bins> {
         "flood-bench",
         "--bin",
         "bare-tracer",
+        "--bin",
+        "demo-service",
     ]))?;
-    status(cargo().args(["build", "--release", "-p", "usdt-probes", "--example", "example_service"]))?;
     let tprof = tprof.unwrap_or_else(|| release.join("tprof"));
     if !tprof.exists() {
         bail!("{} not found", tprof.display());
@@ -85,7 +86,7 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Bins> {
         switch_bench: release.join("switch-bench"),
         flood_bench: release.join("flood-bench"),
         bare_tracer: release.join("bare-tracer"),
-        example: release.join("examples").join("example_service"),
+        example: release.join("demo-service"),
         pin,
     })
 }

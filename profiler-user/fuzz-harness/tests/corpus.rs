@@ -1,23 +1,16 @@
 //! Replays the fuzz corpus (`profiler-user/fuzz/corpus/<target>/`) through the same checks
-//! the cargo-fuzz targets run (`fuzz/src/harness.rs`), without a fuzzing engine, so every
-//! input a fuzzer ever kept stays a regression test of the normal suite: no panic on any
-//! of them, and every rejection is an error with a message.
-//!
-//! The `traceparent` corpus is replayed by `usdt-probes/tests/traceparent_corpus.rs`
-//! (profiler-user does not depend on usdt-probes).
+//! the cargo-fuzz targets run (this crate's `harness` and `traceparent_harness`), without a
+//! fuzzing engine, so every input a fuzzer ever kept stays a regression test of the normal
+//! suite: no panic on any of them, and every rejection is an error with a message.
 
-#[path = "../fuzz/src/harness.rs"]
-mod harness;
-#[path = "../fuzz/src/seeds.rs"]
-#[allow(dead_code, reason = "the fuzz crate writes the seeds (seeds::all); here they are only checked")]
-mod seeds;
+use tprof_fuzz_harness::{harness, seeds, traceparent_harness};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
 }
 
 /// A scratch file of this test process, distinct per call (tests run in parallel).
@@ -67,6 +60,11 @@ fn btf_corpus() {
 #[test]
 fn decode_corpus() {
     replay("decode", 5, &harness::decode);
+}
+
+#[test]
+fn traceparent_corpus() {
+    replay("traceparent", 5, &traceparent_harness::traceparent);
 }
 
 #[test]
@@ -121,4 +119,24 @@ fn seeds_are_valid_inputs() {
         assert_eq!(report.undecodable, 0, "{name}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// Rewrites the `seed-*` files of the corpus from `seeds::all` (after a record ABI change):
+/// `TPROF_WRITE_SEEDS=1 cargo test -p tprof-fuzz-harness --test corpus -- --ignored write_seeds`.
+#[test]
+#[ignore = "writes into the corpus; run by hand with TPROF_WRITE_SEEDS=1"]
+fn write_seeds() {
+    assert!(std::env::var_os("TPROF_WRITE_SEEDS").is_some(), "set TPROF_WRITE_SEEDS=1 to rewrite the corpus seeds");
+    let scratch = scratch("write-seeds");
+    let mut written = 0;
+    for (target, seeds) in seeds::all(&scratch) {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(&name), &bytes).unwrap();
+            written += 1;
+        }
+    }
+    let _ = std::fs::remove_file(&scratch);
+    assert!(written > 0, "seeds::all built no seed");
 }
