@@ -280,7 +280,7 @@ fn list_binary(path: &Path) -> (ExitStatus, String) {
         .spawn()
         .expect("spawn tprof list");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
-    let mut p = Proc { child, stdin: None, stdout: mpsc::channel().1, stderr: Some(stderr) };
+    let mut p = Proc { child, stdin: None, stdout: mpsc::channel().1, stderr: Some(stderr), dir: None };
     let status = wait_within(&mut p, Duration::from_secs(20)).unwrap_or_else(|| panic!("tprof list --binary {} hangs", path.display()));
     (status, stderr_text(&p))
 }
