@@ -33,9 +33,6 @@ use anyhow::{bail, Context, Result};
 
 use super::maps::Mapping;
 
-/// Largest target file tprof reads into memory (notes are read from the whole file).
-pub const MAX_FILE_BYTES: u64 = 2 << 30;
-
 /// `struct open_how` of `openat2(2)` (libc's is `#[non_exhaustive]`).
 #[repr(C)]
 struct OpenHow {
@@ -75,7 +72,8 @@ pub fn fd_path(file: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
-/// A regular file, not larger than [`MAX_FILE_BYTES`], with inode `inode`.
+/// A regular file with inode `inode`. Its size does not matter: nothing reads a target
+/// file whole (notes are read with bounded reads, the symbolizer maps it).
 fn check_file(file: &File, inode: u64) -> Result<()> {
     let meta = file.metadata().context("fstat")?;
     let ft = meta.file_type();
@@ -97,9 +95,6 @@ fn check_file(file: &File, inode: u64) -> Result<()> {
     }
     if meta.ino() != inode {
         bail!("refused: inode {} is not the mapped inode {inode} (the file or the mapping changed)", meta.ino());
-    }
-    if meta.size() > MAX_FILE_BYTES {
-        bail!("refused: {} bytes, more than the {MAX_FILE_BYTES} tprof reads", meta.size());
     }
     Ok(())
 }
