@@ -22,13 +22,15 @@ use std::fs::File;
 use std::io;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
-use crate::attach::{privileges, Counters, Probes, Scope, TraceOptions, Tracer};
+use crate::attach::{pidfd, privileges, Counters, Probes, Scope, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
 use crate::model::report::SessionReport;
 use crate::pipeline::{Pipeline, Stacks};
@@ -84,14 +86,6 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     live.report(p, stop)
 }
 
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the last ')' (comm may contain anything).
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
-        Err(_) => false,
-    }
-}
-
 /// A session attached and running.
 pub struct Live {
     // Field order is drop order: links and programs go before the runtime.
@@ -119,11 +113,19 @@ impl Live {
             (int, signal(SignalKind::terminate()).context("installing the SIGTERM handler")?)
         };
         let mut comms = Vec::new();
+        let mut pidfds = Vec::new();
         for pid in &opts.pids {
-            comms.push((*pid, privileges::check_pid(*pid)?));
+            // The pidfd first: the checks then look at the process it holds, and the session
+            // (and the helper) keep holding that very process, whatever its pid becomes.
+            let fd = pidfd::open(*pid);
+            let comm = privileges::check_pid(*pid)?;
+            let fd = fd.filter(pidfd::alive).ok_or_else(|| anyhow!("pid {pid} exited while tprof looked at it"))?;
+            comms.push((*pid, comm));
+            pidfds.push((*pid, fd));
         }
         // The helper first, while tprof still has every privilege for it to inherit.
-        let broker = BrokerClient::spawn(&opts.pids, &opts.scope)?;
+        let held: Vec<(u32, BorrowedFd<'_>)> = pidfds.iter().map(|(p, fd)| (*p, fd.as_fd())).collect();
+        let broker = BrokerClient::spawn(&held, &opts.scope)?;
         let broker_line = broker.privileges.clone();
         let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
@@ -152,8 +154,8 @@ impl Live {
         let ring = tracer.take_ring()?;
         let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), start: Instant::now(), sigint, sigterm, rt };
         let mut sites = 0;
-        for (pid, comm) in &comms {
-            let n = live.add(*pid, Origin::Given)?;
+        for ((pid, comm), (_, fd)) in comms.iter().zip(pidfds) {
+            let n = live.add(*pid, Origin::Given, Some(fd))?;
             if n == 0 && !opts.open_ended() {
                 let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
                 live.probes.warnings.push(format!(
@@ -191,9 +193,14 @@ impl Live {
 
     /// Starts on process `pid`: traced by the kernel programs, served by the helper (it
     /// checks that the process is in the scope), its files scanned and their probe sites
-    /// attached. Returns how many sites were newly attached.
-    fn add(&mut self, pid: u32, origin: Origin) -> Result<usize> {
-        if !self.targets.add(pid, origin) {
+    /// attached. `fd`: the pidfd of the session's first look, if it had one (otherwise it
+    /// is opened now). Returns how many sites were newly attached.
+    fn add(&mut self, pid: u32, origin: Origin, fd: Option<OwnedFd>) -> Result<usize> {
+        if self.targets.contains(pid) {
+            return Ok(0);
+        }
+        let fd = fd.or_else(|| pidfd::open(pid));
+        if !self.targets.add(pid, origin, fd) {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
@@ -216,7 +223,7 @@ impl Live {
         };
         let mut sites = 0;
         for pid in found {
-            match self.add(pid, Origin::Discovered) {
+            match self.add(pid, Origin::Discovered, None) {
                 Ok(n) => sites += n,
                 Err(e) => log::debug!("pid {pid}: {e:#}"),
             }
@@ -306,7 +313,7 @@ impl Live {
         // A child the kernel map was too full to hold still comes by its PROC record.
         forked.extend(events.iter().filter(|e| e.event == proc_event::FORK).map(|e| e.pid));
         for pid in forked {
-            match self.add(pid, Origin::Followed) {
+            match self.add(pid, Origin::Followed, None) {
                 Ok(_) => self.update_maps(pid, p),
                 Err(e) => log::debug!("{e:#}"),
             }
@@ -331,7 +338,7 @@ impl Live {
     /// loaded since the last scan, processes that joined the scope.
     fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) {
         for pid in self.targets.pids() {
-            if !alive(pid) {
+            if !self.targets.alive(pid) {
                 self.gone(pid, p);
                 continue;
             }

@@ -114,7 +114,9 @@ fn scans_pass_each_file_once_and_end_with_done() {
 #[test]
 fn command_line() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![1, 2], scope: Scope::default() }));
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![(1, None), (2, None)], scope: Scope::default() }));
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:12"])).unwrap().pids, [(7, Some(12))]);
+    assert!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:x"])).is_err());
     let a = parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--follow", "1", "--cgroup", "/x"])).unwrap();
     assert_eq!(a.scope, Scope { follow: true, cgroup: Some("/x".into()), binary: None });
     assert!(parse_args(&s(&["--fd", "5"])).is_err(), "--parent is required");
