@@ -42,6 +42,7 @@
 //!   file, not attached before, or nothing is created. The link fd goes back.
 //! * `Read`: at most [`MAX_READ`] bytes of a session pid's memory (`process_vm_readv`, which
 //!   honours the target's page protections): the strings the kernel could not copy.
+//!   `ReadMany`: up to [`MAX_READS`] of them in one request (tprof batches a drain's).
 //!
 //! Every pid is held as a pidfd from tprof's first look at it (tprof opens it before it
 //! checks the pid, and the helper inherits it), or from its adoption: a request for a process that has exited is
@@ -56,7 +57,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::broker_proto::{
-    chunks, Channel, MapDesc, MultiSiteDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_SITE_TEXT,
+    chunks, Channel, MapDesc, MultiSiteDesc, ReadDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_READS, MAX_SITE_TEXT,
 };
 use super::drop_privs::{drop_after_attach, DropOptions, Needs};
 use super::scope::Scope;
@@ -206,6 +207,7 @@ impl Broker {
             Request::Scan { pid } => self.scan(pid),
             Request::Attach { pid, file, offset, semaphore } => self.attach(pid, file, offset, semaphore).map(|o| vec![o]),
             Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
+            Request::ReadMany { reads } => self.read_many(&reads).map(|o| vec![o]),
             Request::Program { slot } => self.keep_program(slot, fd).map(|o| vec![o]),
             Request::AttachMulti { pid, file, slot, sites } => self.attach_multi(pid, file, slot, &sites).map(|o| vec![o]),
             Request::Adopt { pid } => self.adopt(pid).map(|o| vec![o]),
@@ -365,19 +367,47 @@ impl Broker {
         if len == 0 || len > MAX_READ {
             return Err(format!("reads are 1 to {MAX_READ} bytes, not {len}"));
         }
-        let mut buf = vec![0u8; len as usize];
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-        // SAFETY: `local` describes `buf`, owned and alive for the call; the remote range is
-        // only read, by the kernel, with the target's page protections.
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        if n <= 0 {
-            return Err(format!("reading {len} bytes at {addr:#x} of pid {pid}: {}", std::io::Error::last_os_error()));
-        }
+        let buf = read_memory(pid, addr, len).map_err(|e| format!("reading {len} bytes at {addr:#x} of pid {pid}: {e}"))?;
         self.live_target(pid)?;
-        buf.truncate(n as usize);
         Ok(Outgoing::plain(Reply::Bytes { data: buf }))
     }
+
+    /// Up to [`MAX_READS`] reads of session processes: one answer each, None for a read
+    /// that failed or of a process not served (or that exited meanwhile: its pid may be
+    /// another process's by then).
+    fn read_many(&self, reads: &[ReadDesc]) -> Result<Outgoing, String> {
+        if reads.len() > MAX_READS {
+            return Err(format!("at most {MAX_READS} reads at once, not {}", reads.len()));
+        }
+        if let Some(r) = reads.iter().find(|r| r.len == 0 || r.len > MAX_READ) {
+            return Err(format!("reads are 1 to {MAX_READ} bytes, not {}", r.len));
+        }
+        let served = |pid: u32| self.live_target(pid).is_ok();
+        let mut data: Vec<Option<Vec<u8>>> =
+            reads.iter().map(|r| if served(r.pid) { read_memory(r.pid, r.addr, r.len).ok() } else { None }).collect();
+        for (r, d) in reads.iter().zip(data.iter_mut()) {
+            if d.is_some() && !served(r.pid) {
+                *d = None;
+            }
+        }
+        Ok(Outgoing::plain(Reply::Many { data }))
+    }
+}
+
+/// At most `len` bytes of `pid`'s memory at `addr` (`process_vm_readv`, which honours the
+/// target's page protections); at least one.
+fn read_memory(pid: u32, addr: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: `local` describes `buf`, owned and alive for the call; the remote range is
+    // only read, by the kernel, with the target's page protections.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n <= 0 {
+        return Err(if n == 0 { std::io::Error::other("nothing read") } else { std::io::Error::last_os_error() });
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
 /// Whether the process `t` names still runs (see [`super::pidfd::alive`]).

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use super::broker::SUBCOMMAND;
 use super::scope::Scope;
-use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, RecvError, Reply, Request, SiteDesc, MAX_READ};
+use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, ReadDesc, RecvError, Reply, Request, SiteDesc, MAX_READ, MAX_READS};
 
 /// Longest wait for the helper to start, and to answer a scan (it reads whole binaries).
 const SLOW: Duration = Duration::from_secs(60);
@@ -238,6 +238,27 @@ impl BrokerClient {
             (Reply::Refused { reason }, None) => Err(BrokerError::Refused(reason)),
             (other, fd) => Err(self.gone(format!("unexpected answer to a read: {other:?} (fd: {})", fd.is_some()))),
         }
+    }
+}
+
+impl BrokerClient {
+    /// Many reads of target memory (see [`Request::ReadMany`]), [`MAX_READS`] per request:
+    /// one answer per read, in order (None: unreadable).
+    pub fn read_many(&mut self, reads: &[ReadDesc]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for part in reads.chunks(MAX_READS) {
+            self.send(&Request::ReadMany { reads: part.to_vec() })?;
+            match self.recv(QUICK)? {
+                (Reply::Many { data }, None)
+                    if data.len() == part.len() && data.iter().zip(part).all(|(d, r)| d.as_ref().is_none_or(|d| d.len() <= r.len as usize)) =>
+                {
+                    out.extend(data)
+                }
+                (Reply::Refused { reason }, None) => return Err(BrokerError::Refused(reason)),
+                (other, fd) => return Err(self.gone(format!("unexpected answer to a batched read: {other:?} (fd: {})", fd.is_some()))),
+            }
+        }
+        Ok(out)
     }
 }
 

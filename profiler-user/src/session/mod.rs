@@ -40,7 +40,9 @@ use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 use profiler_common::proc_event;
 
+mod late;
 mod targets;
+use late::LateReads;
 use targets::{Origin, Targets};
 
 /// How often the ring buffer is drained.
@@ -94,6 +96,7 @@ pub struct Live {
     ring: RingBuf<MapData>,
     kallsyms: Option<File>,
     targets: Targets,
+    late: LateReads,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -152,7 +155,7 @@ impl Live {
         }
         log::info!("{broker_line}");
         let ring = tracer.take_ring()?;
-        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), start: Instant::now(), sigint, sigterm, rt };
+        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), late: LateReads::default(), start: Instant::now(), sigint, sigterm, rt };
         let mut sites = 0;
         for ((pid, comm), (_, fd)) in comms.iter().zip(pidfds) {
             let n = live.add(*pid, Origin::Given, Some(fd))?;
@@ -284,7 +287,7 @@ impl Live {
             if let Some(why) = signalled {
                 return Ok(why.to_string());
             }
-            if let Err(e) = drain(&mut self.ring, &mut self.probes, p) {
+            if let Err(e) = drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 return output_stop(e);
             }
             self.tracer.flush_log();
@@ -372,7 +375,7 @@ impl Live {
         self.probes.detach();
         let deadline = Instant::now() + FINAL_DRAIN;
         loop {
-            match drain(&mut self.ring, &mut self.probes, p) {
+            match drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 Ok(0) => break,
                 Ok(_) if Instant::now() >= deadline => {
                     let mut left = 0u64;
@@ -434,6 +437,14 @@ impl Live {
         r.duration_ns = self.start.elapsed().as_nanos() as u64;
         r.warnings.extend(self.tracer.warnings.iter().cloned());
         r.warnings.extend(self.probes.warnings.iter().cloned());
+        if self.late.over_budget > 0 {
+            r.warnings.push(format!(
+                "{} strings the kernel could not copy were left unread: more than {} per process (or {} in all) in one drain",
+                self.late.over_budget,
+                late::LATE_PER_PROCESS,
+                late::LATE_PER_DRAIN
+            ));
+        }
         r.stop_reason = stop_reason;
         match p.finish() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
@@ -444,16 +455,22 @@ impl Live {
 }
 
 /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, p: &mut Pipeline<S>) -> io::Result<usize> {
+///
+/// Late reads: strings the kernel could not copy (a page not yet faulted in) are read again
+/// by the privileged helper, `process_vm_readv`, which honours the target's page
+/// protections; only the traced pids, at most 128 bytes at a time, batched and within a
+/// budget per process ([`late`]).
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, late: &mut LateReads, p: &mut Pipeline<S>) -> io::Result<usize> {
     let mut n = 0;
+    late.start_drain();
+    let mut read = |wants: &[crate::decode::LateWant]| probes.read_targets(wants);
+    let mut push = |bytes: &[u8], reader: crate::decode::LateReader<'_>| p.push(bytes, reader);
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        // Late reads: strings the kernel could not copy (a page not yet faulted in) are read
-        // again by the privileged helper, `process_vm_readv`, which honours the target's page
-        // protections; only the traced pids, at most 128 bytes at a time.
-        p.push(&item, &mut |pid, addr, len| probes.read_target(pid, addr, len))?;
+        late.record(&item, &mut read, &mut push)?;
     }
+    late.flush(&mut read, &mut push)?;
     p.flush()?;
     Ok(n)
 }

@@ -197,3 +197,17 @@ fn adoption_is_checked_against_the_scope() {
     let why = refusal(b.handle(Request::Adopt { pid }));
     assert!(why.contains("has exited"), "{why}");
 }
+
+#[test]
+fn batched_reads_answer_each_read() {
+    let b = Broker::new(&[me()], 0, Scope::default());
+    let text = b"a string of this process".to_vec();
+    let good = ReadDesc { pid: me(), addr: text.as_ptr() as u64, len: text.len() as u32 };
+    let bad = ReadDesc { pid: me(), addr: 8, len: 16 };
+    let stranger = ReadDesc { pid: 1, ..good };
+    let out = b.read_many(&[good, bad, stranger, good]).unwrap();
+    assert_eq!(out.reply, Reply::Many { data: vec![Some(text.clone()), None, None, Some(text.clone())] });
+    assert!(b.read_many(&vec![good; MAX_READS + 1]).unwrap_err().contains("at most"));
+    assert!(b.read_many(&[ReadDesc { len: MAX_READ + 1, ..good }]).unwrap_err().contains("1 to"));
+    assert_eq!(b.read_many(&[]).unwrap().reply, Reply::Many { data: vec![] });
+}
