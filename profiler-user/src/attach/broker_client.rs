@@ -13,7 +13,8 @@ use super::broker::SUBCOMMAND;
 use super::scope::Scope;
 use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, ReadDesc, RecvError, Reply, Request, SiteDesc, MAX_READ, MAX_READS};
 
-/// Longest wait for the helper to start, and to answer a scan (it reads whole binaries).
+/// Longest wait for the helper to start, and to answer a scan (it opens every mapped file
+/// and reads its headers and notes).
 const SLOW: Duration = Duration::from_secs(60);
 /// Longest wait for a uprobe or a memory read.
 const QUICK: Duration = Duration::from_secs(10);

@@ -297,7 +297,9 @@ impl Live {
             }
             if last_scan.elapsed() >= RESCAN {
                 last_scan = Instant::now();
-                self.rescan(p, opts);
+                if let Err(e) = self.rescan(p, opts) {
+                    return output_stop(e);
+                }
                 if self.targets.is_empty() && !opts.open_ended() {
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
@@ -338,9 +340,16 @@ impl Live {
     }
 
     /// Every RESCAN: processes that exited (their PROC record may have been lost), libraries
-    /// loaded since the last scan, processes that joined the scope.
-    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) {
+    /// loaded since the last scan, processes that joined the scope. The ring is drained
+    /// between processes whenever a POLL has passed, so many targets (or a slow scan) do not
+    /// hold the live stream up. Err only for output errors.
+    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) -> io::Result<()> {
+        let mut drained = Instant::now();
         for pid in self.targets.pids() {
+            if drained.elapsed() >= POLL {
+                drain(&mut self.ring, &mut self.probes, &mut self.late, p)?;
+                drained = Instant::now();
+            }
             if !self.targets.alive(pid) {
                 self.gone(pid, p);
                 continue;
@@ -363,6 +372,7 @@ impl Live {
                 eprintln!("tprof: attached {n} more probe sites (processes that joined)");
             }
         }
+        Ok(())
     }
 
     /// Phase 3: stop new USDT events first (in parallel: see `Probes::detach`), then the
