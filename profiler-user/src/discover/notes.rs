@@ -16,9 +16,11 @@
 //! Only 64-bit little-endian ELF files are read, and only the parts the notes need, with
 //! bounded positional reads ([`super::elf`]): the headers, the section names, the note
 //! sections (at most [`MAX_NOTE_SECTION`] bytes each), never the whole file, so a large,
-//! sparse or hostile file costs what its headers and notes cost. A malformed note does not fail the file:
-//! [`read_notes`] returns a [`NotesReport`] holding the good sites and one message per skipped
-//! note. At most [`MAX_NOTES`] notes are looked at, to bound memory on hostile files.
+//! sparse or hostile file costs what its headers and notes cost. A malformed note does not
+//! fail the file: [`read_notes`] returns a [`NotesReport`] holding the good sites and one
+//! message per skipped note (a duplicate or conflicting note skips only its own sites:
+//! [`dedup_sites`]). At most [`MAX_NOTES`] notes are looked at, to bound memory on hostile
+//! files.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -116,9 +116,12 @@ mod tests {
         raw_bytes(&OnCpuRecord { header: Header { kind: kind::ON_CPU, ts_ns: ts, ..Default::default() }, start_ns: 0 })
     }
 
+    /// Each record handed on, by its index, with what its late reads answered.
+    type HandedOn = Vec<(usize, Vec<Option<Vec<u8>>>)>;
+
     /// Runs `records` through a drain; returns (batches asked, what each record decoded its
     /// strings to, in the order handed on).
-    fn run(late: &mut LateReads, records: &[Vec<u8>]) -> (Vec<Vec<LateWant>>, Vec<(usize, Vec<Option<Vec<u8>>>)>) {
+    fn run(late: &mut LateReads, records: &[Vec<u8>]) -> (Vec<Vec<LateWant>>, HandedOn) {
         let mut batches = Vec::new();
         let mut out = Vec::new();
         let mut read = |w: &[LateWant]| {
