@@ -276,6 +276,23 @@ impl Probes {
         }
     }
 
+    /// Reads many strings of target memory at once, through the helper (see
+    /// [`BrokerClient::read_many`]): (pid, address, length) each, at most
+    /// [`broker_proto::MAX_READ`] bytes; one answer per read, None when unreadable.
+    pub fn read_targets(&mut self, reads: &[(u32, u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let descs: Vec<broker_proto::ReadDesc> = reads
+            .iter()
+            .map(|&(pid, addr, len)| broker_proto::ReadDesc { pid, addr, len: u32::try_from(len).unwrap_or(u32::MAX).min(broker_proto::MAX_READ) })
+            .collect();
+        match self.ask(|b| b.read_many(&descs)) {
+            Ok(v) => v.into_iter().map(|d| d.filter(|d| !d.is_empty())).collect(),
+            Err(e) => {
+                log::debug!("late reads of {} strings: {e:#}", reads.len());
+                vec![None; reads.len()]
+            }
+        }
+    }
+
     /// Detaches every USDT site (disarming the semaphores as the links go). A uprobe_multi
     /// link goes with one wait for the kernel (per file and program); a perf-event uprobe
     /// (the fallback) each waits for an RCU grace period (~0.1 s here, under a global

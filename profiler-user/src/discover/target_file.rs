@@ -33,9 +33,6 @@ use anyhow::{bail, Context, Result};
 
 use super::maps::Mapping;
 
-/// Largest target file tprof reads into memory (notes are read from the whole file).
-pub const MAX_FILE_BYTES: u64 = 2 << 30;
-
 /// `struct open_how` of `openat2(2)` (libc's is `#[non_exhaustive]`).
 #[repr(C)]
 struct OpenHow {
@@ -75,7 +72,8 @@ pub fn fd_path(file: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
-/// A regular file, not larger than [`MAX_FILE_BYTES`], with inode `inode`.
+/// A regular file with inode `inode`. Its size does not matter: nothing reads a target
+/// file whole (notes are read with bounded reads, the symbolizer maps it).
 fn check_file(file: &File, inode: u64) -> Result<()> {
     let ino = check_regular(file)?;
     if ino != inode {
@@ -84,7 +82,7 @@ fn check_file(file: &File, inode: u64) -> Result<()> {
     Ok(())
 }
 
-/// A regular file, not larger than [`MAX_FILE_BYTES`]: returns its inode.
+/// A regular file (of any size): returns its inode.
 fn check_regular(file: &File) -> Result<u64> {
     let meta = file.metadata().context("fstat")?;
     let ft = meta.file_type();
@@ -104,28 +102,19 @@ fn check_regular(file: &File) -> Result<u64> {
         };
         bail!("refused: {what}, not a regular file");
     }
-    if meta.size() > MAX_FILE_BYTES {
-        bail!("refused: {} bytes, more than the {MAX_FILE_BYTES} tprof reads", meta.size());
-    }
     Ok(meta.ino())
 }
 
-/// The bytes of a file the user named (`--binary`), with the checks of the target's files:
-/// opened without blocking (a FIFO) or taking a terminal (a tty), read only if it is a
-/// regular file (not `/dev/zero`), and never more than [`MAX_FILE_BYTES`].
-pub fn read_named_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
+/// A file the user named (`--binary`, `tprof list --binary`), opened with the checks of the
+/// target's files: without blocking (a FIFO) or taking a terminal (a tty), and only if it is
+/// a regular file (not `/dev/zero`). Its notes are then read in bounded pieces.
+pub fn open_named_file(path: &Path) -> std::io::Result<std::fs::File> {
     let file = open_nonblocking(path, true).map_err(|e| match e.downcast::<std::io::Error>() {
         Ok(io) => io,
         Err(e) => std::io::Error::other(format!("{e:#}")),
     })?;
     check_regular(&file).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:#}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("refused: grew past the {MAX_FILE_BYTES} bytes tprof reads")));
-    }
-    Ok(bytes)
+    Ok(file)
 }
 
 fn cstr(path: &Path) -> Result<std::ffi::CString> {
@@ -209,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_named_file_must_be_regular() {
-        let e = read_named_file(Path::new("/dev/zero")).expect_err("a device is refused");
+        let e = open_named_file(Path::new("/dev/zero")).expect_err("a device is refused");
         assert!(e.to_string().contains("character device"), "{e}");
         let d = tmp("named");
         let fifo = d.join("fifo");
@@ -217,11 +206,13 @@ mod tests {
         // SAFETY: a NUL-terminated path we own, alive for the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // No writer: a blocking open would hang here.
-        let e = read_named_file(&fifo).expect_err("a FIFO is refused");
+        let e = open_named_file(&fifo).expect_err("a FIFO is refused");
         assert!(e.to_string().contains("FIFO"), "{e}");
         std::fs::write(d.join("f"), b"abc").unwrap();
-        assert_eq!(read_named_file(&d.join("f")).unwrap(), b"abc");
-        assert_eq!(read_named_file(&d.join("none")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        let mut text = String::new();
+        open_named_file(&d.join("f")).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "abc");
+        assert_eq!(open_named_file(&d.join("none")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::io;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
-use crate::attach::{privileges, Counters, Probes, Scope, TraceOptions, Tracer};
+use crate::attach::{pidfd, privileges, Counters, Probes, Scope, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
 use crate::model::process::ProcessInfo;
 use crate::model::report::SessionReport;
@@ -40,7 +42,9 @@ use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 use profiler_common::proc_event;
 
+mod late;
 mod targets;
+use late::LateReads;
 use targets::{Origin, Targets};
 
 /// How often the ring buffer is drained.
@@ -86,14 +90,6 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     live.report(p, stop)
 }
 
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the last ')' (comm may contain anything).
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
-        Err(_) => false,
-    }
-}
-
 /// A session attached and running.
 pub struct Live {
     // Field order is drop order: links and programs go before the runtime.
@@ -104,6 +100,7 @@ pub struct Live {
     targets: Targets,
     /// What was read of processes added since the pipeline last heard (see `Live::tell`).
     learnt: Vec<Arc<ProcessInfo>>,
+    late: LateReads,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -123,11 +120,19 @@ impl Live {
             (int, signal(SignalKind::terminate()).context("installing the SIGTERM handler")?)
         };
         let mut comms = Vec::new();
+        let mut pidfds = Vec::new();
         for pid in &opts.pids {
-            comms.push((*pid, privileges::check_pid(*pid)?));
+            // The pidfd first: the checks then look at the process it holds, and the session
+            // (and the helper) keep holding that very process, whatever its pid becomes.
+            let fd = pidfd::open(*pid);
+            let comm = privileges::check_pid(*pid)?;
+            let fd = fd.filter(pidfd::alive).ok_or_else(|| anyhow!("pid {pid} exited while tprof looked at it"))?;
+            comms.push((*pid, comm));
+            pidfds.push((*pid, fd));
         }
         // The helper first, while tprof still has every privilege for it to inherit.
-        let broker = BrokerClient::spawn(&opts.pids, &opts.scope)?;
+        let held: Vec<(u32, BorrowedFd<'_>)> = pidfds.iter().map(|(p, fd)| (*p, fd.as_fd())).collect();
+        let broker = BrokerClient::spawn(&held, &opts.scope)?;
         let broker_line = broker.privileges.clone();
         let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
@@ -154,10 +159,22 @@ impl Live {
         }
         log::info!("{broker_line}");
         let ring = tracer.take_ring()?;
-        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), learnt: Vec::new(), start: Instant::now(), sigint, sigterm, rt };
+        let mut live = Live {
+            probes,
+            tracer,
+            ring,
+            kallsyms,
+            targets: Targets::default(),
+            learnt: Vec::new(),
+            late: LateReads::default(),
+            start: Instant::now(),
+            sigint,
+            sigterm,
+            rt,
+        };
         let mut sites = 0;
-        for (pid, comm) in &comms {
-            let n = live.add(*pid, Origin::Given)?;
+        for ((pid, comm), (_, fd)) in comms.iter().zip(pidfds) {
+            let n = live.add(*pid, Origin::Given, Some(fd))?;
             if n == 0 && !opts.open_ended() {
                 let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
                 live.probes.warnings.push(format!(
@@ -195,9 +212,14 @@ impl Live {
 
     /// Starts on process `pid`: traced by the kernel programs, served by the helper (it
     /// checks that the process is in the scope), its files scanned and their probe sites
-    /// attached. Returns how many sites were newly attached.
-    fn add(&mut self, pid: u32, origin: Origin) -> Result<usize> {
-        if !self.targets.add(pid, origin) {
+    /// attached. `fd`: the pidfd of the session's first look, if it had one (otherwise it
+    /// is opened now). Returns how many sites were newly attached.
+    fn add(&mut self, pid: u32, origin: Origin, fd: Option<OwnedFd>) -> Result<usize> {
+        if self.targets.contains(pid) {
+            return Ok(0);
+        }
+        let fd = fd.or_else(|| pidfd::open(pid));
+        if !self.targets.add(pid, origin, fd) {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
@@ -221,7 +243,7 @@ impl Live {
         };
         let mut sites = 0;
         for pid in found {
-            match self.add(pid, Origin::Discovered) {
+            match self.add(pid, Origin::Discovered, None) {
                 Ok(n) => {
                     sites += n;
                     if announce {
@@ -296,7 +318,7 @@ impl Live {
             if let Some(why) = signalled {
                 return Ok(why.to_string());
             }
-            if let Err(e) = drain(&mut self.ring, &mut self.probes, p) {
+            if let Err(e) = drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 return output_stop(e);
             }
             self.tracer.flush_log();
@@ -306,7 +328,9 @@ impl Live {
             }
             if last_scan.elapsed() >= RESCAN {
                 last_scan = Instant::now();
-                self.rescan(p, opts);
+                if let Err(e) = self.rescan(p, opts) {
+                    return output_stop(e);
+                }
                 if self.targets.is_empty() && !opts.open_ended() {
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
@@ -325,7 +349,7 @@ impl Live {
         // A child the kernel map was too full to hold still comes by its PROC record.
         forked.extend(events.iter().filter(|e| e.event == proc_event::FORK).map(|e| e.pid));
         for pid in forked {
-            match self.add(pid, Origin::Followed) {
+            match self.add(pid, Origin::Followed, None) {
                 Ok(_) => self.update_maps(pid, p),
                 Err(e) => log::debug!("{e:#}"),
             }
@@ -348,10 +372,17 @@ impl Live {
     }
 
     /// Every RESCAN: processes that exited (their PROC record may have been lost), libraries
-    /// loaded since the last scan, processes that joined the scope.
-    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) {
+    /// loaded since the last scan, processes that joined the scope. The ring is drained
+    /// between processes whenever a POLL has passed, so many targets (or a slow scan) do not
+    /// hold the live stream up. Err only for output errors.
+    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) -> io::Result<()> {
+        let mut drained = Instant::now();
         for pid in self.targets.pids() {
-            if !alive(pid) {
+            if drained.elapsed() >= POLL {
+                drain(&mut self.ring, &mut self.probes, &mut self.late, p)?;
+                drained = Instant::now();
+            }
+            if !self.targets.alive(pid) {
                 self.gone(pid, p);
                 continue;
             }
@@ -371,6 +402,7 @@ impl Live {
             }
             self.tell(p);
         }
+        Ok(())
     }
 
     /// Phase 3: stop new USDT events first (in parallel: see `Probes::detach`), then the
@@ -383,7 +415,7 @@ impl Live {
         self.probes.detach();
         let deadline = Instant::now() + FINAL_DRAIN;
         loop {
-            match drain(&mut self.ring, &mut self.probes, p) {
+            match drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 Ok(0) => break,
                 Ok(_) if Instant::now() >= deadline => {
                     let mut left = 0u64;
@@ -452,6 +484,14 @@ impl Live {
         r.duration_ns = self.start.elapsed().as_nanos() as u64;
         r.warnings.extend(self.tracer.warnings.iter().cloned());
         r.warnings.extend(self.probes.warnings.iter().cloned());
+        if self.late.over_budget > 0 {
+            r.warnings.push(format!(
+                "{} strings the kernel could not copy were left unread: more than {} per process (or {} in all) in one drain",
+                self.late.over_budget,
+                late::LATE_PER_PROCESS,
+                late::LATE_PER_DRAIN
+            ));
+        }
         r.stop_reason = stop_reason;
         // Warnings quote what the target chose (probe names, mapped paths, comms) and are
         // printed, written as the session line and kept in recordings: escaped once, here.
@@ -481,16 +521,22 @@ fn summarize_warnings(warnings: &mut Vec<String>) {
 }
 
 /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, p: &mut Pipeline<S>) -> io::Result<usize> {
+///
+/// Late reads: strings the kernel could not copy (a page not yet faulted in) are read again
+/// by the privileged helper, `process_vm_readv`, which honours the target's page
+/// protections; only the traced pids, at most 128 bytes at a time, batched and within a
+/// budget per process ([`late`]).
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, late: &mut LateReads, p: &mut Pipeline<S>) -> io::Result<usize> {
     let mut n = 0;
+    late.start_drain();
+    let mut read = |wants: &[crate::decode::LateWant]| probes.read_targets(wants);
+    let mut push = |bytes: &[u8], reader: crate::decode::LateReader<'_>| p.push(bytes, reader);
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        // Late reads: strings the kernel could not copy (a page not yet faulted in) are read
-        // again by the privileged helper, `process_vm_readv`, which honours the target's page
-        // protections; only the traced pids, at most 128 bytes at a time.
-        p.push(&item, &mut |pid, addr, len| probes.read_target(pid, addr, len))?;
+        late.record(&item, &mut read, &mut push)?;
     }
+    late.flush(&mut read, &mut push)?;
     p.flush()?;
     Ok(n)
 }

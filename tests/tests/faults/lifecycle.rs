@@ -248,3 +248,32 @@ fn binary_deleted_while_attached() {
     );
     assert_eq!(out.iter().filter(|v| v["type"] == "summary").count(), 2, "{out:#?}");
 }
+
+#[test]
+fn sparse_huge_executable_is_read_in_bounded_pieces() {
+    // A target whose executable is 2 GiB, mostly holes: the helper reads its headers and
+    // notes, not the file (it used to read it whole: 2 GiB of helper memory, seconds per
+    // scan, and a helper that stopped answering with several such files).
+    require_root();
+    let dir = TempDir::new("sparse-huge");
+    let huge = private_copy(&target_bin(), &dir, "huge");
+    std::fs::OpenOptions::new().write(true).open(&huge).and_then(|f| f.set_len(2 << 30)).expect("make the copy 2 GiB, sparse");
+    let mut target = start_program(&huge, &["regions"]);
+    let sites = probe_sites(target.pid()).len() as u64;
+    let tprof = attach(&[target.pid()], &[]);
+    let helper = helper_of(tprof.child.id());
+    let peak_kb: u64 = status_field(&format!("/proc/{helper}/status"), "VmHWM:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmHWM in kB");
+    assert!(peak_kb < 256 << 10, "the helper's peak memory after scanning a 2 GiB file: {peak_kb} kB");
+    target.send_line("go");
+    target.expect_line("done", &mut Vec::new());
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    let sess = session(&out);
+    assert_eq!(sess["sites"].as_u64(), Some(sites), "{sess}");
+    assert_eq!(summaries_named(&out, "regions").len(), 1, "the huge binary's request is traced");
+}
