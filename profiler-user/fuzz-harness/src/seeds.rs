@@ -1,10 +1,10 @@
 //! Hand-built seed inputs for the fuzz targets, small and dense (a fuzzer mutates a 1 KiB
 //! ELF far better than a 10 MiB one): tiny ELF files with SDT notes, BTF blobs, raw
 //! ring-buffer records and `tprof record` files. Written into `corpus/<target>/seed-*` by
-//! the ignored test `write_seeds` of this crate's `tests/corpus.rs`:
+//! the example `write_seeds` of this crate:
 //!
 //! ```sh
-//! TPROF_WRITE_SEEDS=1 cargo test -p tprof-fuzz-harness --test corpus -- --ignored write_seeds
+//! cargo run -p tprof-fuzz-harness --example write_seeds
 //! ```
 //!
 //! The corpus also holds a few real files (gcc-built ELFs of `tests/c/*.c`); see the fuzz

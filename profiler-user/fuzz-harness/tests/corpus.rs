@@ -120,23 +120,3 @@ fn seeds_are_valid_inputs() {
     }
     let _ = std::fs::remove_file(&path);
 }
-
-/// Rewrites the `seed-*` files of the corpus from `seeds::all` (after a record ABI change):
-/// `TPROF_WRITE_SEEDS=1 cargo test -p tprof-fuzz-harness --test corpus -- --ignored write_seeds`.
-#[test]
-#[ignore = "writes into the corpus; run by hand with TPROF_WRITE_SEEDS=1"]
-fn write_seeds() {
-    assert!(std::env::var_os("TPROF_WRITE_SEEDS").is_some(), "set TPROF_WRITE_SEEDS=1 to rewrite the corpus seeds");
-    let scratch = scratch("write-seeds");
-    let mut written = 0;
-    for (target, seeds) in seeds::all(&scratch) {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds {
-            std::fs::write(dir.join(&name), &bytes).unwrap();
-            written += 1;
-        }
-    }
-    let _ = std::fs::remove_file(&scratch);
-    assert!(written > 0, "seeds::all built no seed");
-}
