@@ -39,6 +39,22 @@ fn spin(d: Duration) {
     }
 }
 
+/// The kernel's own accounting of this thread (`/proc/thread-self/schedstat`): time on a
+/// CPU and time waiting in a run queue, in ns. The truth tprof's figures are checked
+/// against, whatever else loads the machine.
+fn schedstat() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+}
+
+/// Prints what the kernel accounted to this thread since `before`: `<what> kernel run_ns N
+/// wait_ns N`.
+fn print_kernel(what: &str, before: (u64, u64)) {
+    let (run, wait) = schedstat();
+    println!("{what} kernel run_ns {} wait_ns {}", run.saturating_sub(before.0), wait.saturating_sub(before.1));
+}
+
 fn mutex_request(ms: u64) {
     let lock = Arc::new(Mutex::new(()));
     let (held_tx, held_rx) = mpsc::channel();
@@ -46,9 +62,13 @@ fn mutex_request(ms: u64) {
     let holder = std::thread::spawn(move || {
         let task = Task::new("holder");
         let guard = holder_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let locked = Instant::now();
         let _ = held_tx.send((gettid(), task.context().span_id()));
         spin(Duration::from_millis(ms));
         drop(guard);
+        // How long the lock was really held (a loaded machine stretches it): the most the
+        // request can have waited for it.
+        println!("mutex holder held_ns {}", locked.elapsed().as_nanos());
         drop(task);
     });
     let (holder_tid, holder_span) = held_rx.recv().unwrap_or((0, 0));
@@ -254,7 +274,9 @@ fn main() {
             "spin" => {
                 let t = Task::new("spin");
                 println!("spin task span {:016x} tid {}", t.context().span_id(), gettid());
+                let before = schedstat();
                 spin(Duration::from_millis(ms));
+                print_kernel("spin", before);
             }
             "mutex" => mutex_request(ms),
             "async" => async_request(ms),
@@ -281,6 +303,9 @@ fn main() {
                 // default timer slack): every interval far below a 10 ms detail threshold.
                 // The target measures its own time asleep, the truth tprof's sums are
                 // checked against.
+                // The kernel's accounting is read outside the task: its file reads would be
+                // syscalls of the task (more kinds than the kernel's sums have slots for).
+                let before = schedstat();
                 let t = Task::new("short");
                 println!("short task span {:016x} tid {}", t.context().span_id(), gettid());
                 let mut asleep = Duration::ZERO;
@@ -291,6 +316,8 @@ fn main() {
                     std::thread::sleep(Duration::from_micros(1));
                     asleep += t0.elapsed();
                 }
+                drop(t);
+                print_kernel("short", before);
                 println!("short asleep_ns {}", asleep.as_nanos());
             }
             "open" => {
