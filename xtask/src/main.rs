@@ -146,7 +146,7 @@ fn test(args: &[String]) -> Result<()> {
         bail!("the end-to-end tests attach eBPF programs and need root: run `sudo -E cargo xtask test`");
     }
     let mut e2e = cargo();
-    e2e.args(["test", "-p", "tprof-tests", "--tests"]).args(extra).args(["--", "--test-threads=1"]);
+    e2e.args(["test", "-p", "tprof-tests", "--tests", "--no-fail-fast"]).args(extra).args(["--", "--test-threads=1"]);
     // The release build an operator installs: tests/tests/dist.rs runs it from a copy.
     let dist = dist::dist()?;
     e2e.env("TPROF_BIN", bin_dir().join("tprof"))
