@@ -160,7 +160,8 @@ async fn tower_requests(n: usize) {
         let (resp, busy) = h.await.expect("request task");
         let resp = resp.expect("infallible");
         let ctx = extract_traceparent(resp.headers()).expect("the response carries traceparent");
-        println!("req {i} {} {} busy_us {}", ids(&ctx, parent), resp.body(), busy.as_micros());
+        // The body carries the task (it ends when the body is dropped, after this line).
+        println!("req {i} {} {} busy_us {}", ids(&ctx, parent), resp.body().get_ref(), busy.as_micros());
     }
 }
 
