@@ -157,8 +157,8 @@ fn check_requests(out: &[Value], reqs: &[Req], name: impl Fn(usize) -> String) {
         let attaches = events(out, "task_attach", &r.span);
         let detaches = events(out, "task_detach", &r.span);
         // Both variants pair every attach (and the begin) with a detach; the end comes after
-        // the last one: `tracing` closes the span, `TprofHttpLayer`'s response body is
-        // dropped (the body carries the task on).
+        // the last one: `tracing` closes the span, the target takes the body out of
+        // `TprofHttpLayer`'s response (the body carries the task on until then).
         let expect_detaches = attaches.len() + 1;
         assert!(
             attaches.len() >= 2 && detaches.len() == expect_detaches,
