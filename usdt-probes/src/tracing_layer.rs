@@ -93,11 +93,15 @@ impl SpanInfo<'_> {
 ///
 /// * **Tasks**: a span becomes a task when it is a root span (no parent span), when it has the
 ///   field `tprof.task = true`, or when the predicate given to
-///   [`TprofLayer::with_task_predicate`] accepts its metadata. Its name is the span's name, or
-///   the field `tprof.name` when present. Its ids: a child span of the W3C context in a
+///   [`TprofLayer::with_task_predicate`] accepts its metadata. Its name: the field `tprof.name`,
+///   else [`TprofLayer::with_task_name`]'s function, else [`SpanInfo::default_name`]
+///   (`otel.name`, or `method` with `http.route`/`matched_path`/`route`, or with the path of
+///   `uri`/`path`/`url.path`/`http.target`, ids folded), else the span's name. Its ids: a child span of the W3C context in a
 ///   `traceparent` field (`info_span!("request", traceparent = %header)`; it may also be
 ///   recorded later, before the span is first entered), else a child of the enclosing task
 ///   span, else of the thread's current task ([`TraceContext::current`]), else a new trace.
+///   The `traceparent` may also come as OpenTelemetry's `http.request.header.traceparent`
+///   field or inside tower-http's `headers` field: this layer never sees the request itself.
 ///   The context is stored in the span's extensions as a [`TraceContext`], for other layers.
 /// * **Polls**: `tracing` enters and exits a span around every poll of an instrumented future,
 ///   on whichever thread polls it. The first enter fires `task_begin`; an enter on a thread the
