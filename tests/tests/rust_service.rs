@@ -18,8 +18,21 @@ const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 const BIG: usize = 16 * 1024 * 1024;
 const MID: usize = 1024 * 1024;
 
-fn serve(layer: &str) -> (Proc, String) {
-    start_service(Path::new(env!("CARGO_BIN_EXE_file-server")), &["--layer", layer])
+/// Removes the server's files when the test ends (the server is killed, it cannot).
+struct Files(std::path::PathBuf);
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn serve(layer: &str) -> (Proc, String, Files) {
+    let dir = std::env::temp_dir().join(format!("rust-service-test-{}-{layer}", std::process::id()));
+    let files = Files(dir.clone());
+    let dir = dir.to_str().expect("utf-8 temp dir").to_string();
+    let (p, addr) = start_service(Path::new(env!("CARGO_BIN_EXE_file-server")), &["--layer", layer, "--dir", &dir]);
+    (p, addr, files)
 }
 
 fn monotonic_ns() -> u64 {
@@ -134,7 +147,7 @@ fn traffic(addr: &str) -> (u64, usize) {
 
 fn check(layer: &str) {
     require_root();
-    let (server, addr) = serve(layer);
+    let (server, addr, _files) = serve(layer);
     let pid = server.pid();
     let tprof = attach(&[pid], &["--summary-only"]);
     let cpu_before = process_cpu_ns(pid);
@@ -201,7 +214,7 @@ fn tracing_spans_with_tprof_layer_alone_follow_their_work_and_name_routes() {
 #[test]
 fn text_output_of_a_1_mib_download_is_a_few_lines() {
     require_root();
-    let (server, addr) = serve("http");
+    let (server, addr, _files) = serve("http");
     let pid = server.pid().to_string();
     let tprof = spawn_tprof(&["attach", "--pid", &pid]);
     let stderr = tprof.stderr.as_ref().expect("stderr");
