@@ -180,6 +180,21 @@ pub(crate) mod recorder {
         }
     }
 
+    /// Task names given to `task_begin`, by span-id.
+    pub(crate) static NAMES: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn push_name(span_id: u64, name: &str) {
+        if let Ok(mut v) = NAMES.lock() {
+            v.push((span_id, name.to_string()));
+        }
+    }
+
+    /// The name the task `span_id` began with.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn names_of(span_id: u64) -> Option<String> {
+        NAMES.lock().ok()?.iter().find(|n| n.0 == span_id).map(|n| n.1.clone())
+    }
+
     /// Probes fired for `span_id`, in order, with their threads.
     pub(crate) fn for_span(span_id: u64) -> Vec<(&'static str, ThreadId)> {
         FIRED.lock().map(|v| v.iter().filter(|f| f.1 == span_id).map(|f| (f.0, f.2)).collect()).unwrap_or_default()
