@@ -195,8 +195,8 @@ fn async_tasks_moving_between_threads_are_charged_separately() {
     let (out, _) = trace(&["async:8"], &[]);
     for name in ["async-a", "async-b"] {
         let s = summary(&out, name);
-        let (on, runq) = (ms(s, "on_cpu_ns"), ms(s, "runq_ns"));
-        assert!(on + runq >= 24.0, "{name}: on {on} + runq {runq}: {s}");
+        let (on, runq) = (ms(s, "on_cpu_ns") + ms(s, "steal_ns"), ms(s, "runq_ns"));
+        assert!(on + runq >= 24.0, "{name}: on (with steal) {on} + runq {runq}: {s}");
         assert!(on <= 26.0, "{name}: on-CPU {on} ms includes the other task's time: {s}");
         assert_eq!(s["threads"].as_array().map(Vec::len), Some(2), "{name} ran on both workers: {s}");
         let span = s["span_id"].as_str().unwrap_or_default();

@@ -115,7 +115,8 @@ fn axum_demo_service_one_trace_crosses_two_processes() {
         assert!(region_ms(c, "compute") >= 7.9, "{c}");
     }
     for c in &complete(&cpus) {
-        assert!(ms(c, "on_cpu_ns") + ms(c, "runq_ns") >= 7.9, "{c}");
+        // (VM steal is time the spin held a CPU the hypervisor gave away: apart, not on-CPU.)
+        assert!(ms(c, "on_cpu_ns") + ms(c, "steal_ns") + ms(c, "runq_ns") >= 7.9, "{c}");
     }
 
     // /lock: the mutex held 5 ms, inside region `critical`; the load's 4 clients arrive

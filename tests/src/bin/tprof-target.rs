@@ -39,13 +39,19 @@ fn spin(d: Duration) {
     }
 }
 
-/// The kernel's own accounting of this thread (`/proc/thread-self/schedstat`): time on a
-/// CPU and time waiting in a run queue, in ns. The truth tprof's figures are checked
-/// against, whatever else loads the machine.
+/// The kernel's own accounting of this thread: its CPU time (CLOCK_THREAD_CPUTIME_ID,
+/// which includes the running slice; `schedstat`'s run time lags by up to a tick while the
+/// thread runs) and its time waiting in a run queue (`/proc/thread-self/schedstat`, exact
+/// once the thread runs), in ns. The truth tprof's figures are checked against, whatever
+/// else loads the machine.
 fn schedstat() -> (u64, u64) {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let run = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
-    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+    let wait = text.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (run, wait)
 }
 
 /// Prints what the kernel accounted to this thread since `before`: `<what> kernel run_ns N

@@ -149,7 +149,7 @@ fn exec_case(open_at_exec: bool) {
         // The exec ended the program that owned the task: the new image's work is not its
         // own. (Before the exec it slept 1 ms; the new program then ran for 20+ ms, of which
         // the sleep task took 20 ms of blocked time.)
-        let charged = ms(open, "on_cpu_ns") + ms(open, "blocked_ns") + ms(open, "runq_ns");
+        let charged = ms(open, "on_cpu_ns") + ms(open, "steal_ns") + ms(open, "blocked_ns") + ms(open, "runq_ns");
         assert!(charged < 10.0, "the task cut off by exec is not charged for the new program's time ({charged} ms): {open}");
     }
 }
