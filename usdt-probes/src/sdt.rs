@@ -130,6 +130,20 @@ macro_rules! probes {
     ) => {
         /// The semaphores, one per probe.
         mod sem {
+            /// Starts the `.probes` section on a page of its own. The kernel arms a
+            /// semaphore of a process that execs through the first writable mapping of the
+            /// file that covers its file offset; when the page holding the semaphores is
+            /// also the last file page of the previous writable segment (a layout the
+            /// linker produces at some binary sizes), the kernel arms that other mapping
+            /// and the new program reads its probes disarmed. A page-aligned section keeps
+            /// the semaphores' file page in one mapping. (Costs up to 4 KiB of padding.)
+            #[repr(C, align(4096))]
+            struct PageStart([u8; 0]);
+
+            #[used]
+            #[link_section = ".probes"]
+            static PAGE_START: PageStart = PageStart([]);
+
             $(
                 #[used]
                 #[link_section = ".probes"]
