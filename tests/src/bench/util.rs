@@ -1,15 +1,13 @@
-//! Helpers shared by the benchmarks (moved out of the former bench.rs): child processes
-//! killed on every path, line readers with timeouts, pinning, machine facts, JSON strings.
+//! Helpers of the benchmark driver alone: where the workspace and its build outputs are,
+//! cargo, pinning, machine facts, JSON fields. What it shares with the end-to-end tests
+//! (child processes killed on every path, line readers with timeouts, signals) is in
+//! [`crate::child`].
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-
-use crate::root;
+use anyhow::{bail, Context, Result};
 
 /// ns per loop iteration, one value per repetition.
 #[derive(Clone, Default)]
@@ -31,65 +29,6 @@ impl Samples {
     }
 }
 
-/// A child killed (SIGKILL) and reaped on drop, whatever path we leave by.
-pub(crate) struct Guard(pub(crate) Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads a pipe's lines on a thread, so that we can wait for them with a timeout.
-pub(crate) fn line_reader(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line starting with `prefix`; other lines are appended to `seen`.
-pub(crate) fn expect_line(
-    rx: &Receiver<String>,
-    prefix: &str,
-    timeout: Duration,
-    seen: &mut Vec<String>,
-    who: &str,
-) -> Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.starts_with(prefix) => return Ok(l),
-            Ok(l) => seen.push(l),
-            Err(RecvTimeoutError::Timeout) => {
-                bail!("{who}: no {prefix:?} line after {timeout:?}; it said: {}", tail(seen))
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                bail!("{who} exited before printing {prefix:?}; it said: {}", tail(seen))
-            }
-        }
-    }
-}
-
-pub(crate) fn tail(lines: &[String]) -> String {
-    let keep: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
-    let start = keep.len().saturating_sub(8);
-    let t: Vec<&str> = keep[start..].iter().map(|s| s.as_str()).collect();
-    if t.is_empty() {
-        "(nothing)".into()
-    } else {
-        t.join(" | ")
-    }
-}
-
 pub(crate) fn have(cmd: &str) -> bool {
     Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
@@ -105,29 +44,40 @@ pub(crate) fn on_cpu1(program: &Path, pin: bool) -> Command {
     }
 }
 
-pub(crate) fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
-}
-
-/// Waits for a child to exit, up to `timeout`; false if it is still running.
-pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
-}
-
-pub(crate) fn drain_in_background(rx: Receiver<String>) {
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-}
-
 /// The unsigned field `key` of a JSON object line (tprof's or the bare tracer's `session`).
 pub(crate) fn json_u64(line: &str, key: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(line).ok()?.get(key)?.as_u64()
+}
+
+/// The workspace root (the tests crate lives one level below it).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `cargo` (the one that runs us, if any), in the workspace root.
+pub(crate) fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs `cmd`; an error if it cannot start or fails.
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Where cargo puts binaries for the dev profile.
+pub(crate) fn bin_dir() -> PathBuf {
+    target_dir().join("debug")
 }
 
 pub(crate) fn target_dir() -> PathBuf {
