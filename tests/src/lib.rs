@@ -4,19 +4,26 @@
 //! These tests need root (CAP_BPF, CAP_PERFMON): without it they fail with a message
 //! saying so. They never skip silently. tprof always runs as root; the targets of the main
 //! workload tests run as other users ([`RunAs`]), as a service would.
+//!
+//! The benchmarks live here too ([`bench`]: the driver behind `cargo xtask bench`, and the
+//! workloads' side of it), next to the binaries they run, sharing the child-process helpers
+//! of [`child`] with the tests.
 
-pub mod bench_bin;
+pub mod bench;
+pub mod child;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use serde_json::Value;
+
+pub use child::{line_reader, Guard};
 
 /// How long a test waits for a process to say something before failing.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -48,35 +55,14 @@ pub fn require_root() {
     assert_eq!(euid, 0, "end-to-end tests attach eBPF programs and need root: run `sudo -E cargo xtask test`");
 }
 
-/// Reads a child's output lines on a thread, so tests can wait with a timeout.
-fn line_reader(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A process killed (and reaped) on drop.
+/// A process killed (and reaped) on drop (by its [`Guard`], which derefs to the `Child`).
 pub struct Proc {
-    pub child: Child,
+    pub child: Guard,
     pub stdin: Option<ChildStdin>,
     pub stdout: Receiver<String>,
     pub stderr: Option<Receiver<String>>,
     /// The private directory its binary was copied into, removed after the process is gone.
     pub dir: Option<PrivateDir>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Proc {
@@ -86,13 +72,8 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix`; returns it. Other lines are kept in `seen`.
     pub fn expect_line(&self, prefix: &str, seen: &mut Vec<String>) -> String {
-        loop {
-            match self.stdout.recv_timeout(PATIENCE) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(l) => seen.push(l),
-                Err(e) => panic!("no line starting with {prefix:?} ({e}); saw {seen:?}"),
-            }
-        }
+        let who = format!("pid {}", self.pid());
+        child::expect_line(&self.stdout, prefix, PATIENCE, seen, &who).unwrap_or_else(|e| panic!("{e:#}; saw {seen:?}"))
     }
 
     pub fn send_line(&mut self, line: &str) {
@@ -107,9 +88,8 @@ impl Proc {
 
     /// Sends a signal.
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill with a pid we own (not yet reaped) and a valid signal number.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+        // The pid is ours: the child is not reaped before the Proc is dropped.
+        child::signal(self.pid(), sig).unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid()));
     }
 }
 
@@ -224,7 +204,7 @@ pub fn start_program_as(path: &Path, args: &[&str], who: RunAs) -> Proc {
         .unwrap_or_else(|e| panic!("spawn {} as {who:?}: {e}", path.display()));
     let stdin = child.stdin.take();
     let stdout = line_reader(child.stdout.take().expect("stdout"));
-    let p = Proc { child, stdin, stdout, stderr: None, dir };
+    let p = Proc { child: Guard(child), stdin, stdout, stderr: None, dir };
     p.expect_line("ready ", &mut Vec::new());
     p
 }
@@ -243,7 +223,7 @@ pub fn start_service(exe: &Path, extra: &[&str], who: RunAs) -> (Proc, String) {
         .unwrap_or_else(|e| panic!("start {} as {who:?}: {e}", exe.display()));
     let stdin = child.stdin.take();
     let stdout = line_reader(child.stdout.take().expect("stdout"));
-    let p = Proc { child, stdin, stdout, stderr: None, dir };
+    let p = Proc { child: Guard(child), stdin, stdout, stderr: None, dir };
     let banner = p.expect_line("listening on ", &mut Vec::new());
     assert!(banner.ends_with(&format!(" pid {}", p.pid())), "{banner}");
     let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
@@ -261,7 +241,7 @@ pub fn spawn_tprof(args: &[&str]) -> Proc {
         .expect("spawn tprof");
     let stdout = line_reader(child.stdout.take().expect("stdout"));
     let stderr = Some(line_reader(child.stderr.take().expect("stderr")));
-    Proc { child, stdin: None, stdout, stderr, dir: None }
+    Proc { child: Guard(child), stdin: None, stdout, stderr, dir: None }
 }
 
 /// Starts `tprof attach --format json` on `pids` and waits until it has attached.
@@ -276,13 +256,10 @@ pub fn attach(pids: &[u32], extra: &[&str]) -> Proc {
     let t = spawn_tprof(&argv);
     let stderr = t.stderr.as_ref().expect("stderr");
     let mut seen = Vec::new();
-    loop {
-        match stderr.recv_timeout(PATIENCE) {
-            Ok(l) if l.starts_with("tprof: attached") => return t,
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("tprof did not attach; stderr: {seen:#?}"),
-        }
+    if let Err(e) = child::expect_line(stderr, "tprof: attached", PATIENCE, &mut seen, "tprof") {
+        panic!("tprof did not attach: {e:#}; stderr: {seen:#?}");
     }
+    t
 }
 
 /// Waits for tprof to exit and returns its NDJSON objects and exit status.

@@ -7,7 +7,8 @@
 //! - `demo`: start the bundled example service under load and attach tprof to it.
 //! - `dist`: one optimized, static `tprof` with man pages and completions, in `target/dist/`.
 //! - `install [--prefix DIR]`: `dist`, then copy it into `/usr/local` (or DIR).
-//! - `bench [probes|kernel|e2e|throughput|all|soak]`: what tprof costs (default `all`).
+//! - `bench [probes|kernel|e2e|throughput|joined|all|soak]`: what tprof costs (default `all`);
+//!   the driver is the tests crate's `tprof-bench` binary (`tests/src/bench/`), run from here.
 //!
 //! The other commands run `setup` first when something is missing, and say what they install.
 
@@ -47,8 +48,10 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|dist|install|benc
     kernel           syscall and context-switch microbenchmarks: untraced, tprof, bare tp_btf, bpftrace
     e2e              the example service under wrk, untraced vs traced
     throughput       highest record rate with zero drops, and an overload
-    all              the four above (about 5 minutes)
-    soak [--minutes N]  tprof's memory over a long run (default 10 minutes; not in all)";
+    joined           delay from a process's start to tprof tracing it (--binary)
+    all              the five above (about 5 minutes)
+    soak [--minutes N]  tprof's memory over a long run (default 10 minutes; not in all)
+    (cargo xtask bench --help: every option)";
 
 fn run(args: &[String]) -> Result<()> {
     let cmd = args.first().map(String::as_str).unwrap_or("help");
@@ -73,11 +76,7 @@ fn run(args: &[String]) -> Result<()> {
             dist::dist().map(drop)
         }
         "install" => dist::install(rest),
-        "bench" => {
-            setup::ensure()?;
-            build()?;
-            bench::run(rest)
-        }
+        "bench" => bench::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -91,8 +91,8 @@ fn main() {
         Some(s) => s.parse().ok().filter(|c| *c < libc::CPU_SETSIZE as usize).unwrap_or_else(|| usage()),
         None => 0,
     };
-    tprof_tests::bench_bin::pin_or_exit("flood-bench", cpu);
-    tprof_tests::bench_bin::ready_then_wait_for_go("flood-bench");
+    tprof_tests::bench::workload::pin_or_exit("flood-bench", cpu);
+    tprof_tests::bench::workload::ready_then_wait_for_go("flood-bench");
     let per_unit = mode.per_unit();
     // Pace in ns per record (0: unpaced).
     let ns_per_record = if rate == 0 { 0.0 } else { 1e9 / rate as f64 };

@@ -144,8 +144,8 @@ fn main() {
         "attach_detach" => attach_detach,
         _ => usage(),
     };
-    tprof_tests::bench_bin::pin_or_exit("probe-bench", 0);
-    tprof_tests::bench_bin::ready_then_wait_for_go("probe-bench");
+    tprof_tests::bench::workload::pin_or_exit("probe-bench", 0);
+    tprof_tests::bench::workload::ready_then_wait_for_go("probe-bench");
     // Regions and logs belong to the thread's current task: give them one, outside the
     // timed loops (a tracer attached by now sees it begin).
     let in_task = matches!(case.as_str(), "region" | "log" | "region_begin");

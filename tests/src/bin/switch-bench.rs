@@ -84,8 +84,8 @@ fn main() {
         None => 5,
     };
     // Before the second thread exists: it inherits the affinity.
-    tprof_tests::bench_bin::pin_or_exit("switch-bench", 0);
-    tprof_tests::bench_bin::ready_then_wait_for_go("switch-bench");
+    tprof_tests::bench::workload::pin_or_exit("switch-bench", 0);
+    tprof_tests::bench::workload::ready_then_wait_for_go("switch-bench");
     let warm = (n / 10).max(1);
     let total = warm + reps * n;
     let pong = std::thread::Builder::new()

@@ -41,8 +41,8 @@ fn main() {
         Some(s) => s.parse().unwrap_or_else(|_| usage()),
         None => 5,
     };
-    tprof_tests::bench_bin::pin_or_exit("sys-bench", 0);
-    tprof_tests::bench_bin::ready_then_wait_for_go("sys-bench");
+    tprof_tests::bench::workload::pin_or_exit("sys-bench", 0);
+    tprof_tests::bench::workload::ready_then_wait_for_go("sys-bench");
     probe::task_begin(TRACE_HI, TRACE_LO, SPAN, 0, "sys-bench");
     body((iters / 10).max(1));
     let mut samples = Vec::with_capacity(reps);

@@ -172,7 +172,7 @@ fn hostile_arguments_text_output_is_escaped() {
         .expect("spawn tprof");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
     let (_tx, stdout) = mpsc::channel();
-    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr), dir: None };
+    let mut tprof = Proc { child: Guard(child), stdin: None, stdout, stderr: Some(stderr), dir: None };
     let mut err = Vec::new();
     let ready = wait_attached(&tprof, &mut err);
     drive_hostile(&mut target);
@@ -280,7 +280,7 @@ fn list_binary(path: &Path) -> (ExitStatus, String) {
         .spawn()
         .expect("spawn tprof list");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
-    let mut p = Proc { child, stdin: None, stdout: mpsc::channel().1, stderr: Some(stderr), dir: None };
+    let mut p = Proc { child: Guard(child), stdin: None, stdout: mpsc::channel().1, stderr: Some(stderr), dir: None };
     let status = wait_within(&mut p, Duration::from_secs(20)).unwrap_or_else(|| panic!("tprof list --binary {} hangs", path.display()));
     (status, stderr_text(&p))
 }

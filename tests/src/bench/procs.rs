@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::util::{expect_line, line_reader, signal, tail, wait_exit, Guard};
+use crate::child::{expect_line, line_reader, signal, tail, wait_exit, Guard};
 
 /// How long a tracer may take to say it is attached.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -330,8 +330,8 @@ impl Tracer {
     /// SIGINT, then waits for its exit (tprof drains its ring and prints its session line).
     pub(crate) fn stop(mut self, timeout: Duration) -> Stopped {
         // A stopped process (SIGSTOP by the overload step) must run again to see SIGINT.
-        signal(self.pid, "-CONT");
-        signal(self.pid, "-INT");
+        let _ = signal(self.pid, libc::SIGCONT);
+        let _ = signal(self.pid, libc::SIGINT);
         let mut st = Stopped::default();
         if !wait_exit(&mut self.guard.0, timeout) {
             st.error = Some(format!("{} did not exit within {timeout:?} of SIGINT; killed", self.who));

@@ -1,5 +1,5 @@
-//! What the benchmark binaries (`tests/src/bin/*-bench.rs`) share: pinning to a CPU and the
-//! `ready <pid>` / go-line handshake that lets a tracer attach before the measured loop.
+//! The workloads' side of the benchmarks (`tests/src/bin/*-bench.rs`): pinning to a CPU and
+//! the `ready <pid>` / go-line handshake that lets a tracer attach before the measured loop.
 
 use std::io::{BufRead, Write};
 

@@ -30,7 +30,8 @@ use serde::Serialize;
 
 use super::procs::{peak_hwm_kib, pinned, proc_sample, BenchProc, Bins, ProcSample, Tracer, TracerKind};
 use super::report::{figures_json, fmt_rate, header, render_judged, stats, write_json, Goal, Header, Judged, JudgedJson, Unit};
-use super::util::{json_u64, signal};
+use super::util::json_u64;
+use crate::child::signal;
 
 const STEPS: &[u64] = &[250_000, 500_000, 1_000_000, 2_000_000, 4_000_000];
 const STEP_SECONDS: f64 = 2.0;
@@ -126,9 +127,9 @@ fn run_step(
     }
     if let Some((at, len)) = stop_tprof {
         std::thread::sleep(at);
-        signal(tracer.pid, "-STOP");
+        let _ = signal(tracer.pid, libc::SIGSTOP);
         std::thread::sleep(len);
-        signal(tracer.pid, "-CONT");
+        let _ = signal(tracer.pid, libc::SIGCONT);
     }
     let mut step = Step { mode, offered, overload: stop_tprof.is_some(), ..Default::default() };
     let budget = Duration::from_secs_f64(seconds + 60.0);

@@ -1,8 +1,9 @@
-//! `cargo xtask bench [probes|kernel|e2e|throughput|all|soak]`: what tprof costs, every figure
-//! a ratio to (or a difference from) a baseline measured in the same run, repeated, with
-//! min (best) / median shown and goals judged on the median. Each benchmark prints a table
-//! and writes `target/bench/<name>.json`; a goal that is missed says by how much. Goals are
-//! reported here, never asserted in tests.
+//! The benchmarks: `cargo xtask bench [probes|kernel|e2e|throughput|joined|all|soak]` builds
+//! and runs the `tprof-bench` binary (`tests/src/bin/tprof-bench.rs`), which calls [`run`]
+//! with the same arguments. What tprof costs, every figure a ratio to (or a difference from)
+//! a baseline measured in the same run, repeated, with min (best) / median shown and goals
+//! judged on the median. Each benchmark prints a table and writes `target/bench/<name>.json`;
+//! a goal that is missed says by how much. Goals are reported here, never asserted in tests.
 //!
 //! - `probes` ([`probes`]): per-call probe cost, unattached and attached.
 //! - `kernel` ([`kernel`]): a syscall-heavy and a context-switch-heavy microbenchmark,
@@ -16,15 +17,27 @@
 //! Benchmarks run on CPU 0, tracers and load generators on CPU 1 (`taskset`). The kernel,
 //! e2e, throughput and soak benchmarks use release builds (tprof, the example service, the
 //! benchmark binaries of `tests/src/bin`), built here.
+//!
+//! # Why here, in the tests crate
+//!
+//! A benchmark is the driver (this module) plus the workloads it runs: `tests/src/bin/`
+//! `{sys,switch,flood,probe}-bench`, `bare-tracer`, `demo-service`, `tprof-target` and the
+//! workloads' side of the handshake ([`workload`]). Those binaries belong to this crate, as
+//! the end-to-end tests run several of them too; the driver and the tests start, read, signal
+//! and kill the same kinds of processes, with one set of helpers ([`crate::child`]). Keeping
+//! the driver beside them puts the benchmark code in one crate, and keeps xtask light: it
+//! builds before `cargo xtask setup` on a fresh machine, so it takes no tokio, axum or aya
+//! dependencies and only wraps this binary (`xtask/src/main.rs`, `bench`).
 
-pub mod e2e;
-pub mod joined;
-pub mod kernel;
-pub mod probes;
-pub mod procs;
-pub mod report;
-pub mod throughput;
-pub mod util;
+mod e2e;
+mod joined;
+mod kernel;
+mod probes;
+mod procs;
+mod report;
+mod throughput;
+mod util;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -34,11 +47,10 @@ use anyhow::{anyhow, bail, Result};
 
 use self::procs::Bins;
 use self::report::Judged;
-use self::util::{cpu_busy, have, target_dir};
-use crate::{cargo, status};
+use self::util::{cargo, cpu_busy, have, is_root, status, target_dir};
 
-const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|soak] [options]
-  all (default)   probes, kernel, e2e and throughput in turn (about 4-5 minutes)
+const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|joined|soak] [options]
+  all (default)   probes, kernel, e2e, throughput and joined in turn (about 4-5 minutes)
   probes          per-call probe cost, unattached and attached (target/bench/probes.json)
                   [--unattached-only] [--tprof PATH] (default target/debug/tprof)
   kernel          getppid loop and futex ping-pong: untraced vs tprof vs a bare tp_btf+record
@@ -79,7 +91,7 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Bins> {
     }
     let pin = Command::new("taskset").args(["-c", "1", "true"]).status().map(|s| s.success()).unwrap_or(false);
     if pin {
-        // xtask and its reader threads stay off the benchmarks' CPU.
+        // This driver and its reader threads stay off the benchmarks' CPU.
         let _ = Command::new("taskset")
             .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
             .stdout(Stdio::null())
@@ -140,7 +152,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let started = Instant::now();
-    let root_ok = crate::is_root();
+    let root_ok = is_root();
     if !root_ok {
         eprintln!(
             "bench: not root: the attached parts (tprof, bpftrace, the bare tracer) need root; \

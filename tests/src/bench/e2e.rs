@@ -29,7 +29,8 @@ use serde::Serialize;
 
 use super::procs::{peak_hwm_kib, pinned, proc_sample, Bins, Tracer, TracerKind};
 use super::report::{figures_json, header, render_judged, stats, write_json, Goal, Header, Judged, JudgedJson, Unit};
-use super::util::{expect_line, json_u64, line_reader, wait_exit, Guard};
+use super::util::json_u64;
+use crate::child::{expect_line, line_reader, wait_exit, Guard};
 
 const REPS: usize = 5;
 const SECONDS: u64 = 2;

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::procs::Bins;
 use super::report::{header, stats, write_json, Header};
+use crate::child::Guard;
 
 /// Processes started per run.
 const STARTS: usize = 20;
@@ -61,13 +62,15 @@ pub fn run(bins: &Bins, root: bool) -> Result<()> {
 }
 
 fn measure(bins: &Bins, bin: &Path) -> Result<Vec<f64>> {
-    let mut tprof = Command::new(&bins.tprof)
+    let tprof = Command::new(&bins.tprof)
         .args(["attach", "--format", "json", "--summary-only", "--duration", "120s", "--binary"])
         .arg(bin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting tprof")?;
+    // Killed and reaped however we leave.
+    let mut tprof = Guard(tprof);
     let stderr = tprof.stderr.take().context("tprof's stderr")?;
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     std::thread::spawn(move || {
@@ -106,7 +109,6 @@ fn measure(bins: &Bins, bin: &Path) -> Result<Vec<f64>> {
         }
         Ok(delays)
     })();
-    let _ = tprof.kill();
-    let _ = tprof.wait();
+    drop(tprof);
     outcome
 }

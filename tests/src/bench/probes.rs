@@ -26,10 +26,8 @@ use serde::Serialize;
 
 use super::report::{header, write_json, Header, InOrder};
 
-use super::util::{
-    bench_dir, cpu_busy, drain_in_background, expect_line, have, json_u64, line_reader, on_cpu1, signal, tail, target_dir, wait_exit, Guard, Samples,
-};
-use crate::{bin_dir, cargo, root, status};
+use super::util::{bench_dir, bin_dir, cargo, cpu_busy, have, is_root, json_u64, on_cpu1, root, status, target_dir, Samples};
+use crate::child::{drain_in_background, expect_line, line_reader, signal, tail, wait_exit, Guard};
 
 /// Loop iterations per repetition: ~55 ms unattached, ~0.1-0.4 s attached.
 const ITERS_UNATTACHED: u64 = 200_000_000;
@@ -268,7 +266,7 @@ fn run_case(env: &Env, case: &Case, tracer: Tracer) -> Result<RunResult> {
     if let Some(tp) = tracer_proc.as_mut() {
         // Stop the tracer cleanly (tprof then drains its ring and prints its session line).
         let pid = tp.guard.0.id();
-        signal(pid, "-INT");
+        let _ = signal(pid, libc::SIGINT);
         if !wait_exit(&mut tp.guard.0, Duration::from_secs(120)) {
             result.error = Some(format!("{} did not exit within 120 s of SIGINT; killed", tracer.name()));
         }
@@ -346,7 +344,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     let env = prepare(tprof_bin)?;
-    let root_ok = crate::is_root();
+    let root_ok = is_root();
     let bpftrace_ok = have("bpftrace");
     let mut notes: Vec<String> = Vec::new();
     let busy = cpu_busy(Duration::from_millis(300));
