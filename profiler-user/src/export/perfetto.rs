@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::Context;
 
 #[path = "perfetto_proto.rs"]
-mod proto;
+pub(crate) mod proto;
 use proto::{field as f, put_varint, Msg};
 
 use crate::clock::clock_ns;

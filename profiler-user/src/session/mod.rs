@@ -40,6 +40,7 @@ use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 use profiler_common::proc_event;
 
+mod names;
 mod targets;
 use targets::{Origin, Targets};
 
@@ -104,6 +105,10 @@ pub struct Live {
     targets: Targets,
     /// What was read of processes added since the pipeline last heard (see `Live::tell`).
     learnt: Vec<Arc<ProcessInfo>>,
+    /// The `--pid`s' environments, read while tprof could (see `names::complete`).
+    environs: std::collections::HashMap<u32, Vec<u8>>,
+    /// This boot's id: with a process's start time, its `service.instance.id`.
+    boot_id: Option<String>,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -123,9 +128,14 @@ impl Live {
             (int, signal(SignalKind::terminate()).context("installing the SIGTERM handler")?)
         };
         let mut comms = Vec::new();
+        let mut environs = std::collections::HashMap::new();
         for pid in &opts.pids {
             comms.push((*pid, privileges::check_pid(*pid)?));
+            if let Ok(e) = std::fs::read(format!("/proc/{pid}/environ")) {
+                environs.insert(*pid, e);
+            }
         }
+        let boot_id = crate::model::origin::Origin::here().boot_id;
         // The helper first, while tprof still has every privilege for it to inherit.
         let broker = BrokerClient::spawn(&opts.pids, &opts.scope)?;
         let broker_line = broker.privileges.clone();
@@ -154,7 +164,7 @@ impl Live {
         }
         log::info!("{broker_line}");
         let ring = tracer.take_ring()?;
-        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), learnt: Vec::new(), start: Instant::now(), sigint, sigterm, rt };
+        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), learnt: Vec::new(), environs, boot_id, start: Instant::now(), sigint, sigterm, rt };
         let mut sites = 0;
         for (pid, comm) in &comms {
             let n = live.add(*pid, Origin::Given)?;
@@ -201,7 +211,10 @@ impl Live {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
-        self.learnt.push(Arc::new(crate::discover::process::read(pid)));
+        let mut info = crate::discover::process::read(pid);
+        let environ = self.environs.remove(&pid);
+        names::complete(&mut info, environ.as_deref(), self.boot_id.as_deref());
+        self.learnt.push(Arc::new(info));
         if origin == Origin::Followed {
             // Discovered processes were adopted by the helper as it found them.
             self.probes.adopt(pid).with_context(|| format!("following pid {pid}"))?;
@@ -251,6 +264,11 @@ impl Live {
     /// The correlator learns what was read of the processes added since the last call.
     fn tell<S: Sink>(&mut self, p: &mut Pipeline<S>) {
         for info in self.learnt.drain(..) {
+            if let Some(r) = &mut p.recorder {
+                if let Err(e) = r.process(&info) {
+                    log::warn!("{e}");
+                }
+            }
             p.corr.set_process(info);
         }
     }
