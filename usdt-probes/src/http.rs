@@ -153,6 +153,7 @@ where
             Some(p) => Current { ctx: p.child(), parent_span_id: p.span_id() },
             None => Current { ctx: TraceContext::new_root(), parent_span_id: 0 },
         };
+        let (cur, hints) = crate::hint::server_task(cur, parent);
         let name = (self.name)(&parts);
         parts.extensions.insert(cur.ctx);
         // The inner `call` (routing, building the handler's future, `tracing` spans made
@@ -161,7 +162,7 @@ where
         let scope = CallScope(swap_current(Some(cur)));
         let fut = self.inner.call(Request::from_parts(parts, body));
         drop(scope);
-        TprofHttpFuture { inner: InTask::with_context(fut, Cow::Owned(name), cur.ctx, cur.parent_span_id), ctx: cur.ctx }
+        TprofHttpFuture { inner: InTask::with_context(hints.wrap(fut), Cow::Owned(name), cur.ctx, cur.parent_span_id), ctx: cur.ctx }
     }
 }
 
@@ -171,7 +172,7 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct TprofHttpFuture<F> {
         #[pin]
-        inner: InTask<F>,
+        inner: InTask<crate::hint::Hinted<F>>,
         ctx: TraceContext,
     }
 }

@@ -43,4 +43,11 @@ pub use tracing_layer::TprofLayer;
 #[cfg(feature = "tower")]
 pub mod http;
 #[cfg(feature = "tower")]
+mod hint;
+
+#[cfg(feature = "opentelemetry")]
+mod otel;
+#[cfg(feature = "opentelemetry")]
+pub use otel::HINT_OTEL;
+#[cfg(feature = "tower")]
 pub use crate::http::{TprofClientLayer, TprofHttpLayer};
