@@ -468,8 +468,9 @@ mod tests {
             assert!(resp.is_ok());
             let fired: Vec<&str> = recorder::since(mark).into_iter().filter(|f| f.2 == me).map(|f| f.0).collect();
             // The region lives as long as its span: across the handler's await (a detach and
-            // an attach), closed when the span is dropped at the end of the handler.
-            assert_eq!(fired, ["task_begin", "region_begin", "task_detach", "task_attach", "region_end", "task_end"]);
+            // an attach), closed when the span is dropped at the end of the handler. The `log`
+            // is the task's hint `tprof.span.kind=server` (ABI.md 2.4).
+            assert_eq!(fired, ["task_begin", "log", "region_begin", "task_detach", "task_attach", "region_end", "task_end"]);
         }
     }
 }
