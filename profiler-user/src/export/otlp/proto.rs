@@ -101,8 +101,11 @@ pub fn span(s: &SpanData) -> Msg {
     m
 }
 
+/// A resource's attributes and its spans.
+pub type Group<'a> = (Vec<(String, Attr)>, Vec<&'a SpanData>);
+
 /// One `ExportTraceServiceRequest` from (resource attributes, spans) groups.
-pub fn request(groups: &[(Vec<(String, Attr)>, Vec<&SpanData>)]) -> Vec<u8> {
+pub fn request(groups: &[Group<'_>]) -> Vec<u8> {
     let mut req = Msg::new();
     for (resource, spans) in groups {
         let mut res = Msg::new();
