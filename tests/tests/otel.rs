@@ -319,3 +319,48 @@ fn a_recording_reports_elsewhere_and_later_with_its_own_clock_and_names() {
     assert!(!o.status.success() && err.contains("frame at offset"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits for a line of tprof's stderr starting with `prefix`.
+fn await_stderr(t: &Proc, prefix: &str) {
+    let rx = t.stderr.as_ref().expect("stderr");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(l) if l.starts_with(prefix) => return,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("tprof never said {prefix:?}: {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn another_users_process_is_named_by_its_otel_service_name_through_the_helper() {
+    // A process that joins the session after tprof dropped its privileges, running as
+    // another user: tprof cannot read its environment, the helper reads the one variable.
+    require_root();
+    clear_otel_env();
+    let dir = temp_dir("environ");
+    let bin = dir.join("tprof-target");
+    std::fs::copy(target_bin(), &bin).expect("copy the target");
+    let out = dir.join("spans.json");
+    let tprof = spawn_tprof(&["attach", "--format", "json", "--binary", bin.to_str().expect("utf-8"), "--duration", "20s", "--otlp-file", out.to_str().expect("utf-8")]);
+    await_stderr(&tprof, "tprof: attached");
+    std::env::set_var("OTEL_SERVICE_NAME", "payments");
+    let setpriv = PathBuf::from("/usr/bin/setpriv");
+    let mut target = start_program(&setpriv, &["--reuid", "54321", "--regid", "54321", "--clear-groups", bin.to_str().expect("utf-8"), "sleep:5"]);
+    clear_otel_env();
+    await_stderr(&tprof, &format!("tprof: tracing pid {}", target.pid()));
+    target.send_line("go");
+    target.expect_line("done", &mut Vec::new());
+    assert!(target.wait().success());
+    tprof.signal(libc::SIGINT);
+    let (_, status) = collect(tprof);
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("the OTLP file");
+    let req: Value = serde_json::from_str(text.lines().next().expect("a batch")).expect("OTLP/JSON");
+    let attrs = &req["resourceSpans"][0]["resource"]["attributes"];
+    let get = |k: &str| attrs.as_array().into_iter().flatten().find(|a| a["key"] == k).map(|a| a["value"]["stringValue"].clone());
+    assert_eq!(get("service.name"), Some(Value::from("payments")), "{attrs}");
+    assert_eq!(get("process.executable.name"), Some(Value::from("tprof-target")), "{attrs}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

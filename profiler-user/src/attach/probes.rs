@@ -276,6 +276,18 @@ impl Probes {
         }
     }
 
+    /// Environment variable `name` of `pid` through the helper (a process tprof may no
+    /// longer read itself); None if unset or unreadable.
+    pub fn environ(&mut self, pid: u32, name: &str) -> Option<String> {
+        match self.ask(|b| b.environ(pid, name)) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                log::debug!("environment of pid {pid}: {e:#}");
+                None
+            }
+        }
+    }
+
     /// Detaches every USDT site (disarming the semaphores as the links go). A uprobe_multi
     /// link goes with one wait for the kernel (per file and program); a perf-event uprobe
     /// (the fallback) each waits for an RCU grace period (~0.1 s here, under a global

@@ -212,13 +212,16 @@ impl Live {
         }
         self.tracer.trace_pid(pid, true)?;
         let mut info = crate::discover::process::read(pid);
-        let environ = self.environs.remove(&pid);
+        let environ = self.environs.remove(&pid).or_else(|| std::fs::read(format!("/proc/{pid}/environ")).ok());
         names::complete(&mut info, environ.as_deref(), self.boot_id.as_deref());
-        self.learnt.push(Arc::new(info));
-        if origin == Origin::Followed {
-            // Discovered processes were adopted by the helper as it found them.
-            self.probes.adopt(pid).with_context(|| format!("following pid {pid}"))?;
+        // Discovered processes were adopted by the helper as it found them.
+        let adopted = if origin == Origin::Followed { self.probes.adopt(pid).with_context(|| format!("following pid {pid}")) } else { Ok(()) };
+        if environ.is_none() && adopted.is_ok() {
+            // Another user's process: its environment through the helper, one variable.
+            info.otel_service_name = self.probes.environ(pid, "OTEL_SERVICE_NAME").filter(|s| !s.is_empty());
         }
+        self.learnt.push(Arc::new(info));
+        adopted?;
         self.probes.attach_pid(pid)
     }
 

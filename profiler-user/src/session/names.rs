@@ -63,8 +63,9 @@ pub fn instance_id(boot_id: &str, pid: u32, start_ticks: u64) -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-/// Fills in `info`'s names. `environ`: the process's environment when it was read (tprof
-/// reads its `--pid`s' before it drops its privileges), else it is read now.
+/// Fills in `info`'s names. `environ`: the process's environment when tprof could read it
+/// (its `--pid`s' before it dropped its privileges, its own user's processes after; the
+/// caller asks the helper for the others).
 pub fn complete(info: &mut ProcessInfo, environ: Option<&[u8]>, boot_id: Option<&str>) {
     let dir = format!("/proc/{}", info.pid);
     info.comm = std::fs::read_to_string(format!("{dir}/comm")).ok().map(|c| c.trim_end_matches('\n').to_string()).filter(|c| !c.is_empty());
@@ -78,14 +79,6 @@ pub fn complete(info: &mut ProcessInfo, environ: Option<&[u8]>, boot_id: Option<
     if !args.is_empty() {
         info.command_line = Some(bounded(args.join(" "), MAX_COMMAND_LINE));
     }
-    let read;
-    let environ = match environ {
-        Some(e) => Some(e),
-        None => {
-            read = std::fs::read(format!("{dir}/environ")).ok();
-            read.as_deref()
-        }
-    };
     info.otel_service_name = environ.and_then(|e| env_value(e, "OTEL_SERVICE_NAME")).filter(|s| !s.is_empty());
     let ticks = std::fs::read_to_string(format!("{dir}/stat")).ok().and_then(|s| start_ticks(&s));
     if let (Some(b), Some(t)) = (boot_id, ticks) {
@@ -119,7 +112,8 @@ mod tests {
     #[test]
     fn this_process_is_named() {
         let mut info = ProcessInfo { pid: std::process::id(), ..Default::default() };
-        complete(&mut info, None, Some("boot"));
+        complete(&mut info, Some(b"OTEL_SERVICE_NAME=me\0"), Some("boot"));
+        assert_eq!(info.otel_service_name.as_deref(), Some("me"));
         assert!(info.exe_name.is_some() && info.comm.is_some() && info.command_line.is_some() && info.instance_id.is_some(), "{info:?}");
         let stat = "1 (a) b) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 0";
         assert_eq!(start_ticks(stat), Some(4242));
