@@ -233,14 +233,19 @@ impl OutputArgs {
         use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink};
         use crate::sink::{json::JsonSink, text::TextSink};
         let primary: Box<dyn crate::sink::Sink> = match self.format {
-            Format::Text => Box::new(TextSink::new(out, crate::clock::monotonic_ns())),
+            // A report's times are the recording machine's: relative to its first event.
+            Format::Text => Box::new(TextSink::new(out, if live { crate::clock::monotonic_ns() } else { 0 })),
             Format::Json => Box::new(JsonSink::new(out)),
         };
         let mut tee = Tee::new(primary, !self.summary_only);
         let clock = if live { WallClock::now() } else { origin.clock() };
         if let Some(p) = &self.perfetto {
             let name = format!("perfetto export to {}", p.display());
-            tee.add(&name, Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
+            let mut s = PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?;
+            if !live {
+                s = s.offline();
+            }
+            tee.add(&name, Box::new(s));
         }
         let otlp_endpoint = self.otlp_endpoint();
         if self.otlp_file.is_some() || otlp_endpoint.is_some() {

@@ -240,3 +240,45 @@ pub fn read_tables(path: &Path) -> Result<Tables> {
     }
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(path: &Path) -> Vec<u8> {
+        let origin = Origin { host_name: Some("h1".into()), boot_id: Some("b1".into()), clock_offset_ns: Some(42) };
+        let mut r = Recorder::create(path, &[7], &origin).expect("create");
+        r.process(&ProcessInfo { pid: 7, exe_name: Some("svc".into()), ..Default::default() }).expect("process");
+        r.raw(&[1, 2, 3, 4]).expect("raw");
+        r.trailer(&SessionReport::default()).expect("trailer");
+        drop(r);
+        std::fs::read(path).expect("read back")
+    }
+
+    #[test]
+    fn a_recording_carries_its_origin_and_processes_and_says_where_it_is_damaged() {
+        let dir = std::env::temp_dir().join(format!("tprof-record-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("r.tprof");
+        let bytes = recording(&path);
+        let t = read_tables(&path).expect("tables");
+        assert_eq!(t.truncated, None);
+        let h = t.header.expect("header");
+        assert_eq!((h.origin.host_name.as_deref(), h.origin.clock_offset_ns), (Some("h1"), Some(42)));
+        assert_eq!(t.processes.iter().map(|p| p.exe_name.as_deref()).collect::<Vec<_>>(), [Some("svc")]);
+        assert!(t.report.is_some());
+
+        // A flipped byte in the raw record's payload: its frame, by offset.
+        let raw_at = bytes.windows(4).position(|w| w == [1, 2, 3, 4]).expect("the raw payload");
+        let mut bad = bytes.clone();
+        bad[raw_at + 1] ^= 0xff;
+        std::fs::write(&path, &bad).expect("write");
+        let why = read_tables(&path).expect("tables").truncated.expect("damage found");
+        assert_eq!(why, format!("damaged frame at offset {}: its checksum does not match", raw_at - 9));
+        // Cut in the middle of that frame.
+        std::fs::write(&path, &bytes[..raw_at + 2]).expect("write");
+        let why = read_tables(&path).expect("tables").truncated.expect("cut found");
+        assert!(why.starts_with(&format!("truncated frame at offset {}", raw_at - 9)), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

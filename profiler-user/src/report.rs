@@ -45,10 +45,10 @@ pub fn run<S: Sink>(path: &Path, sink: S, filter: Filter, allow_truncated: bool)
     if let Some(why) = &tables.truncated {
         p.report.warnings.push(format!("recording truncated: {why}"));
     }
-    let incomplete = match (&tables.truncated, &p.report.stop_reason) {
-        (Some(why), _) => Some(why.clone()),
-        (None, _) if !has_report => Some("it has no final report (tprof record was killed)".to_string()),
-        _ => None,
+    let incomplete = match &tables.truncated {
+        Some(why) => Some(why.clone()),
+        None if !has_report => Some("it has no final report (tprof record was killed)".to_string()),
+        None => None,
     };
     let late = tables.late;
     let mut frames = Frames::open(path)?;

@@ -278,8 +278,12 @@ fn a_recording_reports_elsewhere_and_later_with_its_own_clock_and_names() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string();
 
     // The target is gone: names come from the recording.
-    let (here, o) = report_spans(&[], &file, &dir.join("here.json"), &[]);
+    let pftrace = dir.join("here.pftrace");
+    let (here, o) = report_spans(&[], &file, &dir.join("here.json"), &["--perfetto", pftrace.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The Perfetto tracks are named from the recording too (the process is gone).
+    let v = Command::new("python3").arg(schema("validate_perfetto.py")).arg(&pftrace).args(["--expect-track", "tprof-target"]).output().expect("validate");
+    assert!(v.status.success(), "process and thread tracks named from the recording: {}", String::from_utf8_lossy(&v.stdout));
     let sleep = here.iter().find(|s| s["name"] == "sleep").unwrap_or_else(|| panic!("no sleep span: {here:#?}"));
     let res = &sleep["resource"];
     assert_eq!(res["service.name"]["stringValue"], "billing", "{res}");

@@ -27,7 +27,13 @@ pub struct ProcessInfo {
     /// `service.instance.id`: a UUID made from the boot id, the pid and the process's start
     /// time, so the same process instance gets the same id from every tprof session.
     pub instance_id: Option<String>,
+    /// Its threads' names (tid, comm) when the session added it, at most [`MAX_THREADS`]:
+    /// a report names thread tracks with them.
+    pub threads: Vec<(u32, String)>,
 }
+
+/// Most thread names kept per process.
+pub const MAX_THREADS: usize = 1024;
 
 /// Longest `command_line` kept, in bytes.
 pub const MAX_COMMAND_LINE: usize = 1024;
@@ -36,6 +42,11 @@ impl ProcessInfo {
     /// `service.name`: `OTEL_SERVICE_NAME`, else the executable's file name, else the comm.
     pub fn service_name(&self) -> Option<&str> {
         self.otel_service_name.as_deref().or(self.exe_name.as_deref()).or(self.comm.as_deref())
+    }
+
+    /// The name of thread `tid`, if it was known when the session added the process.
+    pub fn thread_name(&self, tid: u32) -> Option<&str> {
+        self.threads.iter().find(|(t, _)| *t == tid).map(|(_, n)| n.as_str())
     }
 }
 

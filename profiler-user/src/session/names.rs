@@ -4,7 +4,7 @@
 //! another user hides its executable link and environment from tprof once it has dropped
 //! its privileges, and a process may exit meanwhile.
 
-use crate::model::process::{ProcessInfo, MAX_COMMAND_LINE};
+use crate::model::process::{ProcessInfo, MAX_COMMAND_LINE, MAX_THREADS};
 
 /// Longest `OTEL_SERVICE_NAME` kept, in bytes.
 const MAX_SERVICE_NAME: usize = 256;
@@ -80,6 +80,15 @@ pub fn complete(info: &mut ProcessInfo, environ: Option<&[u8]>, boot_id: Option<
         info.command_line = Some(bounded(args.join(" "), MAX_COMMAND_LINE));
     }
     info.otel_service_name = environ.and_then(|e| env_value(e, "OTEL_SERVICE_NAME")).filter(|s| !s.is_empty());
+    if let Ok(tasks) = std::fs::read_dir(format!("{dir}/task")) {
+        for e in tasks.flatten().take(MAX_THREADS) {
+            let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+            if let Ok(c) = std::fs::read_to_string(e.path().join("comm")) {
+                info.threads.push((tid, c.trim_end_matches('\n').to_string()));
+            }
+        }
+        info.threads.sort();
+    }
     let ticks = std::fs::read_to_string(format!("{dir}/stat")).ok().and_then(|s| start_ticks(&s));
     if let (Some(b), Some(t)) = (boot_id, ticks) {
         info.instance_id = Some(instance_id(b, info.pid, t));
@@ -114,6 +123,7 @@ mod tests {
         let mut info = ProcessInfo { pid: std::process::id(), ..Default::default() };
         complete(&mut info, Some(b"OTEL_SERVICE_NAME=me\0"), Some("boot"));
         assert_eq!(info.otel_service_name.as_deref(), Some("me"));
+        assert!(info.thread_name(info.pid).is_some(), "{info:?}");
         assert!(info.exe_name.is_some() && info.comm.is_some() && info.command_line.is_some() && info.instance_id.is_some(), "{info:?}");
         let stat = "1 (a) b) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 0";
         assert_eq!(start_ticks(stat), Some(4242));

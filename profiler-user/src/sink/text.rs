@@ -16,6 +16,8 @@ pub struct TextSink<W: Write> {
 }
 
 impl<W: Write> TextSink<W> {
+    /// Times are shown in ms since `base_ns` (CLOCK_MONOTONIC); 0: since the first event
+    /// shown (a report, whose clock is the recording machine's).
     pub fn new(out: W, base_ns: u64) -> Self {
         TextSink { out, base_ns }
     }
@@ -82,6 +84,9 @@ fn describe(rec: &Record) -> String {
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
         let m = rec.meta();
+        if self.base_ns == 0 {
+            self.base_ns = m.ts_ns;
+        }
         writeln!(self.out, "{} {} {:>7}/{:<7} {}", self.rel(m.ts_ns), short(task), m.pid, m.tid, describe(rec))
     }
 
