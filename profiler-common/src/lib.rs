@@ -131,6 +131,11 @@ pub mod strflag {
     pub const UNREADABLE: u32 = 2;
     /// Set by userspace: read later from `/proc/PID/mem` after the kernel could not.
     pub const LATE: u32 = 4;
+    /// On the name of a `TASK_BEGIN` or `TASK_ATTACH` record only, set by the kernel: the
+    /// thread was already [`TASK_STACK_DEPTH`](crate::TASK_STACK_DEPTH) tasks deep, so the
+    /// task was not pushed on its task stack and its time on that thread is not tracked.
+    /// Not a property of the string: userspace takes it off the name's flags.
+    pub const TASK_UNTRACKED: u32 = 1 << 16;
 }
 
 /// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.
@@ -139,6 +144,8 @@ pub mod strflag {
 pub struct OnCpuRecord {
     pub header: Header,
     pub start_ns: u64,
+    /// Of the slice, the time the hypervisor ran something else (steal): not the task's.
+    pub steal_ns: u64,
 }
 
 /// `OFF_CPU`: the thread left the CPU at `start_ns` in state `state`, became runnable at
@@ -253,7 +260,10 @@ pub mod anomaly {
     /// A forked child could not be followed from its first instruction: the kernel's map
     /// of children awaiting adoption was full (userspace adopts it from its PROC record).
     pub const FORKED_FULL: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// An on-CPU slice of a task-carrying thread disagreed with the kernel's runtime
+    /// accounting of the thread: a switch-out/switch-in pair was lost unseen.
+    pub const RUNTIME_MISMATCH: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer
@@ -270,6 +280,15 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     /// `task_struct.flags` (for `PF_KTHREAD`).
     pub task_flags: u32,
+    /// `task_struct.se.sum_exec_runtime`: the CPU time the scheduler accounted to the
+    /// thread, exact at each context switch (0: not found in BTF, no cross-check).
+    pub task_runtime: u32,
+    /// `task_struct.se.cfs_rq`, `cfs_rq.rq` and `rq.prev_steal_time_rq`: the hypervisor's
+    /// steal time the thread's run queue has accounted, exact at each context switch
+    /// (0: not in this kernel, no steal accounting).
+    pub se_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    pub rq_steal: u32,
     pub _pad: u32,
 }
 
@@ -345,6 +364,8 @@ pub struct AggSyscall {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Agg {
     pub oncpu_ns: u64,
+    /// Steal within the summed on-CPU slices (not in `oncpu_ns`).
+    pub steal_ns: u64,
     pub runq_ns: u64,
     pub blocked_ns: u64,
     /// On-CPU slices summed.
@@ -353,13 +374,15 @@ pub struct Agg {
     pub offcpu: u32,
     /// Syscalls summed.
     pub syscalls: u32,
-    pub _pad: u32,
+    /// On-CPU slices whose length disagreed with the kernel's own runtime accounting of
+    /// the thread (scheduler events lost without a trace): counted, and the task flagged.
+    pub mismatches: u32,
     pub sys: [AggSyscall; AGG_SYSCALLS],
 }
 
 impl Agg {
     pub const fn is_empty(&self) -> bool {
-        self.slices == 0 && self.offcpu == 0 && self.syscalls == 0
+        self.slices == 0 && self.offcpu == 0 && self.syscalls == 0 && self.mismatches == 0
     }
 }
 
@@ -428,6 +451,15 @@ pub struct ThreadState {
     pub ustack_id: i32,
     /// Non-zero: a long block of the syscall in flight wants the user stack at its return.
     pub ustack_wanted: u32,
+    /// At the last switch-in seen with a task: when, and the kernel's runtime of the thread
+    /// then (exact at a switch); the next switch-out compares the slice with the kernel's.
+    pub in_at: u64,
+    pub runtime_at_in: u64,
+    /// The run queue's steal time at the start of the current on-CPU piece (a switch-in, or
+    /// the last cut of the slice).
+    pub steal_mark: u64,
+    /// ... and at the last switch-in seen with a task.
+    pub steal_at_in: u64,
 }
 
 // Sizes are part of the ABI: both sides compile these.
@@ -438,19 +470,19 @@ const _: () = assert!(core::mem::size_of::<TaskRecord>() == 48 + 8 + 16 + NAME_L
 const _: () = assert!(core::mem::size_of::<TaskEndRecord>() == 56);
 const _: () = assert!(core::mem::size_of::<RegionRecord>() == 48 + 16 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<LogRecord>() == 48 + 32 + LOG_KEY_LEN + LOG_VALUE_LEN);
-const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24 + 8);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 56);
+const _: () = assert!(core::mem::size_of::<Config>() == 72);
 const _: () = assert!(core::mem::size_of::<ProcRecord>() == 48 + 16);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
-const _: () = assert!(core::mem::size_of::<Agg>() == 40 + 32 * AGG_SYSCALLS);
-const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 40 + 32 * AGG_SYSCALLS);
+const _: () = assert!(core::mem::size_of::<Agg>() == 48 + 32 * AGG_SYSCALLS);
+const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 48 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<KStackRecord>() == 48 + 16 + 8 * KSTACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<UStackRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 168 + 32 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 176 + 32 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8 + 32);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -75,6 +75,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         if let Some(st) = thread::get(prev_tid) {
             if st.depth > 0 {
                 st.running(prev_pid, prev_tid, ts);
+                // SAFETY: helper without arguments: the running task, prev.
+                check_slice(st, unsafe { bpf_get_current_task() }, ts);
                 st.cut_slice(prev_pid, prev_tid, ts);
                 st.oncpu_since = 0;
                 st.state = prev_state as u32;
@@ -101,6 +103,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 }
             } else {
                 st.offcpu_since = 0;
+                // The slice check needs a switch-in and a switch-out both seen with a task.
+                st.in_at = 0;
             }
         }
     }
@@ -121,6 +125,10 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let start = st.offcpu_since;
     st.oncpu_since = ts;
+    st.in_at = ts;
+    st.runtime_at_in = task_runtime(next).unwrap_or(0);
+    st.steal_mark = steal_of(next);
+    st.steal_at_in = st.steal_mark;
     if start == 0 {
         return Some(());
     }
@@ -143,6 +151,76 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     }
     st.offcpu_since = 0;
     Some(())
+}
+
+/// The CPU time the scheduler accounted to `task` (`se.sum_exec_runtime`; exact at a
+/// context switch), when its offset is known.
+#[inline(always)]
+fn task_runtime(task: u64) -> Option<u64> {
+    let off = crate::cfg!(offsets).task_runtime;
+    if task == 0 || off == 0 {
+        return None;
+    }
+    // SAFETY: a kernel task pointer; the helper checks the read.
+    unsafe { bpf_probe_read_kernel((task + off as u64) as *const u64).ok() }
+}
+
+/// The steal time (the hypervisor ran another guest) accounted so far by the run queue of
+/// `task` (`task->se.cfs_rq->rq->prev_steal_time_rq`, what the run queue's task clock left out; exact at a context switch, else as of
+/// the queue's last clock update, at most a tick ago); 0 when the kernel has no such
+/// accounting.
+#[inline(always)]
+fn steal_of(task: u64) -> u64 {
+    let offs = crate::cfg!(offsets);
+    if task == 0 || offs.rq_steal == 0 {
+        return 0;
+    }
+    // SAFETY: kernel pointers from the task; each read is checked by the helper.
+    unsafe {
+        let Ok(cfs_rq) = bpf_probe_read_kernel((task + offs.se_cfs_rq as u64) as *const u64) else { return 0 };
+        if cfs_rq == 0 {
+            return 0;
+        }
+        let Ok(rq) = bpf_probe_read_kernel((cfs_rq + offs.cfs_rq_rq as u64) as *const u64) else { return 0 };
+        if rq == 0 {
+            return 0;
+        }
+        bpf_probe_read_kernel((rq + offs.rq_steal as u64) as *const u64).unwrap_or(0)
+    }
+}
+
+/// [`steal_of`] the running thread.
+#[inline(always)]
+pub fn current_steal() -> u64 {
+    // SAFETY: helper without arguments.
+    steal_of(unsafe { bpf_get_current_task() })
+}
+
+/// Most a slice may exceed the kernel's runtime of it plus its steal before it is counted
+/// as a mismatch (the clocks differ by a little: the kernel's leaves out interrupt time
+/// when it accounts it apart); a lost switch-out/switch-in pair leaves out a whole off-CPU
+/// interval.
+const MISMATCH_SLACK_NS: u64 = 500_000;
+
+/// At a switch-out: the slice since the last switch-in seen is compared with the kernel's
+/// runtime of the thread over it, plus the steal of its CPU then (all exact at the
+/// switches). Longer means the thread was off the CPU in between without tprof seeing it go
+/// or come back: counted, and the task flagged (its AGG sums carry the count).
+#[inline(always)]
+fn check_slice(st: &mut profiler_common::ThreadState, task: u64, now: u64) {
+    let (in_at, at_in, steal_in) = (st.in_at, st.runtime_at_in, st.steal_at_in);
+    st.in_at = 0;
+    if in_at == 0 || at_in == 0 || now <= in_at {
+        return;
+    }
+    let Some(runtime) = task_runtime(task) else { return };
+    let ran = runtime.saturating_sub(at_in);
+    let steal = if steal_in != 0 { steal_of(task).saturating_sub(steal_in) } else { 0 };
+    let slice = now - in_at;
+    if slice > ran + steal + MISMATCH_SLACK_NS + slice / 8 {
+        count_anomaly(anomaly::RUNTIME_MISMATCH);
+        st.agg.mismatches += 1;
+    }
 }
 
 /// Sends the kernel stack of `task_ptr`, a thread about to resume after a long block (its

@@ -17,14 +17,20 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     if !traced_tgid((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let tid = pid_tgid as u32;
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if let Some(st) = thread::get(tid) {
-        // Tracked for stacks too: the syscall a long block happened in is where its user
-        // stack is taken.
-        if st.depth > 0 && (crate::cfg!(syscalls) != 0 || crate::cfg!(stacks) != 0) {
-            let nr: i64 = ctx.arg(1);
-            st.sys_nr = nr as i32;
-            st.sys_start = now();
+        if st.depth > 0 {
+            let ts = now();
+            // A sign of life: an off-CPU interval whose switch-in was missed ends here, not
+            // at the next switch-out.
+            st.running(pid, tid, ts);
+            // Tracked for stacks too: the syscall a long block happened in is where its user
+            // stack is taken.
+            if crate::cfg!(syscalls) != 0 || crate::cfg!(stacks) != 0 {
+                let nr: i64 = ctx.arg(1);
+                st.sys_nr = nr as i32;
+                st.sys_start = ts;
+            }
         }
     }
     0
@@ -45,6 +51,8 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     st.sys_nr = -1;
     let Some(task) = st.top() else { return 0 };
     let ts = now();
+    // A sign of life (a switch-in missed while the thread blocked in this syscall).
+    st.running(pid, tid, ts);
     if st.ustack_wanted != 0 {
         // A long block of this syscall: the user stack is the one it blocked with.
         st.ustack_wanted = 0;

@@ -182,6 +182,7 @@ impl ThreadExt for ThreadState {
         self.emit_off_cpu(pid, tid, now, waker::END_INFERRED);
         self.offcpu_since = 0;
         self.oncpu_since = now;
+        self.steal_mark = crate::sched::current_steal();
     }
 
     /// Emits the off-CPU interval that started at `offcpu_since` and ends at `now`.
@@ -233,23 +234,30 @@ impl ThreadExt for ThreadState {
     /// Ends the innermost task's on-CPU slice at `now` (if one is open) and starts a new one.
     #[inline(always)]
     fn cut_slice(&mut self, pid: u32, tid: u32, now: u64) {
+        // Always in the thread's own context (a switch-out of it, or one of its probes or
+        // syscalls): its run queue is this CPU's.
+        let steal_now = crate::sched::current_steal();
         if let Some(task) = self.top() {
             let start = self.oncpu_since;
             if start != 0 && now > start {
-                if detailed(self, now - start, now) {
+                let piece = now - start;
+                let steal = if self.steal_mark != 0 { steal_now.saturating_sub(self.steal_mark).min(piece) } else { 0 };
+                if detailed(self, piece, now) {
                     emit::<OnCpuRecord>(kind::ON_CPU, &task, |r| {
                         // SAFETY: `r` is a reserved ring-buffer slot of the right size.
                         unsafe {
-                            r.write(OnCpuRecord { header: header(kind::ON_CPU, now, pid, tid, &task), start_ns: start })
+                            r.write(OnCpuRecord { header: header(kind::ON_CPU, now, pid, tid, &task), start_ns: start, steal_ns: steal })
                         }
                     });
                 } else {
-                    self.agg.oncpu_ns += now - start;
+                    self.agg.oncpu_ns += piece - steal;
+                    self.agg.steal_ns += steal;
                     self.agg.slices += 1;
                 }
             }
         }
         self.oncpu_since = now;
+        self.steal_mark = steal_now;
     }
 
     /// Sums a short syscall.

@@ -197,7 +197,9 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
                 aya_log_ebpf::warn!(ctx, "tid {}: THREADS map full, span {:x} not tracked", tid, task.span_id);
                 return None;
             };
-            if !begin(st, pid, tid, ts, task) {
+            // A task nested deeper than the stack: its record says so, and userspace flags it.
+            let untracked = if begin(st, pid, tid, ts, task) { 0 } else { strflag::TASK_UNTRACKED };
+            if untracked != 0 {
                 aya_log_ebpf::warn!(ctx, "tid {}: task stack full, span {:x} not tracked on this thread", tid, task.span_id);
             }
             let k = if spec.probe == probe::TASK_BEGIN { kind::TASK_BEGIN } else { kind::TASK_ATTACH };
@@ -208,6 +210,7 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
                 r.header = header(k, ts, pid, tid, &task);
                 r.parent_span_id = args[PARENT_SPAN];
                 r.name = read_str::<NAME_LEN, SLEEPABLE>(name_ptr, name_len, &mut r.name_buf);
+                r.name.flags |= untracked;
             });
         }
         probe::TASK_END | probe::TASK_DETACH => {

@@ -213,14 +213,28 @@ impl Btf {
     }
 }
 
-/// Reads the offsets tprof needs: task_struct.pid, task_struct.tgid and task_struct.flags.
+/// Reads the offsets tprof needs: task_struct.pid, .tgid, .flags and .se.sum_exec_runtime
+/// (the last optional: without it, slices are not cross-checked with the kernel's
+/// accounting).
 pub fn kernel_offsets() -> Result<profiler_common::KernelOffsets> {
     let btf = Btf::from_sys_fs()?;
+    let se = btf.member_offset("task_struct", "se");
+    let runtime = se.as_ref().ok().and_then(|se| Some(se + btf.member_offset("sched_entity", "sum_exec_runtime").ok()?));
+    // The steal chain needs all three (FAIR_GROUP_SCHED, PARAVIRT_TIME_ACCOUNTING kernels).
+    let steal = (|| -> Result<(u32, u32, u32)> {
+        let cfs_rq = se.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))? + btf.member_offset("sched_entity", "cfs_rq")?;
+        Ok((cfs_rq, btf.member_offset("cfs_rq", "rq")?, btf.member_offset("rq", "prev_steal_time_rq")?))
+    })();
+    let (se_cfs_rq, cfs_rq_rq, rq_steal) = steal.unwrap_or((0, 0, 0));
     Ok(profiler_common::KernelOffsets {
         task_pid: btf.member_offset("task_struct", "pid")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_flags: btf.member_offset("task_struct", "flags")?,
-        ..Default::default()
+        task_runtime: runtime.unwrap_or(0),
+        se_cfs_rq,
+        cfs_rq_rq,
+        rq_steal,
+        _pad: 0,
     })
 }
 

@@ -12,8 +12,13 @@ use crate::model::process::ProcessInfo;
 use crate::model::event::{agg_intervals, agg_syscalls, Meta, Name, Record, TaskKey, Waker};
 use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS};
 
-/// Tasks tracked at once; beyond this, new tasks are counted and ignored.
+/// Tasks tracked at once. A new task beyond this evicts the open tasks idle longest (a
+/// service that misses `task_end` on an error path leaks them): [`EVICT_BATCH`] at a time,
+/// each reported as an incomplete summary and counted, and new tasks are traced on.
 pub const MAX_OPEN_TASKS: usize = 100_000;
+/// Open tasks evicted at once when the table is full (a hundredth of it, so a leaking
+/// service costs one scan of the table per hundredth of new tasks, not one per task).
+pub const EVICT_BATCH: usize = MAX_OPEN_TASKS / 100;
 
 /// Hops followed from a blocked task back through its wakers' tasks.
 pub const MAX_CHAIN: usize = 3;
@@ -71,14 +76,25 @@ impl<V> Remembered<V> {
     }
 }
 
-#[derive(Default)]
 pub struct Correlator {
     tasks: HashMap<TaskKey, TaskState>,
     names: Remembered<Name>,
     last_blocks: Remembered<LastBlock>,
     /// What the session learnt of each traced process, given to its tasks.
     processes: HashMap<u32, Arc<ProcessInfo>>,
+    /// Tasks evicted recently: a record of one that comes back opens a ledger flagged as
+    /// evicted, not one that looks like it began before attach.
+    evicted: Remembered<()>,
+    /// Open tasks at most, and how many go when it is reached (tests make them small).
+    max_open: usize,
+    evict_batch: usize,
     pub stats: CorrelatorStats,
+}
+
+impl Default for Correlator {
+    fn default() -> Self {
+        Correlator::with_limits(MAX_OPEN_TASKS, EVICT_BATCH)
+    }
 }
 
 /// How the correlator grows a ledger.
@@ -107,6 +123,21 @@ impl Correlator {
         Self::default()
     }
 
+    /// A correlator that keeps at most `max_open` tasks open and evicts `batch` (at least
+    /// one) of them when a new task finds the table full.
+    pub fn with_limits(max_open: usize, batch: usize) -> Self {
+        Correlator {
+            tasks: HashMap::default(),
+            names: Remembered::default(),
+            last_blocks: Remembered::default(),
+            processes: HashMap::default(),
+            evicted: Remembered::default(),
+            max_open: max_open.max(1),
+            evict_batch: batch.clamp(1, max_open.max(1)),
+            stats: CorrelatorStats::default(),
+        }
+    }
+
     pub fn open_tasks(&self) -> usize {
         self.tasks.len()
     }
@@ -123,10 +154,6 @@ impl Correlator {
         if meta.task.span_id == 0 {
             return;
         }
-        if !self.tasks.contains_key(&meta.task) && self.tasks.len() >= MAX_OPEN_TASKS {
-            self.stats.tasks_over_limit += 1;
-            return;
-        }
         if matches!(rec, Record::KStack { .. } | Record::UStack { .. }) {
             // Stacks of a block already in the ledger: no task is created for them, and they
             // are not events of their own.
@@ -135,12 +162,21 @@ impl Correlator {
             }
             return;
         }
-        let processes = &self.processes;
-        let st = self.tasks.entry(meta.task).or_insert_with(|| {
-            let mut t = TaskState::new(meta.task, &meta);
-            t.process = processes.get(&meta.pid).cloned();
-            t
-        });
+        if !self.tasks.contains_key(&meta.task) {
+            if self.tasks.len() >= self.max_open {
+                self.evict(out);
+            }
+            let mut st = TaskState::new(meta.task, &meta);
+            st.evicted = self.evicted.get(&meta.task).is_some();
+            st.process = self.processes.get(&meta.pid).cloned();
+            if meta.task.trace_id == 0 {
+                self.stats.zero_trace_id_tasks += 1;
+            }
+            self.tasks.insert(meta.task, st);
+        }
+        let seq = self.stats.records;
+        let Some(st) = self.tasks.get_mut(&meta.task) else { return };
+        st.last_seen = seq;
         st.note_thread(meta.tid);
         apply(st, rec);
         if let Record::TaskBegin { name, .. } = rec {
@@ -169,6 +205,30 @@ impl Correlator {
     /// Process `pid` exited: its tasks that are still open keep what they had.
     pub fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
+    }
+
+    /// The table of open tasks is full: the `evict_batch` tasks idle longest (no record for
+    /// the longest time) are closed, each handed to `out` as an incomplete summary flagged
+    /// `evicted`, longest idle first.
+    fn evict(&mut self, out: &mut dyn FnMut(Output<'_>)) {
+        let mut idle: Vec<(u64, TaskKey)> = self.tasks.iter().map(|(k, t)| (t.last_seen, *k)).collect();
+        let n = self.evict_batch.min(idle.len());
+        if n == 0 {
+            return;
+        }
+        if n < idle.len() {
+            idle.select_nth_unstable(n - 1);
+            idle.truncate(n);
+        }
+        idle.sort_unstable();
+        for (_, key) in idle {
+            if let Some(mut t) = self.tasks.remove(&key) {
+                t.evicted = true;
+                self.evicted.insert(key, ());
+                self.stats.tasks_evicted += 1;
+                out(Output::Summary(&t));
+            }
+        }
     }
 
     /// Ends the session: every task still open gets its (incomplete) summary.
@@ -224,7 +284,8 @@ fn link_chain(st: &mut TaskState, names: &Remembered<Name>, last: &mut Remembere
 
 fn apply(st: &mut TaskState, rec: &Record) {
     match rec {
-        Record::TaskBegin { meta, parent_span_id, name, .. } => {
+        Record::TaskBegin { meta, parent_span_id, name, untracked, .. } => {
+            st.untracked |= *untracked;
             st.begin_ns = Some(meta.ts_ns);
             st.parent_span_id = *parent_span_id;
             st.name.clone_from(name);
@@ -239,7 +300,8 @@ fn apply(st: &mut TaskState, rec: &Record) {
                 }
             }
         }
-        Record::TaskAttach { parent_span_id, .. } => {
+        Record::TaskAttach { parent_span_id, untracked, .. } => {
+            st.untracked |= *untracked;
             if st.parent_span_id == 0 {
                 st.parent_span_id = *parent_span_id;
             }
@@ -270,7 +332,12 @@ fn apply(st: &mut TaskState, rec: &Record) {
                 st.logs.push((key.clone(), value.clone()));
             }
         }
-        Record::OnCpu { meta, start_ns } => st.on_cpu_ns += meta.ts_ns.saturating_sub(*start_ns),
+        Record::OnCpu { meta, start_ns, steal_ns } => {
+            let slice = meta.ts_ns.saturating_sub(*start_ns);
+            let steal = (*steal_ns).min(slice);
+            st.on_cpu_ns += slice - steal;
+            st.steal_ns += steal;
+        }
         Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, stacks, end_inferred, .. } => {
             st.inferred += u64::from(*end_inferred);
             let end = meta.ts_ns;
@@ -314,9 +381,11 @@ fn apply(st: &mut TaskState, rec: &Record) {
         }
         Record::Agg { sums, .. } => {
             st.on_cpu_ns += sums.oncpu_ns;
+            st.steal_ns += sums.steal_ns;
             st.runq_ns += sums.runq_ns;
             st.blocked_ns += sums.blocked_ns;
             st.summed += agg_intervals(sums);
+            st.runtime_mismatches += u64::from(sums.mismatches);
             for (nr, sc) in agg_syscalls(sums) {
                 if sc.count > 0 {
                     let s = st.syscalls.entry(nr).or_default();

@@ -62,6 +62,40 @@ fn text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (String, u32)
 }
 
 
+/// A late read [`decode_with`] would ask for: (pid, address, length).
+pub type LateWant = (u32, u64, usize);
+
+/// The late reads decoding `bytes` would ask for (the strings the kernel could not copy),
+/// appended to `out` in the order [`decode_with`] asks for them; nothing for records
+/// without target strings, or that do not decode.
+pub fn late_wants(bytes: &[u8], out: &mut Vec<LateWant>) {
+    let mut want = |pid: u32, s: &StrRef, buf: &[u8]| {
+        let n = (s.len as usize).min(buf.len());
+        if s.flags & strflag::UNREADABLE != 0 && n > 0 {
+            out.push((pid, s.ptr, n));
+        }
+    };
+    match read::<u32>(bytes, 0) {
+        Ok(kind::TASK_BEGIN) => {
+            if let Ok(r) = read::<TaskRecord>(bytes, kind::TASK_BEGIN) {
+                want(r.header.pid, &r.name, &r.name_buf);
+            }
+        }
+        Ok(k @ (kind::REGION_BEGIN | kind::REGION_END)) => {
+            if let Ok(r) = read::<RegionRecord>(bytes, k) {
+                want(r.header.pid, &r.name, &r.name_buf);
+            }
+        }
+        Ok(kind::LOG) => {
+            if let Ok(r) = read::<LogRecord>(bytes, kind::LOG) {
+                want(r.header.pid, &r.key, &r.key_buf);
+                want(r.header.pid, &r.value, &r.value_buf);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Distinct names interned per thread; beyond, each record's name is its own copy.
 const MAX_INTERNED_NAMES: usize = 4096;
 
@@ -105,12 +139,14 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
     let kind_raw = read::<u32>(bytes, 0)?;
     let rec = match kind_raw {
         kind::TASK_BEGIN | kind::TASK_ATTACH => {
-            let r: TaskRecord = read(bytes, kind_raw)?;
+            let mut r: TaskRecord = read(bytes, kind_raw)?;
+            let untracked = r.name.flags & strflag::TASK_UNTRACKED != 0;
+            r.name.flags &= !strflag::TASK_UNTRACKED;
             if kind_raw == kind::TASK_BEGIN {
                 let (name, name_flags) = name_text(r.header.pid, &r.name, &r.name_buf, late);
-                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags }
+                Record::TaskBegin { meta: meta(&r.header), parent_span_id: r.parent_span_id, name, name_flags, untracked }
             } else {
-                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id }
+                Record::TaskAttach { meta: meta(&r.header), parent_span_id: r.parent_span_id, untracked }
             }
         }
         kind::TASK_END => {
@@ -139,7 +175,7 @@ pub fn decode_with(bytes: &[u8], late: LateReader<'_>) -> Result<Record, DecodeE
         }
         kind::ON_CPU => {
             let r: OnCpuRecord = read(bytes, kind_raw)?;
-            Record::OnCpu { meta: meta(&r.header), start_ns: r.start_ns }
+            Record::OnCpu { meta: meta(&r.header), start_ns: r.start_ns, steal_ns: r.steal_ns }
         }
         kind::OFF_CPU => {
             let r: OffCpuRecord = read(bytes, kind_raw)?;
@@ -254,6 +290,18 @@ mod tests {
     }
 
     #[test]
+    fn a_task_the_kernel_could_not_push_is_untracked() {
+        let mut name_buf = [0u8; NAME_LEN];
+        name_buf[..4].copy_from_slice(b"deep");
+        let name = StrRef { ptr: 0x1000, len: 4, flags: strflag::TASK_UNTRACKED | strflag::TRUNCATED };
+        let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf };
+        let Ok(Record::TaskBegin { name, name_flags, untracked, .. }) = decode(&raw_bytes(&r)) else { panic!("decodes") };
+        assert_eq!((&*name, name_flags, untracked), ("deep", strflag::TRUNCATED, true), "the flag is the task's, not the name's");
+        let r = TaskRecord { header: hdr(kind::TASK_ATTACH), parent_span_id: 0, name: StrRef { ptr: 0, len: 0, flags: strflag::TASK_UNTRACKED }, name_buf };
+        assert!(matches!(decode(&raw_bytes(&r)), Ok(Record::TaskAttach { untracked: true, .. })));
+    }
+
+    #[test]
     fn hostile_name_len_is_clamped() {
         let name = StrRef { ptr: 0, len: u32::MAX, flags: 0 };
         let r = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name, name_buf: [b'x'; NAME_LEN] };
@@ -279,8 +327,35 @@ mod tests {
     }
 
     #[test]
+    fn late_wants_are_what_decoding_asks_for() {
+        let readable = StrRef { ptr: 0x10, len: 3, flags: 0 };
+        let bad = |ptr| StrRef { ptr, len: 500, flags: strflag::UNREADABLE };
+        let mut log = LogRecord { header: hdr(kind::LOG), key: bad(0x20), value: readable, key_buf: [0; profiler_common::LOG_KEY_LEN], value_buf: [0; profiler_common::LOG_VALUE_LEN] };
+        let region = RegionRecord { header: hdr(kind::REGION_END), name: bad(0x30), name_buf: [0; NAME_LEN] };
+        let task = TaskRecord { header: hdr(kind::TASK_BEGIN), parent_span_id: 0, name: bad(0x40), name_buf: [0; NAME_LEN] };
+        let on = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1, steal_ns: 0 };
+        for bytes in [raw_bytes(&log), raw_bytes(&region), raw_bytes(&task), raw_bytes(&on)] {
+            let mut wants = Vec::new();
+            late_wants(&bytes, &mut wants);
+            let mut asked = Vec::new();
+            decode_with(&bytes, &mut |pid, addr, len| {
+                asked.push((pid, addr, len));
+                None
+            })
+            .unwrap();
+            assert_eq!(wants, asked);
+        }
+        log.value = bad(0x50);
+        let mut wants = Vec::new();
+        late_wants(&raw_bytes(&log), &mut wants);
+        assert_eq!(wants.iter().map(|w| w.1).collect::<Vec<_>>(), [0x20, 0x50]);
+        late_wants(&raw_bytes(&log)[..20], &mut wants);
+        assert_eq!(wants.len(), 2, "a short record asks for nothing");
+    }
+
+    #[test]
     fn short_and_unknown_records_are_errors() {
-        let r = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1 };
+        let r = OnCpuRecord { header: hdr(kind::ON_CPU), start_ns: 1, steal_ns: 0 };
         let bytes = raw_bytes(&r);
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "len {len} must not decode");

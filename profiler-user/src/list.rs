@@ -38,7 +38,7 @@ pub fn run(pid: Option<u32>, binary: Option<&Path>, out: &mut dyn Write) -> Resu
             // symlink, a FIFO or a device since it mapped the file is never followed.
             let scan = discover::mapped::exec_files(pid).with_context(|| format!("listing the files pid {pid} maps"))?;
             for w in &scan.warnings {
-                writeln!(out, "# {w}")?;
+                writeln!(out, "# {}", escape(w))?;
             }
             let mut total = 0;
             for f in &scan.files {

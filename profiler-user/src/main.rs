@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         // aya-log records carry the eBPF crate's module paths as their target.
         logger.filter_module("profiler", log::LevelFilter::Debug);
     }
+    // Log lines quote target-controlled text (provider and probe names, mapped paths,
+    // comms): every one is escaped for the terminal on its way to stderr.
+    logger.format(|buf, record| writeln!(buf, "{}", tprof::present::log_line(record.level(), record.target(), &record.args().to_string())));
     logger.init();
     match run(cli) {
         Ok(code) => code,
@@ -32,7 +35,8 @@ fn main() -> ExitCode {
             if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "tprof: error: {e:#}");
+            // Errors quote paths and names the target chose: escaped, line breaks aside.
+            let _ = writeln!(io::stderr(), "tprof: error: {}", tprof::present::escape_lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -169,9 +169,13 @@ impl<S: Sink> Pipeline<S> {
         self.report.records = self.corr.stats.records;
         self.report.correlator = self.corr.stats.clone();
         self.report.filtered_events = self.sink.discarded;
+        self.report.held_tasks_evicted = self.sink.held_tasks_evicted;
         if let Some(r) = &mut self.recorder {
             r.trailer(&self.report)?;
         }
+        // After the trailer: a replay counts these again and makes its own.
+        let counted = self.report.counted_warnings();
+        self.report.warnings.extend(counted);
         self.sink.inner.finish(&self.report)
     }
 

@@ -2,12 +2,16 @@
 //! processes. Processes are killed on drop; assertions run on tprof's NDJSON output.
 //!
 //! These tests need root (CAP_BPF, CAP_PERFMON): without it they fail with a message
-//! saying so. They never skip silently.
+//! saying so. They never skip silently. tprof always runs as root; the targets of the main
+//! workload tests run as other users ([`RunAs`]), as a service would.
 
 pub mod bench_bin;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
@@ -33,9 +37,9 @@ pub fn target_bin() -> PathBuf {
     bin("TPROF_TARGET_BIN", "tprof-target")
 }
 
-/// The bundled example service (an example of the usdt-probes crate).
+/// The example service (`demo-service`, an axum service with its own `load` generator).
 pub fn example_bin() -> PathBuf {
-    bin("TPROF_EXAMPLE_BIN", "examples/example_service")
+    bin("TPROF_EXAMPLE_BIN", "demo-service")
 }
 
 pub fn require_root() {
@@ -64,6 +68,8 @@ pub struct Proc {
     pub stdin: Option<ChildStdin>,
     pub stdout: Receiver<String>,
     pub stderr: Option<Receiver<String>>,
+    /// The private directory its binary was copied into, removed after the process is gone.
+    pub dir: Option<PrivateDir>,
 }
 
 impl Drop for Proc {
@@ -107,22 +113,118 @@ impl Proc {
     }
 }
 
+/// Who a target process runs as. tprof (started by the tests as root) must trace a target
+/// of any uid exactly like a root one: a uid without a passwd entry, `nobody`, a user whose
+/// binary sits in a directory only that user can enter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Run a copy of the binary in a fresh 0700 directory owned by `uid` ([`PrivateDir`]).
+    pub private_copy: bool,
+}
+
+impl RunAs {
+    /// The test process's own identity (root): the binary runs where it is.
+    pub const ROOT: RunAs = RunAs { uid: 0, gid: 0, private_copy: false };
+    /// A plain uid and gid; no passwd entry is needed for a process's ids.
+    pub const UID_1000: RunAs = RunAs { uid: 1000, gid: 1000, private_copy: false };
+    /// `nobody` / `nogroup`.
+    pub const NOBODY: RunAs = RunAs { uid: 65534, gid: 65534, private_copy: false };
+
+    /// The same user, running a private copy of the binary (see [`PrivateDir`]).
+    pub const fn private(self) -> RunAs {
+        RunAs { private_copy: true, ..self }
+    }
+
+    fn is_root(self) -> bool {
+        self.uid == 0 && self.gid == 0
+    }
+
+    /// A command for `path` (or a private copy of it, in the returned directory) that runs
+    /// as this user. Root keeps its supplementary groups; another user gets none (std drops
+    /// them when a root parent sets the uid).
+    pub fn command(self, path: &Path) -> (Command, Option<PrivateDir>) {
+        let (exe, dir) = if self.private_copy {
+            let dir = PrivateDir::new(self);
+            (dir.copy_in(path), Some(dir))
+        } else {
+            (path.to_path_buf(), None)
+        };
+        let mut cmd = Command::new(exe);
+        if !self.is_root() {
+            cmd.uid(self.uid).gid(self.gid);
+            // The test's cwd (the tests crate) may not be readable by that user.
+            cmd.current_dir("/");
+        }
+        (cmd, dir)
+    }
+}
+
+/// A fresh directory of mode 0700 owned by a target's user, holding its private copy of a
+/// binary (or files it reads or writes); removed on drop. Only that user (and root, i.e.
+/// tprof) can enter it.
+pub struct PrivateDir {
+    pub path: PathBuf,
+    owner: RunAs,
+}
+
+impl PrivateDir {
+    pub fn new(owner: RunAs) -> PrivateDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tprof-as-{}-{}-{n}", owner.uid, std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid))
+            .unwrap_or_else(|e| panic!("chown {} to {}:{}: {e}", path.display(), owner.uid, owner.gid));
+        PrivateDir { path, owner }
+    }
+
+    /// Copies `bin` into the directory, owned by the directory's user; returns the copy.
+    pub fn copy_in(&self, bin: &Path) -> PathBuf {
+        let name = bin.file_name().expect("a binary's file name");
+        let to = self.path.join(name);
+        std::fs::copy(bin, &to).unwrap_or_else(|e| panic!("copy {} to {}: {e}", bin.display(), to.display()));
+        std::os::unix::fs::chown(&to, Some(self.owner.uid), Some(self.owner.gid)).expect("chown the copy");
+        to
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Starts tprof-target with these requests; it waits for a line on stdin before running them.
 pub fn start_target(requests: &[&str]) -> Proc {
     start_program(&target_bin(), requests)
 }
 
+/// [`start_target`] as `who`.
+pub fn start_target_as(requests: &[&str], who: RunAs) -> Proc {
+    start_program_as(&target_bin(), requests, who)
+}
+
 /// Starts a program that prints `ready <pid>` and waits for a line on stdin.
-pub fn start_program(path: &std::path::Path, args: &[&str]) -> Proc {
-    let mut child = Command::new(path)
+pub fn start_program(path: &Path, args: &[&str]) -> Proc {
+    start_program_as(path, args, RunAs::ROOT)
+}
+
+/// [`start_program`] as `who`.
+pub fn start_program_as(path: &Path, args: &[&str], who: RunAs) -> Proc {
+    let (mut cmd, dir) = who.command(path);
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("spawn {} as {who:?}: {e}", path.display()));
     let stdin = child.stdin.take();
     let stdout = line_reader(child.stdout.take().expect("stdout"));
-    let p = Proc { child, stdin, stdout, stderr: None };
+    let p = Proc { child, stdin, stdout, stderr: None, dir };
     p.expect_line("ready ", &mut Vec::new());
     p
 }
@@ -130,17 +232,18 @@ pub fn start_program(path: &std::path::Path, args: &[&str]) -> Proc {
 /// Starts one instance of an example service (`serve --addr 127.0.0.1:0 ...`) and returns it
 /// with the address from its `listening on <addr> pid <pid>` banner. It stops when the
 /// returned `Proc` is dropped (stdin closes), or after 120 s at the latest.
-pub fn start_service(exe: &std::path::Path, extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(exe)
+pub fn start_service(exe: &Path, extra: &[&str], who: RunAs) -> (Proc, String) {
+    let (mut cmd, dir) = who.command(exe);
+    let mut child = cmd
         .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-stdin-eof", "--seconds", "120"])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("start {} as {who:?}: {e}", exe.display()));
     let stdin = child.stdin.take();
     let stdout = line_reader(child.stdout.take().expect("stdout"));
-    let p = Proc { child, stdin, stdout, stderr: None };
+    let p = Proc { child, stdin, stdout, stderr: None, dir };
     let banner = p.expect_line("listening on ", &mut Vec::new());
     assert!(banner.ends_with(&format!(" pid {}", p.pid())), "{banner}");
     let addr = banner.split_whitespace().nth(2).expect("address in banner").to_string();
@@ -158,7 +261,7 @@ pub fn spawn_tprof(args: &[&str]) -> Proc {
         .expect("spawn tprof");
     let stdout = line_reader(child.stdout.take().expect("stdout"));
     let stderr = Some(line_reader(child.stderr.take().expect("stderr")));
-    Proc { child, stdin: None, stdout, stderr }
+    Proc { child, stdin: None, stdout, stderr, dir: None }
 }
 
 /// Starts `tprof attach --format json` on `pids` and waits until it has attached.
@@ -254,12 +357,13 @@ pub fn clean_session<T>(mut session: impl FnMut() -> (Vec<Value>, T)) -> (Vec<Va
 
 pub const MAX_SESSION_TRIES: u32 = 3;
 
-/// Runs `tprof-target` with `requests` under `tprof attach` (plus `extra` flags) in a clean
-/// session (see [`clean_session`]) and returns tprof's NDJSON and the target's stdout lines.
-pub fn trace_requests(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
+/// Runs `tprof-target` as `who` with `requests` under `tprof attach` (plus `extra` flags) in
+/// a clean session (see [`clean_session`]) and returns tprof's NDJSON and the target's
+/// stdout lines.
+pub fn trace_requests(requests: &[&str], extra: &[&str], who: RunAs) -> (Vec<Value>, Vec<String>) {
     require_root();
     clean_session(|| {
-        let mut target = start_target(requests);
+        let mut target = start_target_as(requests, who);
         let tprof = attach(&[target.pid()], extra);
         target.send_line("go");
         let mut lines = Vec::new();

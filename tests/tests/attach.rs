@@ -1,13 +1,19 @@
 //! `tprof attach` on a target whose per-request behaviour is known: the figures tprof reports
-//! must match what the target did, within tolerances justified below.
+//! must match what the target did, within tolerances justified below. The targets run as
+//! uid 1000 from a private copy of their binary in a 0700 directory of that user (symbols
+//! included), or as `nobody`: tprof (root) traces them exactly like a root process.
 
 use serde_json::Value;
 use tprof_tests::*;
 
 const MS: f64 = 1.0;
 
+/// The target's user in most tests: uid 1000 (no passwd entry needed), binary in its own
+/// 0700 directory.
+const USER: RunAs = RunAs::UID_1000.private();
+
 fn trace(requests: &[&str], extra: &[&str]) -> (Vec<Value>, Vec<String>) {
-    trace_requests(requests, extra)
+    trace_requests(requests, extra, USER)
 }
 
 #[test]
@@ -22,12 +28,13 @@ fn known_workloads_are_attributed() {
     for name in ["sleep", "spin", "mutex", "pipe", "regions", "holder"] {
         let s = summary(&out, name);
         assert!(s["incomplete"].is_null(), "{name} incomplete: {s}");
-        // The ledger tiles the task's time: on-CPU, run-queue and blocked intervals are cut
+        // The ledger tiles the task's time: on-CPU (with the VM's steal apart), run-queue and
+        // blocked intervals are cut
         // at the same timestamps (task begin/end, switch out/in), so for a synchronous task
         // their sum is the wall time to within timestamp rounding. 0.1 ms is far above that
         // and far below any workload here.
         let wall = ms(s, "wall_ns");
-        let sum = ms(s, "on_cpu_ns") + ms(s, "runq_ns") + ms(s, "blocked_ns");
+        let sum = ms(s, "on_cpu_ns") + ms(s, "steal_ns") + ms(s, "runq_ns") + ms(s, "blocked_ns");
         assert!((wall - sum).abs() < 0.1 * MS, "{name}: wall {wall} vs on+runq+blocked {sum}: {s}");
     }
 
@@ -42,20 +49,28 @@ fn known_workloads_are_attributed() {
     assert!(ms(s, "on_cpu_ns") < 2.0, "sleeping costs almost no CPU: {s}");
     assert_eq!(s["blocks"][0]["waker"]["kind"], "kernel", "a timer wakes a sleeper, not a user thread: {s}");
 
-    // spin:15 - a busy loop of 15 ms wall time: all of it on the CPU or (if preempted) in the
-    // run queue, none blocked (no syscalls inside the loop).
+    // spin:15 - a busy loop of 15 ms wall time, no syscalls inside: checked against the
+    // kernel's own accounting of the thread over the loop (schedstat: time run, time waiting
+    // in a run queue), which holds whatever else loads the machine. The task is a little
+    // wider than the measured loop (a println and the probes around it: tens of us), and
+    // both clocks are exact at context switches, so 0.5 ms + 5% covers the difference; VM
+    // steal is neither run time nor queue time for the kernel, and tprof keeps it apart too.
     let s = summary(&out, "spin");
     let (on, runq) = (ms(s, "on_cpu_ns"), ms(s, "runq_ns"));
-    assert!(on + runq >= 15.0, "spin on {on} + runq {runq}: {s}");
-    assert!(on >= 5.0, "spin mostly on CPU: {s}");
+    let kernel_run = fact(&lines, "spin kernel", "run_ns").parse::<f64>().expect("run_ns") / 1e6;
+    let kernel_wait = fact(&lines, "spin kernel", "wait_ns").parse::<f64>().expect("wait_ns") / 1e6;
+    assert!((on - kernel_run).abs() <= 0.5 + 0.05 * kernel_run, "spin on-CPU {on} ms vs the kernel's {kernel_run} ms: {s}");
+    assert!((runq - kernel_wait).abs() <= 0.5 + 0.05 * kernel_wait, "spin run queue {runq} ms vs the kernel's {kernel_wait} ms: {s}");
+    assert!(on + runq + ms(s, "steal_ns") >= 15.0, "spin on {on} + runq {runq} + steal: {s}");
     assert!(ms(s, "blocked_ns") < 1.0, "spin blocked: {s}");
 
-    // mutex:10 - the holder took the lock before the request began and spins 10 ms with it,
-    // so the request blocks in futex for 10 ms less the time between the holder's lock and
-    // the request's attempt (a channel hand-off and a println, well under 5 ms).
+    // mutex:10 - the holder took the lock before the request began and spins 10 ms (wall)
+    // with it, so the request blocks in futex for up to the time the holder really held the
+    // lock (which the holder measures: a loaded machine stretches it), and at all.
     let s = summary(&out, "mutex");
     let futex = s["blocked_in_syscall_ns"]["futex"].as_u64().unwrap_or(0) as f64 / 1e6;
-    assert!((5.0..15.0).contains(&futex), "mutex blocked in futex {futex} ms: {s}");
+    let held = fact(&lines, "mutex holder held_ns", "held_ns").parse::<f64>().expect("held_ns") / 1e6;
+    assert!(futex > 0.5 && futex <= held + 0.5, "mutex blocked in futex {futex} ms, lock held {held} ms: {s}");
     let holder_tid: u64 = fact(&lines, "mutex holder", "tid").parse().expect("holder tid");
     let holder_span = fact(&lines, "mutex holder", "span");
     let w = &s["blocks"][0]["waker"];
@@ -65,10 +80,11 @@ fn known_workloads_are_attributed() {
     assert_eq!(summary(&out, "holder")["span_id"], holder_span.as_str());
 
     // pipe:5 - the writer process sleeps 5 ms after the request's go-byte, then writes; the
-    // request blocks in read at least ~5 ms (minus microseconds of hand-off).
+    // request blocks in read for most of it (on a loaded machine the reader may itself wait
+    // for a CPU before its read, and the writer after its sleep), never longer than it ran.
     let s = summary(&out, "pipe");
     let read = s["blocked_in_syscall_ns"]["read"].as_u64().unwrap_or(0) as f64 / 1e6;
-    assert!((4.5..15.0).contains(&read), "pipe blocked in read {read} ms: {s}");
+    assert!(read > 0.5 && read <= ms(s, "wall_ns"), "pipe blocked in read {read} ms: {s}");
     let writer: u64 = fact(&lines, "pipe writer", "pid").parse().expect("writer pid");
     assert_eq!(s["blocks"][0]["waker"]["pid"].as_u64(), Some(writer), "woken by the writer process: {s}");
 }
@@ -102,7 +118,7 @@ fn events_carry_ids_names_regions_and_logs() {
 #[test]
 fn semaphores_armed_while_attached_and_disarmed_after_sigint() {
     require_root();
-    let mut target = start_target(&["enabled", "wait", "enabled", "wait", "enabled"]);
+    let mut target = start_target_as(&["enabled", "wait", "enabled", "wait", "enabled"], RunAs::NOBODY);
     let tprof = attach(&[target.pid()], &[]);
     target.send_line("go");
     let mut seen = Vec::new();
@@ -138,7 +154,7 @@ fn filters_select_tasks() {
 fn debug_ebpf_reports_kernel_side_diagnostics() {
     require_root();
     // Five nested tasks on one thread: the kernel keeps four; its log says so.
-    let mut target = start_target(&["nest:5"]);
+    let mut target = start_target_as(&["nest:5"], RunAs::NOBODY);
     let tprof = attach(&[target.pid()], &["--debug-ebpf"]);
     target.send_line("go");
     target.expect_line("done", &mut Vec::new());
@@ -179,8 +195,8 @@ fn async_tasks_moving_between_threads_are_charged_separately() {
     let (out, _) = trace(&["async:8"], &[]);
     for name in ["async-a", "async-b"] {
         let s = summary(&out, name);
-        let (on, runq) = (ms(s, "on_cpu_ns"), ms(s, "runq_ns"));
-        assert!(on + runq >= 24.0, "{name}: on {on} + runq {runq}: {s}");
+        let (on, runq) = (ms(s, "on_cpu_ns") + ms(s, "steal_ns"), ms(s, "runq_ns"));
+        assert!(on + runq >= 24.0, "{name}: on (with steal) {on} + runq {runq}: {s}");
         assert!(on <= 26.0, "{name}: on-CPU {on} ms includes the other task's time: {s}");
         assert_eq!(s["threads"].as_array().map(Vec::len), Some(2), "{name} ran on both workers: {s}");
         let span = s["span_id"].as_str().unwrap_or_default();
@@ -233,7 +249,7 @@ fn wakeup_chain_crosses_threads_and_processes() {
 fn perf_event_links_attribute_the_same() {
     // The older attach path (one uprobe perf event per site, what kernels before 6.6 get)
     // on the same known workloads, with the same tolerances as known_workloads_are_attributed.
-    let (out, lines) = trace(&["sleep:20", "mutex:10"], &["--probe-links", "perf-event"]);
+    let (out, lines) = trace_requests(&["sleep:20", "mutex:10"], &["--probe-links", "perf-event"], RunAs::NOBODY);
     let sess = session(&out);
     assert_eq!(sess["probe_links"], "perf_event", "{sess}");
     assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
@@ -244,7 +260,48 @@ fn perf_event_links_attribute_the_same() {
     assert!((19.9..25.0).contains(&blocked), "sleep blocked {blocked} ms: {s}");
     let s = summary(&out, "mutex");
     let futex = s["blocked_in_syscall_ns"]["futex"].as_u64().unwrap_or(0) as f64 / 1e6;
-    assert!((5.0..15.0).contains(&futex), "mutex blocked in futex {futex} ms: {s}");
+    let held = fact(&lines, "mutex holder held_ns", "held_ns").parse::<f64>().expect("held_ns") / 1e6;
+    assert!(futex > 0.5 && futex <= held + 0.5, "mutex blocked in futex {futex} ms, lock held {held} ms: {s}");
     let holder_span = fact(&lines, "mutex holder", "span");
     assert_eq!(s["blocks"][0]["waker"]["span_id"], holder_span.as_str(), "woken by the holder's task: {s}");
+}
+
+#[test]
+fn blocked_wait_is_charged_to_the_task_of_another_process() {
+    // Two processes as `nobody`, one FIFO in a 0700 directory of that user: `fifo-read`
+    // blocks (in open, then read) until `fifo-write`, a task of the other process, opens the
+    // FIFO and, 15 ms later, writes. The reader's wait is charged to the writer's task.
+    require_root();
+    let who = RunAs::NOBODY;
+    let dir = PrivateDir::new(who);
+    let fifo = dir.path.join("fifo");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) runs");
+    assert!(st.success(), "mkfifo {}", fifo.display());
+    std::os::unix::fs::chown(&fifo, Some(who.uid), Some(who.gid)).expect("chown the FIFO");
+    let fifo = fifo.to_str().expect("utf-8 path");
+    let (out, writer_lines) = clean_session(|| {
+        let mut reader = start_target_as(&[&format!("fifo-read={fifo}")], who);
+        let mut writer = start_target_as(&[&format!("fifo-write={fifo}")], who);
+        let tprof = attach(&[reader.pid(), writer.pid()], &[]);
+        reader.send_line("go");
+        let mut reader_lines = Vec::new();
+        reader.expect_line("fifo-read task", &mut reader_lines);
+        writer.send_line("go");
+        let mut writer_lines = Vec::new();
+        writer.expect_line("done", &mut writer_lines);
+        reader.expect_line("done", &mut reader_lines);
+        assert!(reader.wait().success() && writer.wait().success(), "targets failed");
+        let (out, status) = collect(tprof);
+        assert!(status.success(), "tprof failed: {status}");
+        (out, writer_lines)
+    });
+    let writer_span = fact(&writer_lines, "fifo-write task", "span");
+    let w = summary(&out, "fifo-write");
+    assert_eq!(w["span_id"], writer_span.as_str(), "{w}");
+    let r = summary(&out, "fifo-read");
+    assert_ne!(r["pid"], w["pid"], "two processes");
+    assert!(ms(r, "blocked_ns") >= 14.9, "the reader waited for the writer's 15 ms: {r}");
+    let waited = r["waited_on"].as_array().cloned().unwrap_or_default();
+    assert!(waited.iter().any(|t| t["span_id"] == writer_span.as_str()), "the reader's wait is charged to the writer's task: {r}");
+    assert!(r["blocks"].as_array().into_iter().flatten().any(|b| b["waker_task_name"] == "fifo-write"), "{r}");
 }

@@ -1,7 +1,12 @@
-//! The axum demo service (`demo-service`, what `cargo xtask demo` runs), two instances (the
-//! front's `/chain` calls the back's `/sleep`, passing `traceparent`), under the example
-//! service's load generator, traced by one tprof: one trace crosses both processes, each
-//! request is one task named by `TprofHttpLayer`, and each endpoint's ledger has its shape.
+//! The example service (`demo-service`, what `cargo xtask demo` runs), two instances (the
+//! front's `/chain` calls the back's `/sleep`, passing `traceparent`), under its own load
+//! generator, traced by one tprof: one trace crosses both processes, each request is one
+//! task named by `TprofHttpLayer`, and each endpoint's ledger has its shape. The front runs
+//! as uid 1000 from a private copy of the binary in a 0700 directory, the back as `nobody`.
+//!
+//! (A blocked wait charged to the task of another process, which a thread-per-request
+//! server shows and this async one does not (its replies are written after the handler's
+//! task ended), is checked with two `tprof-target` processes in `attach.rs`.)
 
 use std::path::Path;
 use std::process::Command;
@@ -9,8 +14,8 @@ use std::process::Command;
 use serde_json::Value;
 use tprof_tests::*;
 
-fn serve(extra: &[&str]) -> (Proc, String) {
-    start_service(Path::new(env!("CARGO_BIN_EXE_demo-service")), extra)
+fn serve(extra: &[&str], who: RunAs) -> (Proc, String) {
+    start_service(Path::new(env!("CARGO_BIN_EXE_demo-service")), extra, who)
 }
 
 fn tasks<'a>(out: &'a [Value], pid: u32, name: &str) -> Vec<&'a Value> {
@@ -36,10 +41,10 @@ fn futex_ms(task: &Value) -> f64 {
 #[test]
 fn axum_demo_service_one_trace_crosses_two_processes() {
     require_root();
-    let (back, back_addr) = serve(&[]);
-    let (front, front_addr) = serve(&["--downstream", &back_addr]);
+    let (back, back_addr) = serve(&[], RunAs::NOBODY);
+    let (front, front_addr) = serve(&["--downstream", &back_addr], RunAs::UID_1000.private());
     let tprof = attach(&[front.pid(), back.pid()], &["--summary-only"]);
-    let load = Command::new(example_bin())
+    let load = Command::new(env!("CARGO_BIN_EXE_demo-service"))
         .args(["load", "--target", &front_addr, "--rps", "20", "--seconds", "3"])
         .args(["--paths", "/sleep,/cpu,/lock,/chain"])
         .output()
@@ -110,7 +115,8 @@ fn axum_demo_service_one_trace_crosses_two_processes() {
         assert!(region_ms(c, "compute") >= 7.9, "{c}");
     }
     for c in &complete(&cpus) {
-        assert!(ms(c, "on_cpu_ns") + ms(c, "runq_ns") >= 7.9, "{c}");
+        // (VM steal is time the spin held a CPU the hypervisor gave away: apart, not on-CPU.)
+        assert!(ms(c, "on_cpu_ns") + ms(c, "steal_ns") + ms(c, "runq_ns") >= 7.9, "{c}");
     }
 
     // /lock: the mutex held 5 ms, inside region `critical`; the load's 4 clients arrive

@@ -164,7 +164,7 @@ fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
 
 /// Runs the target's `requests` traced with `extra` tprof arguments; returns its stdout.
 fn traced(requests: &[&str], extra: &[&str]) -> Vec<String> {
-    trace_requests(requests, extra).1
+    trace_requests(requests, extra, RunAs::ROOT).1
 }
 
 fn printed_span(lines: &[String], task: &str) -> String {

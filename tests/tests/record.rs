@@ -21,7 +21,8 @@ fn record_then_report_offline() {
     let dir = std::env::temp_dir().join(format!("tprof-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("session.tprof");
-    let mut target = start_target(&["mutex:10", "regions", "sleep:5"]);
+    // The target runs as uid 1000 from its own 0700 directory; tprof records it as root.
+    let mut target = start_target_as(&["mutex:10", "regions", "sleep:5"], RunAs::UID_1000.private());
     let pid = target.pid().to_string();
     let mut rec = spawn_tprof(&["record", "--pid", &pid, "-o", file.to_str().expect("utf-8")]);
     let stderr = rec.stderr.take().expect("stderr");

@@ -216,6 +216,50 @@ fn a_process_in_its_own_pid_namespace_is_named_by_both_pids() {
     assert_eq!(s["ns_pid"].as_u64(), Some(1), "and the namespace's: {s}");
 }
 
+#[test]
+fn probe_sites_in_a_file_that_exists_only_inside_the_mount_namespace_are_found() {
+    // The target runs from a tmpfs mounted only in its own mount namespace: the host has no
+    // such path, and tprof finds its probes through what is mapped (/proc/PID/map_files).
+    require_root();
+    let dir = Scratch::new("mntns");
+    let bin = dir.copy(&target_bin(), "tprof-target");
+    let inner = format!("/mnt/tprof-only-here-{}", std::process::id());
+    let script = format!("mkdir -p {inner} && mount -t tmpfs tprof-test {inner} && cp {} {inner}/t && exec {inner}/t sleep:5", bin.display());
+    let unshare = which("unshare");
+    let mut target = start_program(&unshare, &["--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", &script]);
+    let host_pid = children_of(target.pid()).into_iter().next().expect("unshare's child");
+    assert!(!Path::new(&inner).join("t").exists(), "the host sees no such file");
+    let tprof = attach(&[host_pid], &[]);
+    target.send_line("go");
+    target.expect_line("done", &mut Vec::new());
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    let s = summary(&out, "sleep");
+    assert_eq!((s["pid"].as_u64(), s["ns_pid"].as_u64()), (Some(u64::from(host_pid)), Some(1)), "{s}");
+    assert!(s["incomplete"].is_null(), "{s}");
+    let _ = std::fs::remove_dir(&inner);
+}
+
+#[test]
+fn a_thread_id_is_named_as_a_thread_of_its_process() {
+    require_root();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let _ = tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as u32);
+        let _ = stop_rx.recv_timeout(Duration::from_secs(30));
+    });
+    let tid = rx.recv().expect("the thread's id");
+    let o = std::process::Command::new(tprof_bin()).args(["attach", "--duration", "1s", "--pid", &tid.to_string()]).output().expect("run tprof");
+    let _ = stop_tx.send(());
+    let _ = t.join();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is a thread of process") && err.contains(&format!("--pid {}", std::process::id())), "{err}");
+}
+
 /// The children of `pid` (from /proc/PID/task/*/children).
 fn children_of(pid: u32) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(10);

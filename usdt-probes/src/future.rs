@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use crate::context::TraceContext;
 use crate::task::{fire_attach, fire_begin, fire_detach, fire_end, swap_current, Current};
 
-/// Where an [`InTask`] is in its life.
+/// Where a task run poll by poll is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     NotStarted,
@@ -23,13 +23,73 @@ enum Stage {
     Ended,
 }
 
+/// A task run in slices (polls) on whichever thread: `task_begin` before the first slice,
+/// `task_attach`/`task_detach` around the later ones, `task_end` after the slice that
+/// finishes it, or when dropped once begun (cancelled). Shared by [`InTask`] and the HTTP
+/// layer, whose response body goes on with the handler's task.
+pub(crate) struct TaskCore {
+    cur: Current,
+    name: Cow<'static, str>,
+    stage: Stage,
+}
+
+impl TaskCore {
+    pub(crate) fn new(name: Cow<'static, str>, ctx: TraceContext, parent_span_id: u64) -> Self {
+        TaskCore { cur: Current { ctx, parent_span_id }, name, stage: Stage::NotStarted }
+    }
+
+    pub(crate) fn context(&self) -> TraceContext {
+        self.cur.ctx
+    }
+
+    /// Runs `slice` with the task attached to this thread and current in the thread-local;
+    /// the task ends after it when `finished` says so, else the thread detaches. None (and
+    /// `slice` not run) once the task has ended.
+    pub(crate) fn run<T>(&mut self, slice: impl FnOnce() -> T, finished: impl FnOnce(&T) -> bool) -> Option<T> {
+        let cur = self.cur;
+        match self.stage {
+            Stage::Ended => return None,
+            Stage::NotStarted => {
+                fire_begin(&cur, &self.name);
+                self.stage = Stage::Started;
+            }
+            Stage::Started => fire_attach(&cur),
+        }
+        let prev = swap_current(Some(cur));
+        let mut scope = PollScope { prev, cur: &cur, stage: &mut self.stage, finished: false };
+        let out = slice();
+        scope.finished = true;
+        drop(scope);
+        if finished(&out) {
+            fire_end(&cur.ctx);
+            self.stage = Stage::Ended;
+        } else {
+            fire_detach(&cur.ctx);
+        }
+        Some(out)
+    }
+
+    /// Ends the task now if it began and has not ended.
+    pub(crate) fn end(&mut self) {
+        if self.stage == Stage::Started {
+            fire_end(&self.cur.ctx);
+        }
+        self.stage = Stage::Ended;
+    }
+}
+
+impl Drop for TaskCore {
+    fn drop(&mut self) {
+        // Cancelled (dropped before completion): the request ends here.
+        self.end();
+    }
+}
+
 /// A future running as a task. Build it with [`TaskFutureExt::in_task`].
 #[must_use = "futures do nothing unless polled"]
 pub struct InTask<F> {
     inner: F,
-    cur: Current,
-    name: Cow<'static, str>,
-    stage: Stage,
+    core: TaskCore,
 }
 
 impl<F> InTask<F> {
@@ -40,12 +100,12 @@ impl<F> InTask<F> {
         ctx: TraceContext,
         parent_span_id: u64,
     ) -> Self {
-        InTask { inner, cur: Current { ctx, parent_span_id }, name: name.into(), stage: Stage::NotStarted }
+        InTask { inner, core: TaskCore::new(name.into(), ctx, parent_span_id) }
     }
 
     /// The task's context.
     pub fn context(&self) -> TraceContext {
-        self.cur.ctx
+        self.core.context()
     }
 }
 
@@ -95,45 +155,11 @@ impl<F: Future> Future for InTask<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned: it is never moved out of `self` (Drop only
-        // fires probes), and the other fields are plain data that are never pinned.
+        // SAFETY: `inner` is structurally pinned: it is never moved out of `self`, and
+        // `core` is plain data that is never pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if this.stage == Stage::Ended {
-            return Poll::Pending;
-        }
-        let cur = this.cur;
-        if this.stage == Stage::NotStarted {
-            fire_begin(&cur, &this.name);
-            this.stage = Stage::Started;
-        } else {
-            fire_attach(&cur);
-        }
-        let prev = swap_current(Some(cur));
-        let mut scope = PollScope { prev, cur: &cur, stage: &mut this.stage, finished: false };
         // SAFETY: see above; `inner` stays where it is.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let out = inner.poll(cx);
-        scope.finished = true;
-        drop(scope);
-        match out {
-            Poll::Ready(v) => {
-                fire_end(&cur.ctx);
-                this.stage = Stage::Ended;
-                Poll::Ready(v)
-            }
-            Poll::Pending => {
-                fire_detach(&cur.ctx);
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<F> Drop for InTask<F> {
-    fn drop(&mut self) {
-        if self.stage == Stage::Started {
-            // Cancelled (dropped before completion): the request ends here.
-            fire_end(&self.cur.ctx);
-        }
+        this.core.run(|| inner.poll(cx), Poll::is_ready).unwrap_or(Poll::Pending)
     }
 }

@@ -8,12 +8,21 @@
 //! let app = axum::Router::new().route("/users", get(users)).layer(usdt_probes::TprofHttpLayer::new());
 //! ```
 //!
-//! Each request becomes a task named `"{METHOD} {path}"`: a new span of the trace in its
-//! `traceparent` header (a missing or invalid header starts a new trace), run with
-//! [`InTask`], so every poll of the handler, on whichever worker thread, is attached to it.
+//! Each request becomes a task named `"{METHOD} {route}"` (see [`default_task_name`]): a new
+//! span of the trace in its `traceparent` header (a missing or invalid header starts a new
+//! trace). Every poll of the handler, on whichever worker thread, is attached to it, and so
+//! is every chunk of the response body: the task ends when the body is finished, or dropped
+//! (the client went away), as `tower-http`'s `TraceLayer` span does, not when the headers
+//! are ready. The response body is therefore a [`TaskBody`] around the handler's body.
 //! The task's [`TraceContext`] is put in the request's extensions (axum:
 //! `Extension<TraceContext>`) and is [`TraceContext::current`] inside the handler; the
 //! response carries it back in its own `traceparent` header.
+//!
+//! In axum, add the layer with `Router::layer` (it then runs after routing, so the route
+//! template is known: with the crate's `axum` feature, [`default_task_name`] reads axum's
+//! `MatchedPath`); any other router can put a [`RouteTemplate`] in the request's
+//! extensions before this layer runs, or name tasks itself with
+//! [`TprofHttpLayer::with_task_name`].
 //!
 //! Client: the transport injects, the handler extracts. Wrap the client's tower stack in
 //! [`TprofClientLayer`], or call [`inject_traceparent`] on each outgoing request's headers
@@ -30,15 +39,15 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::body::TaskBody;
 use crate::context::TraceContext;
-use crate::future::InTask;
+use crate::future::TaskCore;
+use crate::naming::method_name;
+pub use crate::naming::{normalize_path, ID_PLACEHOLDER};
 use crate::task::{swap_current, Current};
 
 /// The W3C Trace Context header.
 pub const TRACEPARENT: &str = "traceparent";
-
-/// tprof copies at most 64 bytes of a task name (ABI.md 1.2).
-const NAME_MAX: usize = 64;
 
 /// The incoming context in `headers`: the `traceparent` header if there is exactly one and it
 /// is valid (W3C: otherwise the receiver starts a new trace).
@@ -65,17 +74,46 @@ pub fn inject_traceparent(headers: &mut HeaderMap) -> Option<TraceContext> {
     Some(ctx)
 }
 
-/// The default task name: `"{METHOD} {path}"`, cut to tprof's 64-byte limit.
-pub fn default_task_name(parts: &request::Parts) -> String {
-    let mut name = format!("{} {}", parts.method, parts.uri.path());
-    if name.len() > NAME_MAX {
-        let mut end = NAME_MAX;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
+/// The `traceparent` header of `headers` as a string for a `tracing` span field ("" when
+/// absent or not text): for services that make tasks with `TprofLayer` alone, e.g. in
+/// `tower-http`'s `make_span_with`:
+/// `info_span!("request", method = %req.method(), uri = %req.uri(), traceparent = usdt_probes::http::traceparent_str(req.headers()))`.
+pub fn traceparent_str(headers: &HeaderMap) -> &str {
+    headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// A request's route template (`/users/{id}`), for routers other than axum's: put it in the
+/// request's extensions before [`TprofHttpLayer`] runs and the task is named after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteTemplate(pub Cow<'static, str>);
+
+/// The route template of a request, when the router left one in its extensions: axum's
+/// `MatchedPath` (feature `axum`) or a [`RouteTemplate`].
+pub fn route_template(parts: &request::Parts) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        return Some(m.as_str());
     }
-    name
+    parts.extensions.get::<RouteTemplate>().map(|r| &*r.0)
+}
+
+/// The default task name: `"{METHOD} {route template}"` when the router says which route
+/// matched ([`route_template`]), else `"{METHOD} {normalized path}"`, ids and numbers folded
+/// to `{id}` ([`normalize_path`]: `/users/42` -> `/users/{id}`); cut
+/// to tprof's 64-byte limit. tprof groups its statistics by task name: a name per URL would
+/// make a row per URL.
+pub fn default_task_name(parts: &request::Parts) -> String {
+    let rest = match route_template(parts) {
+        Some(route) => Cow::Borrowed(route),
+        None => normalize_path(parts.uri.path()),
+    };
+    method_name(Some(parts.method.as_str()), &rest)
+}
+
+/// The raw `"{METHOD} {path}"` name (one statistics row per URL), cut to tprof's limit: the
+/// default before route templates, for [`TprofHttpLayer::with_task_name`].
+pub fn raw_path_task_name(parts: &request::Parts) -> String {
+    method_name(Some(parts.method.as_str()), parts.uri.path())
 }
 
 /// Server layer: each request a task (see the module documentation).
@@ -91,13 +129,13 @@ impl Default for TprofHttpLayer {
 }
 
 impl TprofHttpLayer {
-    /// Tasks named `"{METHOD} {path}"`.
+    /// Tasks named by [`default_task_name`]: `"{METHOD} {route}"`.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Tasks named by `name`, e.g. to fold ids out of paths (`GET /users/:id`), since tprof
-    /// groups its statistics by task name.
+    /// Tasks named by `name` (e.g. from the router's own route type in the extensions), since
+    /// tprof groups its statistics by task name.
     pub fn with_task_name(name: fn(&request::Parts) -> String) -> Self {
         TprofHttpLayer { name }
     }
@@ -138,7 +176,7 @@ impl<S, B, R> Service<Request<B>> for TprofHttpService<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
 {
-    type Response = Response<R>;
+    type Response = Response<TaskBody<R>>;
     type Error = S::Error;
     type Future = TprofHttpFuture<S::Future>;
 
@@ -158,21 +196,23 @@ where
         parts.extensions.insert(cur.ctx);
         // The inner `call` (routing, building the handler's future, `tracing` spans made
         // there) already sees the request's context as current; the task itself begins at
-        // the first poll, where `InTask` fires `task_begin`.
+        // the first poll, where `TaskCore::run` fires `task_begin`.
         let scope = CallScope(swap_current(Some(cur)));
         let fut = self.inner.call(Request::from_parts(parts, body));
         drop(scope);
-        TprofHttpFuture { inner: InTask::with_context(hints.wrap(fut), Cow::Owned(name), cur.ctx, cur.parent_span_id), ctx: cur.ctx }
+        TprofHttpFuture { inner: hints.wrap(fut), task: Some(TaskCore::new(Cow::Owned(name), cur.ctx, cur.parent_span_id)), ctx: cur.ctx }
     }
 }
 
 pin_project! {
     /// The response future of [`TprofHttpService`]: the handler's future run as a task, its
-    /// response given the task's `traceparent`.
+    /// response given the task's `traceparent` and a body that goes on with the task.
     #[must_use = "futures do nothing unless polled"]
     pub struct TprofHttpFuture<F> {
         #[pin]
-        inner: InTask<crate::hint::Hinted<F>>,
+        inner: crate::hint::Hinted<F>,
+        // None once the response (and the task with it) is handed on.
+        task: Option<TaskCore>,
         ctx: TraceContext,
     }
 }
@@ -188,19 +228,24 @@ impl<F, R, E> Future for TprofHttpFuture<F>
 where
     F: Future<Output = Result<Response<R>, E>>,
 {
-    type Output = Result<Response<R>, E>;
+    type Output = Result<Response<TaskBody<R>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Ready(Ok(mut resp)) => {
-                if !resp.headers().contains_key(TRACEPARENT) {
-                    inject_context(resp.headers_mut(), this.ctx);
-                }
-                Poll::Ready(Ok(resp))
+        let Some(task) = this.task.as_mut() else { return Poll::Pending };
+        let mut inner = this.inner;
+        // The task ends here only on an error (or a panic): a response's body goes on with it.
+        let Some(polled) = task.run(|| inner.as_mut().poll(cx), |r| matches!(r, Poll::Ready(Err(_)))) else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(out) = polled else { return Poll::Pending };
+        let Some(task) = this.task.take() else { return Poll::Pending };
+        Poll::Ready(out.map(|mut resp| {
+            if !resp.headers().contains_key(TRACEPARENT) {
+                inject_context(resp.headers_mut(), this.ctx);
             }
-            other => other,
-        }
+            resp.map(|body| TaskBody::new(body, task))
+        }))
     }
 }
 
@@ -261,7 +306,10 @@ mod tests {
     use tower_layer::Layer;
     use tower_service::Service;
 
-    use super::{default_task_name, extract_traceparent, inject_traceparent, TprofClientLayer, TprofHttpLayer, TRACEPARENT};
+    use super::{
+        default_task_name, extract_traceparent, inject_traceparent, raw_path_task_name, traceparent_str, RouteTemplate,
+        TprofClientLayer, TprofHttpLayer, TRACEPARENT,
+    };
     use crate::sdt::recorder;
     use crate::task::{swap_current, Current};
     use crate::{Task, TaskFutureExt, TraceContext};
@@ -370,9 +418,89 @@ mod tests {
         assert_ne!(cur.ctx.span_id(), remote.span_id());
         let back = extract_traceparent(resp.headers()).expect("the response carries traceparent");
         assert_eq!(back, ctx, "the response names the server's task");
-        let names: Vec<&str> = recorder::for_span(ctx.span_id()).iter().map(|f| f.0).collect();
-        assert_eq!(names, ["task_begin", "task_detach", "task_attach", "task_end"]);
+        let names = || -> Vec<&str> { recorder::for_span(ctx.span_id()).iter().map(|f| f.0).collect() };
+        assert_eq!(names(), ["task_begin", "task_detach", "task_attach", "task_detach"], "the body goes on with the task");
         assert_eq!(TraceContext::current(), None);
+        drop(resp);
+        assert_eq!(names().last(), Some(&"task_end"), "a body dropped unread ends the task");
+    }
+
+    /// A body of `chunks`, each pending once before it is ready (a file read, a slow client).
+    struct Chunks {
+        chunks: Vec<&'static [u8]>,
+        ready: bool,
+        /// The task current in each `poll_frame`.
+        seen: Arc<Mutex<Vec<Option<TraceContext>>>>,
+    }
+
+    impl http_body::Body for Chunks {
+        type Data = &'static [u8];
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<&'static [u8]>, Infallible>>> {
+            self.seen.lock().unwrap().push(TraceContext::current());
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.ready = false;
+            if self.chunks.is_empty() {
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(http_body::Frame::data(self.chunks.remove(0)))))
+        }
+    }
+
+    /// Polls `body` to its end on this thread; the number of data frames.
+    fn drain<B: http_body::Body + Unpin>(body: &mut B) -> usize {
+        let waker = Waker::from(Arc::new(NoopWaker));
+        let mut frames = 0;
+        loop {
+            match Pin::new(&mut *body).poll_frame(&mut Context::from_waker(&waker)) {
+                Poll::Ready(Some(_)) => frames += 1,
+                Poll::Ready(None) => return frames,
+                Poll::Pending => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_task_lasts_until_the_body_is_finished_or_dropped() {
+        for read_all in [true, false] {
+            let seen: Arc<Mutex<Vec<Option<TraceContext>>>> = Arc::default();
+            let body_seen = Arc::clone(&seen);
+            let mut svc = TprofHttpLayer::new().layer(ServiceFn(move |_req: Request<()>| {
+                let body = Chunks { chunks: vec![b"a", b"b"], ready: false, seen: Arc::clone(&body_seen) };
+                std::future::ready(Ok::<_, Infallible>(Response::new(body)))
+            }));
+            let fut = svc.call(request(None));
+            let ctx = fut.context();
+            let (resp, _) = block_on(fut);
+            let mut body = resp.expect("infallible").into_body();
+            let names = || -> Vec<&str> { recorder::for_span(ctx.span_id()).iter().map(|f| f.0).collect() };
+            assert_eq!(names(), ["task_begin", "task_detach"], "headers ready: the task goes on");
+            if read_all {
+                assert_eq!(drain(&mut body), 2);
+                // Each poll of the body is attached; the one that finds the end ends the task.
+                let polls = seen.lock().unwrap().clone();
+                assert_eq!(polls.len(), 6);
+                assert!(polls.iter().all(|c| *c == Some(ctx)), "every chunk is made inside the request's task");
+                let mut want = vec!["task_begin", "task_detach"];
+                for _ in 0..5 {
+                    want.extend(["task_attach", "task_detach"]);
+                }
+                want.extend(["task_attach", "task_end"]);
+                assert_eq!(names(), want);
+                drop(body);
+                assert_eq!(names().len(), want.len(), "ended once");
+            } else {
+                drop(body);
+                assert_eq!(names(), ["task_begin", "task_detach", "task_end"], "the client went away");
+            }
+        }
     }
 
     #[test]
@@ -392,12 +520,18 @@ mod tests {
         h.append(TRACEPARENT, REMOTE.parse().unwrap());
         h.append(TRACEPARENT, REMOTE.parse().unwrap());
         assert_eq!(extract_traceparent(&h), None);
+        assert_eq!(traceparent_str(&h), REMOTE, "the first, for a span field (TprofLayer checks it)");
+        assert_eq!(traceparent_str(&HeaderMap::new()), "");
     }
 
     #[test]
     fn task_names_are_method_and_path_within_tprofs_limit() {
         let (parts, _) = request(None).into_parts();
-        assert_eq!(default_task_name(&parts), "POST /users/42");
+        assert_eq!(default_task_name(&parts), "POST /users/{id}", "ids folded");
+        assert_eq!(raw_path_task_name(&parts), "POST /users/42");
+        let (mut parts, _) = request(None).into_parts();
+        parts.extensions.insert(RouteTemplate("/users/{user}".into()));
+        assert_eq!(default_task_name(&parts), "POST /users/{user}", "the router's template first");
         let long = format!("http://svc/{}", "ü".repeat(60));
         let (parts, _) = Request::get(long.as_str()).body(()).expect("request").into_parts();
         let name = default_task_name(&parts);
@@ -469,8 +603,9 @@ mod tests {
             let fired: Vec<&str> = recorder::since(mark).into_iter().filter(|f| f.2 == me).map(|f| f.0).collect();
             // The region lives as long as its span: across the handler's await (a detach and
             // an attach), closed when the span is dropped at the end of the handler. The `log`
-            // is the task's hint `tprof.span.kind=server` (ABI.md 2.4).
-            assert_eq!(fired, ["task_begin", "log", "region_begin", "task_detach", "task_attach", "region_end", "task_end"]);
+            // is the task's hint `tprof.span.kind=server` (ABI.md 2.4). The task goes on with
+            // the response's body.
+            assert_eq!(fired, ["task_begin", "log", "region_begin", "task_detach", "task_attach", "region_end", "task_detach"]);
         }
     }
 }

@@ -17,13 +17,15 @@
 //! ```
 mod context;
 mod future;
+mod naming;
 mod sdt;
 mod task;
 
 pub use context::{ParseError, TraceContext};
 pub use future::{InTask, TaskFutureExt};
+pub use naming::normalize_path;
 pub use sdt::{enabled, log_enabled};
-pub use task::{log, region, with_region, Region, Task};
+pub use task::{log, region, with_region, Region, Task, TaskHandle};
 
 /// The raw probes, for bindings and integrations that manage ids themselves. Argument order
 /// and meaning are those of `ABI.md`.
@@ -38,8 +40,13 @@ mod tests;
 #[cfg(feature = "tracing")]
 mod tracing_layer;
 #[cfg(feature = "tracing")]
-pub use tracing_layer::TprofLayer;
+pub use tracing_layer::{SpanInfo, TprofLayer};
 
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+#[cfg(feature = "tower")]
+mod body;
 #[cfg(feature = "tower")]
 pub mod http;
 #[cfg(feature = "tower")]

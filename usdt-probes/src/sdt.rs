@@ -130,6 +130,20 @@ macro_rules! probes {
     ) => {
         /// The semaphores, one per probe.
         mod sem {
+            /// Starts the `.probes` section on a page of its own. The kernel arms a
+            /// semaphore of a process that execs through the first writable mapping of the
+            /// file that covers its file offset; when the page holding the semaphores is
+            /// also the last file page of the previous writable segment (a layout the
+            /// linker produces at some binary sizes), the kernel arms that other mapping
+            /// and the new program reads its probes disarmed. A page-aligned section keeps
+            /// the semaphores' file page in one mapping. (Costs up to 4 KiB of padding.)
+            #[repr(C, align(4096))]
+            struct PageStart([u8; 0]);
+
+            #[used]
+            #[link_section = ".probes"]
+            static PAGE_START: PageStart = PageStart([]);
+
             $(
                 #[used]
                 #[link_section = ".probes"]
@@ -178,6 +192,21 @@ pub(crate) mod recorder {
         if let Ok(mut v) = FIRED.lock() {
             v.push((probe, span_id, std::thread::current().id()));
         }
+    }
+
+    /// Task names given to `task_begin`, by span-id.
+    pub(crate) static NAMES: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn push_name(span_id: u64, name: &str) {
+        if let Ok(mut v) = NAMES.lock() {
+            v.push((span_id, name.to_string()));
+        }
+    }
+
+    /// The name the task `span_id` began with.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn names_of(span_id: u64) -> Option<String> {
+        NAMES.lock().ok()?.iter().find(|n| n.0 == span_id).map(|n| n.1.clone())
     }
 
     /// Probes fired for `span_id`, in order, with their threads.

@@ -36,6 +36,8 @@ impl TraceContext {
 
 pub(crate) fn fire_begin(cur: &Current, name: &str) {
     let (hi, lo) = cur.ctx.trace_id_halves();
+    #[cfg(test)]
+    sdt::recorder::push_name(cur.ctx.span_id(), name);
     sdt::task_begin(hi, lo, cur.ctx.span_id(), cur.parent_span_id, name);
 }
 
@@ -109,6 +111,46 @@ impl Drop for Task {
     fn drop(&mut self) {
         fire_end(&self.cur.ctx);
         swap_current(self.prev);
+    }
+}
+
+/// The thread's current task, to carry onto another thread: work run there with
+/// [`TaskHandle::run`] is the task's (`task_attach` before it, `task_detach` after), e.g. a
+/// closure sent to a thread pool. The task's owner still ends it; run the work before that
+/// (await its result), or tprof sees work for a task that has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskHandle {
+    cur: Current,
+}
+
+impl TaskHandle {
+    /// The task this thread is working for, if any.
+    pub fn current() -> Option<TaskHandle> {
+        CURRENT.with(|c| c.get()).map(|cur| TaskHandle { cur })
+    }
+
+    /// The task's context.
+    pub fn context(&self) -> TraceContext {
+        self.cur.ctx
+    }
+
+    /// Runs `f` on this thread for the task: attached to it (unless it is this thread's
+    /// current task already) and current in the thread-local; detached after, on unwinding
+    /// too.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        if TraceContext::current() == Some(self.cur.ctx) {
+            return f();
+        }
+        struct Attached(TraceContext, Option<Current>);
+        impl Drop for Attached {
+            fn drop(&mut self) {
+                fire_detach(&self.0);
+                swap_current(self.1);
+            }
+        }
+        fire_attach(&self.cur);
+        let _attached = Attached(self.cur.ctx, swap_current(Some(self.cur)));
+        f()
     }
 }
 

@@ -13,6 +13,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::context::TraceContext;
+use crate::naming::{cut, method_name, normalize_path, uri_path, NAME_MAX};
 use crate::sdt;
 use crate::task::{fire_attach, fire_begin, fire_detach, fire_end, swap_current, Current};
 
@@ -20,13 +21,56 @@ use crate::task::{fire_attach, fire_begin, fire_detach, fire_end, swap_current, 
 const TASK_FIELD: &str = "tprof.task";
 /// Field that names a task span (defaults to the span's name).
 const NAME_FIELD: &str = "tprof.name";
-/// Field holding an incoming W3C `traceparent`.
-const TRACEPARENT_FIELD: &str = "traceparent";
+/// Fields holding an incoming W3C `traceparent` (ours, OpenTelemetry's).
+const TRACEPARENT_FIELDS: [&str; 2] = ["traceparent", "http.request.header.traceparent"];
+/// `tower-http`'s `DefaultMakeSpan::include_headers(true)`: the request's headers, Debug.
+const HEADERS_FIELD: &str = "headers";
+/// Common fields of HTTP request spans (tower-http, axum examples, OpenTelemetry's
+/// semantic conventions) that name a task.
+const METHOD_FIELDS: [&str; 3] = ["method", "http.method", "http.request.method"];
+const ROUTE_FIELDS: [&str; 3] = ["http.route", "matched_path", "route"];
+const PATH_FIELDS: [&str; 6] = ["uri", "path", "url.path", "http.target", "url", "url.full"];
+const OTEL_NAME_FIELD: &str = "otel.name";
 /// tprof copies at most this many bytes of a log key / value (ABI.md 1.2).
 const LOG_KEY_MAX: usize = 32;
 const LOG_VALUE_MAX: usize = 128;
 
 type TaskPredicate = dyn Fn(&Metadata<'_>) -> bool + Send + Sync;
+type TaskNamer = dyn Fn(&SpanInfo<'_>) -> Option<String> + Send + Sync;
+
+/// What a naming function ([`TprofLayer::with_task_name`]) sees of a task span: its
+/// metadata and the common HTTP fields it has (values as recorded, strings unquoted).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug)]
+pub struct SpanInfo<'a> {
+    pub metadata: &'static Metadata<'static>,
+    /// `method`, `http.method` or `http.request.method`.
+    pub method: Option<&'a str>,
+    /// `http.route`, `matched_path` or `route`: a route template.
+    pub route: Option<&'a str>,
+    /// The path of `uri`, `path`, `url.path`, `http.target`, `url` or `url.full` (no query).
+    pub path: Option<&'a str>,
+    /// `otel.name`.
+    pub otel_name: Option<&'a str>,
+}
+
+impl SpanInfo<'_> {
+    /// The name [`TprofLayer`] gives a task span by default: `otel.name`, else
+    /// `"{method} {route}"`, else `"{method} {path}"` with ids and numbers folded
+    /// ([`crate::normalize_path`]), else the span's name; cut to tprof's 64 bytes.
+    pub fn default_name(&self) -> String {
+        if let Some(n) = self.otel_name {
+            return method_name(None, n);
+        }
+        if let Some(r) = self.route {
+            return method_name(self.method, r);
+        }
+        if let Some(p) = self.path {
+            return method_name(self.method, &normalize_path(p));
+        }
+        method_name(None, self.metadata.name())
+    }
+}
 
 /// `tracing` integration (feature `tracing`): a `tracing-subscriber` [`Layer`] that turns spans
 /// into tprof tasks and regions and events into logs, so a service already instrumented with
@@ -49,11 +93,15 @@ type TaskPredicate = dyn Fn(&Metadata<'_>) -> bool + Send + Sync;
 ///
 /// * **Tasks**: a span becomes a task when it is a root span (no parent span), when it has the
 ///   field `tprof.task = true`, or when the predicate given to
-///   [`TprofLayer::with_task_predicate`] accepts its metadata. Its name is the span's name, or
-///   the field `tprof.name` when present. Its ids: a child span of the W3C context in a
+///   [`TprofLayer::with_task_predicate`] accepts its metadata. Its name: the field `tprof.name`,
+///   else [`TprofLayer::with_task_name`]'s function, else [`SpanInfo::default_name`]
+///   (`otel.name`, or `method` with `http.route`/`matched_path`/`route`, or with the path of
+///   `uri`/`path`/`url.path`/`http.target`, ids folded), else the span's name. Its ids: a child span of the W3C context in a
 ///   `traceparent` field (`info_span!("request", traceparent = %header)`; it may also be
 ///   recorded later, before the span is first entered), else a child of the enclosing task
 ///   span, else of the thread's current task ([`TraceContext::current`]), else a new trace.
+///   The `traceparent` may also come as OpenTelemetry's `http.request.header.traceparent`
+///   field or inside tower-http's `headers` field: this layer never sees the request itself.
 ///   The context is stored in the span's extensions as a [`TraceContext`], for other layers.
 /// * **Polls**: `tracing` enters and exits a span around every poll of an instrumented future,
 ///   on whichever thread polls it. The first enter fires `task_begin`; an enter on a thread the
@@ -79,11 +127,12 @@ pub struct TprofLayer {
     roots_are_tasks: bool,
     logs: bool,
     predicate: Option<Arc<TaskPredicate>>,
+    namer: Option<Arc<TaskNamer>>,
 }
 
 impl Default for TprofLayer {
     fn default() -> Self {
-        TprofLayer { roots_are_tasks: true, logs: true, predicate: None }
+        TprofLayer { roots_are_tasks: true, logs: true, predicate: None, namer: None }
     }
 }
 
@@ -93,6 +142,7 @@ impl fmt::Debug for TprofLayer {
             .field("roots_are_tasks", &self.roots_are_tasks)
             .field("logs", &self.logs)
             .field("predicate", &self.predicate.is_some())
+            .field("namer", &self.namer.is_some())
             .finish()
     }
 }
@@ -118,6 +168,34 @@ impl TprofLayer {
         self
     }
 
+    /// Names task spans with `name` (a span's `tprof.name` field still wins): its `None`
+    /// falls back to [`SpanInfo::default_name`]. tprof groups its statistics by task name,
+    /// so a name should say what kind of request it is, not which object it was for.
+    pub fn with_task_name(mut self, name: impl Fn(&SpanInfo<'_>) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.namer = Some(Arc::new(name));
+        self
+    }
+
+    fn task_name(&self, meta: &'static Metadata<'static>, f: &SpanFields) -> Cow<'static, str> {
+        if let Some(n) = &f.name {
+            return Cow::Owned(n.clone());
+        }
+        let info = SpanInfo {
+            metadata: meta,
+            method: f.method.as_deref(),
+            route: f.route.as_deref(),
+            path: f.path.as_deref().map(uri_path),
+            otel_name: f.otel_name.as_deref(),
+        };
+        if let Some(n) = self.namer.as_ref().and_then(|namer| namer(&info)) {
+            return Cow::Owned(cut(&n, NAME_MAX).to_string());
+        }
+        if info.otel_name.is_none() && info.route.is_none() && info.path.is_none() {
+            return Cow::Borrowed(meta.name());
+        }
+        Cow::Owned(info.default_name())
+    }
+
     /// Whether events become `log` probes (default true).
     pub fn with_logs(mut self, yes: bool) -> Self {
         self.logs = yes;
@@ -133,6 +211,9 @@ struct OwnedTask {
 struct TaskState {
     cur: Current,
     name: Cow<'static, str>,
+    /// The span's fields so far: fields recorded before the first enter rename it.
+    fields: SpanFields,
+    meta: &'static Metadata<'static>,
     begun: bool,
     ended: bool,
 }
@@ -269,6 +350,50 @@ struct SpanFields {
     task: bool,
     name: Option<String>,
     traceparent: Option<String>,
+    method: Option<String>,
+    route: Option<String>,
+    path: Option<String>,
+    otel_name: Option<String>,
+}
+
+impl SpanFields {
+    /// Whether a field that names a task or gives its ids was recorded.
+    fn any(&self) -> bool {
+        self.name.is_some()
+            || self.traceparent.is_some()
+            || self.method.is_some()
+            || self.route.is_some()
+            || self.path.is_some()
+            || self.otel_name.is_some()
+    }
+
+    /// Takes the fields `later` recorded.
+    fn merge(&mut self, later: SpanFields) {
+        fn take(into: &mut Option<String>, v: Option<String>) {
+            if v.is_some() {
+                *into = v;
+            }
+        }
+        take(&mut self.name, later.name);
+        take(&mut self.traceparent, later.traceparent);
+        take(&mut self.method, later.method);
+        take(&mut self.route, later.route);
+        take(&mut self.path, later.path);
+        take(&mut self.otel_name, later.otel_name);
+    }
+
+    fn set(&mut self, name: &str, value: impl FnOnce() -> String) {
+        let slot = match name {
+            NAME_FIELD => &mut self.name,
+            OTEL_NAME_FIELD => &mut self.otel_name,
+            n if TRACEPARENT_FIELDS.contains(&n) => &mut self.traceparent,
+            n if METHOD_FIELDS.contains(&n) => &mut self.method,
+            n if ROUTE_FIELDS.contains(&n) => &mut self.route,
+            n if PATH_FIELDS.contains(&n) => &mut self.path,
+            _ => return,
+        };
+        *slot = Some(value());
+    }
 }
 
 /// `?value` fields are Debug-formatted: a string comes back quoted.
@@ -279,6 +404,13 @@ fn unquote(s: String) -> String {
     }
 }
 
+/// The `traceparent` in a Debug-formatted `HeaderMap` (`{"traceparent": "00-...", ...}`).
+fn traceparent_in_headers(headers: &str) -> Option<String> {
+    let at = headers.find("\"traceparent\": \"")? + "\"traceparent\": \"".len();
+    let rest = &headers[at..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
 impl Visit for SpanFields {
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == TASK_FIELD {
@@ -287,20 +419,17 @@ impl Visit for SpanFields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            NAME_FIELD => self.name = Some(value.to_string()),
-            TRACEPARENT_FIELD => self.traceparent = Some(value.to_string()),
-            TASK_FIELD => self.task = value == "true",
-            _ => {}
+        if field.name() == TASK_FIELD {
+            self.task = value == "true";
         }
+        self.set(field.name(), || value.to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match field.name() {
-            NAME_FIELD => self.name = Some(unquote(format!("{value:?}"))),
-            TRACEPARENT_FIELD => self.traceparent = Some(unquote(format!("{value:?}"))),
             TASK_FIELD => self.task = format!("{value:?}") == "true",
-            _ => {}
+            HEADERS_FIELD if self.traceparent.is_none() => self.traceparent = traceparent_in_headers(&format!("{value:?}")),
+            n => self.set(n, || unquote(format!("{value:?}"))),
         }
     }
 }
@@ -400,12 +529,10 @@ where
             NewRole::Region(task) => Role::Region { task, name: meta.name(), begun: AtomicBool::new(false) },
             NewRole::Task(parent) => {
                 let cur = task_ids(fields.traceparent.as_deref(), parent);
-                let name = match fields.name {
-                    Some(n) => Cow::Owned(n),
-                    None => Cow::Borrowed(meta.name()),
-                };
+                let name = self.task_name(meta, &fields);
                 span.extensions_mut().insert(cur.ctx);
-                Role::Task(Arc::new(OwnedTask { state: Mutex::new(TaskState { cur, name, begun: false, ended: false }) }))
+                let state = TaskState { cur, name, fields, meta, begun: false, ended: false };
+                Role::Task(Arc::new(OwnedTask { state: Mutex::new(state) }))
             }
         };
         span.extensions_mut().insert(role);
@@ -415,7 +542,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
         values.record(&mut fields);
-        if fields.name.is_none() && fields.traceparent.is_none() {
+        if !fields.any() {
             return;
         }
         let task = match span.extensions().get::<Role>() {
@@ -428,12 +555,11 @@ where
                 // The probes already carry the old name and ids; tprof cannot take them back.
                 return;
             }
-            if let Some(n) = fields.name {
-                st.name = Cow::Owned(n);
-            }
             if let Some(remote) = parse(fields.traceparent.as_deref()) {
                 st.cur = Current { ctx: remote.child(), parent_span_id: remote.span_id() };
             }
+            st.fields.merge(fields);
+            st.name = self.task_name(st.meta, &st.fields);
             st.cur.ctx
         };
         span.extensions_mut().replace(new_ctx);
@@ -533,18 +659,6 @@ where
 #[inline(always)]
 fn log_wanted() -> bool {
     cfg!(test) || sdt::log_enabled()
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// An event's message and other fields, formatted up to the log value limit.
@@ -860,6 +974,84 @@ mod tests {
                 drop(inner);
                 assert_eq!(names(&recorder::for_span(inner_ctx.ctx.span_id())), ["task_begin", "task_detach", "task_end"]);
             });
+        });
+    }
+
+    /// The name of the task `span` makes (its `task_begin`, once entered).
+    fn task_name_of(span: &Span) -> String {
+        let ctx = span.in_scope(TraceContext::current).expect("a task");
+        recorder::names_of(ctx.span_id()).expect("task_begin fired")
+    }
+
+    #[test]
+    fn http_span_fields_name_tasks_by_route_then_normalized_path() {
+        let d = dispatch(TprofLayer::new());
+        tracing::dispatcher::with_default(&d, || {
+            // tower-http's DefaultMakeSpan: method and uri (Display), version (Debug).
+            let s = info_span!("request", method = %"GET", uri = %"/users/42?x=1", version = ?"HTTP/1.1");
+            assert_eq!(task_name_of(&s), "GET /users/{id}");
+            // A route template (axum's MatchedPath as `matched_path`, or `http.route`) wins.
+            let s = info_span!("request", method = ?"GET", matched_path = "/users/{id}", uri = "/users/7");
+            assert_eq!(task_name_of(&s), "GET /users/{id}");
+            // Recorded after creation, before the first enter: renames the task.
+            let s = info_span!("request", method = "PUT", uri = "/x/1", http.route = tracing::field::Empty);
+            s.record("http.route", "/x/{n}");
+            assert_eq!(task_name_of(&s), "PUT /x/{n}");
+            // otel.name as given; tprof.name above everything.
+            let s = info_span!("request", otel.name = "GET /files/{name}", uri = "/files/a");
+            assert_eq!(task_name_of(&s), "GET /files/{name}");
+            let s = info_span!("request", tprof.name = "mine", otel.name = "GET /x");
+            assert_eq!(task_name_of(&s), "mine");
+            // No HTTP fields: the span's name.
+            assert_eq!(task_name_of(&info_span!("job", id = 3)), "job");
+        });
+        // A naming function; its None falls back to the default.
+        let layer = TprofLayer::new().with_task_name(|i| i.path.filter(|p| p.starts_with("/static")).map(|_| "static".into()));
+        tracing::dispatcher::with_default(&dispatch(layer), || {
+            assert_eq!(task_name_of(&info_span!("request", method = "GET", uri = "/static/a.css")), "static");
+            assert_eq!(task_name_of(&info_span!("request", method = "GET", uri = "/api/3")), "GET /api/{id}");
+        });
+    }
+
+    #[test]
+    fn traceparent_comes_from_common_fields_and_debug_headers() {
+        let remote = TraceContext::parse_traceparent(REMOTE).expect("valid");
+        let d = dispatch(TprofLayer::new());
+        tracing::dispatcher::with_default(&d, || {
+            // OpenTelemetry's attribute name.
+            let s = info_span!("request", http.request.header.traceparent = REMOTE);
+            let cur = s.in_scope(current).expect("task");
+            assert_eq!((cur.ctx.trace_id(), cur.parent_span_id), (remote.trace_id(), remote.span_id()));
+            // tower-http's DefaultMakeSpan::include_headers(true): `headers = ?request.headers()`.
+            let mut headers = ::http::HeaderMap::new();
+            headers.insert("host", "svc".parse().expect("value"));
+            headers.insert("traceparent", REMOTE.parse().expect("value"));
+            let s = info_span!("request", method = %"GET", uri = %"/", headers = ?headers);
+            let cur = s.in_scope(current).expect("task");
+            assert_eq!((cur.ctx.trace_id(), cur.parent_span_id), (remote.trace_id(), remote.span_id()));
+        });
+    }
+
+    #[test]
+    fn fmt_builder_finish_with_the_layer_makes_tasks() {
+        // `tracing_subscriber::fmt()` builders have no `.with()`: `.finish()` makes a
+        // subscriber that takes layers, the layer's `Layer<S>` bound holds for it.
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::fmt().with_writer(std::io::sink).finish().with(TprofLayer::new());
+        let d = Dispatch::new(subscriber);
+        tracing::dispatcher::with_default(&d, || {
+            let s = info_span!("request", method = "GET", uri = "/a/12");
+            assert_eq!(task_name_of(&s), "GET /a/{id}");
+            tracing::info!("inside");
+        });
+        // And a fmt layer next to it on a registry (the form the crate documents first).
+        let d = Dispatch::new(
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+                .with(TprofLayer::new()),
+        );
+        tracing::dispatcher::with_default(&d, || {
+            assert_eq!(task_name_of(&info_span!("request", method = "GET", uri = "/b")), "GET /b");
         });
     }
 

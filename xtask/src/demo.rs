@@ -1,6 +1,6 @@
 //! `cargo xtask demo [SECONDS]`: two instances of the axum demo service
 //! (`tests/src/bin/demo-service.rs`: a front whose `/chain` calls the back's `/sleep`,
-//! propagating `traceparent`), load on the front from the example service's load generator,
+//! propagating `traceparent`), load on the front from its own load generator (`load`),
 //! and `tprof attach` on both, streaming each request's kernel story live, then a summary:
 //! one trace crosses the two processes.
 
@@ -106,7 +106,7 @@ pub fn run(args: &[String]) -> Result<()> {
             l.clear();
         }
     });
-    let load = Command::new(bin_dir().join("examples").join("example_service"))
+    let load = Command::new(bin_dir().join("demo-service"))
         .args(["load", "--target", &front_addr, "--rps", "20", "--seconds", &secs.to_string()])
         .args(["--paths", "/sleep,/cpu,/lock,/chain"])
         .stdout(Stdio::piped())

@@ -1,6 +1,4 @@
-//! The fuzz targets' shared checks; see `harness.rs` and `traceparent_harness.rs`.
+//! The fuzz targets' shared checks, from the `tprof-fuzz-harness` crate
+//! (`profiler-user/fuzz-harness/`), which the corpus replay tests of the normal suite call too.
 
-#[path = "harness.rs"]
-pub mod harness;
-#[path = "traceparent_harness.rs"]
-pub mod traceparent_harness;
+pub use tprof_fuzz_harness::{harness, seeds, traceparent_harness};

@@ -42,20 +42,22 @@
 //!   file, not attached before, or nothing is created. The link fd goes back.
 //! * `Read`: at most [`MAX_READ`] bytes of a session pid's memory (`process_vm_readv`, which
 //!   honours the target's page protections): the strings the kernel could not copy.
+//!   `ReadMany`: up to [`MAX_READS`] of them in one request (tprof batches a drain's).
 //!
-//! Every pid is held as a pidfd from startup: a request for a process that has exited is
+//! Every pid is held as a pidfd from tprof's first look at it (tprof opens it before it
+//! checks the pid, and the helper inherits it), or from its adoption: a request for a process that has exited is
 //! refused, and an operation is undone if the process exited while it ran, so a reused pid
 //! never gets a probe or a read. A helper that dies takes nothing with it: what was attached
 //! stays attached (the perf events live in tprof), and tprof says what it can no longer do.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::broker_proto::{
-    chunks, Channel, MapDesc, MultiSiteDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_SITE_TEXT,
+    chunks, Channel, MapDesc, MultiSiteDesc, ReadDesc, Reply, Request, SiteDesc, MAX_MULTI_SITES, MAX_READ, MAX_READS, MAX_SITE_TEXT,
 };
 use super::drop_privs::{drop_after_attach, DropOptions, Needs};
 use super::scope::Scope;
@@ -122,17 +124,18 @@ pub struct Broker {
     discovered: bool,
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open with a pid and no flags; returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
+use super::pidfd::open as pidfd_open;
 
 impl Broker {
-    /// The helper for `pids`, creating uprobes on PMU `pmu_type`.
+    /// The helper for `pids` (pidfds opened now), creating uprobes on PMU `pmu_type`.
     pub fn new(pids: &[u32], pmu_type: u32, scope: Scope) -> Broker {
-        let targets = pids.iter().map(|&pid| Target { pid, pidfd: pidfd_open(pid) }).collect();
+        Broker::with_pidfds(pids.iter().map(|&pid| (pid, pidfd_open(pid))).collect(), pmu_type, scope)
+    }
+
+    /// The helper for processes held by the pidfds tprof opened at its first look at them
+    /// (None: gone already).
+    pub fn with_pidfds(pids: Vec<(u32, Option<OwnedFd>)>, pmu_type: u32, scope: Scope) -> Broker {
+        let targets = pids.into_iter().map(|(pid, pidfd)| Target { pid, pidfd }).collect();
         Broker { targets, pmu_type, files: Vec::new(), attached: 0, programs: [None, None], give_up_sys_admin: false, scope, discovered: false }
     }
 
@@ -205,6 +208,7 @@ impl Broker {
             Request::Attach { pid, file, offset, semaphore } => self.attach(pid, file, offset, semaphore).map(|o| vec![o]),
             Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
             Request::Environ { pid, name } => self.environ(pid, &name).map(|o| vec![o]),
+            Request::ReadMany { reads } => self.read_many(&reads).map(|o| vec![o]),
             Request::Program { slot } => self.keep_program(slot, fd).map(|o| vec![o]),
             Request::AttachMulti { pid, file, slot, sites } => self.attach_multi(pid, file, slot, &sites).map(|o| vec![o]),
             Request::Adopt { pid } => self.adopt(pid).map(|o| vec![o]),
@@ -269,11 +273,12 @@ impl Broker {
 
     /// The session's target `pid`, still alive; refused otherwise.
     fn live_target(&self, pid: u32) -> Result<&Target, String> {
-        let t = self.targets.iter().find(|t| t.pid == pid).ok_or_else(|| format!("pid {pid} is not a process of this session"))?;
-        if !alive(t) {
-            return Err(format!("pid {pid} has exited"));
+        let mut with_pid = self.targets.iter().filter(|t| t.pid == pid).peekable();
+        if with_pid.peek().is_none() {
+            return Err(format!("pid {pid} is not a process of this session"));
         }
-        Ok(t)
+        // An exited process and a new one adopted under its reused number: the live one.
+        with_pid.find(|t| alive(t)).ok_or_else(|| format!("pid {pid} has exited"))
     }
 
     fn scan(&mut self, pid: u32) -> Result<Vec<Outgoing>, String> {
@@ -363,18 +368,30 @@ impl Broker {
         if len == 0 || len > MAX_READ {
             return Err(format!("reads are 1 to {MAX_READ} bytes, not {len}"));
         }
-        let mut buf = vec![0u8; len as usize];
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-        // SAFETY: `local` describes `buf`, owned and alive for the call; the remote range is
-        // only read, by the kernel, with the target's page protections.
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        if n <= 0 {
-            return Err(format!("reading {len} bytes at {addr:#x} of pid {pid}: {}", std::io::Error::last_os_error()));
-        }
+        let buf = read_memory(pid, addr, len).map_err(|e| format!("reading {len} bytes at {addr:#x} of pid {pid}: {e}"))?;
         self.live_target(pid)?;
-        buf.truncate(n as usize);
         Ok(Outgoing::plain(Reply::Bytes { data: buf }))
+    }
+
+    /// Up to [`MAX_READS`] reads of session processes: one answer each, None for a read
+    /// that failed or of a process not served (or that exited meanwhile: its pid may be
+    /// another process's by then).
+    fn read_many(&self, reads: &[ReadDesc]) -> Result<Outgoing, String> {
+        if reads.len() > MAX_READS {
+            return Err(format!("at most {MAX_READS} reads at once, not {}", reads.len()));
+        }
+        if let Some(r) = reads.iter().find(|r| r.len == 0 || r.len > MAX_READ) {
+            return Err(format!("reads are 1 to {MAX_READ} bytes, not {}", r.len));
+        }
+        let served = |pid: u32| self.live_target(pid).is_ok();
+        let mut data: Vec<Option<Vec<u8>>> =
+            reads.iter().map(|r| if served(r.pid) { read_memory(r.pid, r.addr, r.len).ok() } else { None }).collect();
+        for (r, d) in reads.iter().zip(data.iter_mut()) {
+            if d.is_some() && !served(r.pid) {
+                *d = None;
+            }
+        }
+        Ok(Outgoing::plain(Reply::Many { data }))
     }
 }
 
@@ -401,20 +418,25 @@ impl Broker {
     }
 }
 
-/// Whether the process `t` names still runs. A pidfd polls readable once its process has
-/// exited, which needs no privilege over it: the right to signal it (what
-/// `pidfd_send_signal(fd, 0)` checks) is not given for a process of another uid.
-fn alive(t: &Target) -> bool {
-    let Some(fd) = &t.pidfd else { return false };
-    pidfd_alive(fd)
+/// At most `len` bytes of `pid`'s memory at `addr` (`process_vm_readv`, which honours the
+/// target's page protections); at least one.
+fn read_memory(pid: u32, addr: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: `local` describes `buf`, owned and alive for the call; the remote range is
+    // only read, by the kernel, with the target's page protections.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n <= 0 {
+        return Err(if n == 0 { std::io::Error::other("nothing read") } else { std::io::Error::last_os_error() });
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
-/// Whether the process behind a pidfd still runs (it has not exited: a zombie has).
-pub fn pidfd_alive(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: poll on one pollfd we own, with a zero timeout.
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
-    rc == 0
+/// Whether the process `t` names still runs (see [`super::pidfd::alive`]).
+fn alive(t: &Target) -> bool {
+    t.pidfd.as_ref().is_some_and(super::pidfd::alive)
 }
 
 /// The tprof probe sites of a file whose text fits the protocol, and warnings for the rest.
@@ -435,13 +457,23 @@ fn tprof_sites(file: &File, display: &str) -> (Vec<ProbeSite>, Vec<String>) {
     (sites, warnings)
 }
 
-/// Command line of the helper: `__broker --fd N --parent PID [--pid PID]...`.
+/// Command line of the helper: `__broker --fd N --parent PID [--pid PID:PIDFD]...`: each
+/// session pid with the pidfd tprof opened at its first look, inherited (a pid without one
+/// is opened by the helper).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Args {
     pub fd: i32,
     pub parent: u32,
-    pub pids: Vec<u32>,
+    pub pids: Vec<(u32, Option<i32>)>,
     pub scope: Scope,
+}
+
+fn parse_pid(value: &str) -> Result<(u32, Option<i32>), String> {
+    let bad = |e: std::num::ParseIntError| format!("--pid {value}: {e}");
+    match value.split_once(':') {
+        Some((pid, fd)) => Ok((pid.parse().map_err(bad)?, Some(fd.parse().map_err(bad)?))),
+        None => Ok((value.parse().map_err(bad)?, None)),
+    }
 }
 
 pub fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -452,7 +484,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
         match flag.as_str() {
             "--fd" => fd = Some(value.parse::<i32>().map_err(|e| format!("--fd {value}: {e}"))?),
             "--parent" => parent = Some(value.parse::<u32>().map_err(|e| format!("--parent {value}: {e}"))?),
-            "--pid" => pids.push(value.parse::<u32>().map_err(|e| format!("--pid {value}: {e}"))?),
+            "--pid" => pids.push(parse_pid(value)?),
             other => {
                 if !scope.parse_arg(other, value)? {
                     return Err(format!("unknown argument {other}"));
@@ -488,6 +520,24 @@ fn die_with_parent(parent: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The pidfd of `pid` tprof left open for us as `fd` (checked to be one, of that pid), or
+/// one opened now when tprof passed none. None: the process is gone.
+fn inherited_pidfd(pid: u32, fd: Option<i32>) -> Result<Option<OwnedFd>, String> {
+    let Some(fd) = fd else { return Ok(pidfd_open(pid)) };
+    if fd < 3 {
+        return Err(format!("--pid {pid}:{fd}: a standard stream"));
+    }
+    // SAFETY: an fd tprof left open for us across exec, named on our command line, owned by
+    // nobody else in this process (each is named once: checked by its pid below).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    match super::pidfd::pid_of(&owned) {
+        Some(p) if p == i64::from(pid) => Ok(Some(owned)),
+        // Exited and reaped since tprof's look: held, and refused as gone.
+        Some(-1) => Ok(Some(owned)),
+        other => Err(format!("--pid {pid}:{fd}: not a pidfd of pid {pid} ({other:?})")),
+    }
+}
+
 /// The helper's process name (`ps`, `/proc/PID/comm`).
 pub const COMM: &std::ffi::CStr = c"tprof-helper";
 
@@ -503,7 +553,11 @@ fn serve(args: &[String]) -> Result<(), String> {
     // us across exec, owned by nobody else in this process.
     let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(args.fd) });
     let pmu = super::uprobe::uprobe_pmu_type().map_err(|e| format!("{e:#}"))?;
-    let mut broker = Broker::new(&args.pids, pmu, args.scope);
+    let mut pids = Vec::new();
+    for (pid, fd) in args.pids {
+        pids.push((pid, inherited_pidfd(pid, fd)?));
+    }
+    let mut broker = Broker::with_pidfds(pids, pmu, args.scope);
     broker.give_up_sys_admin = true;
     let dropped = drop_after_attach(&DropOptions { needs: Needs::broker(), user: None }).map_err(|e| format!("dropping privileges: {e:#}"))?;
     // SAFETY: prctl with integer arguments only. Not dumpable: no core file, and nothing of

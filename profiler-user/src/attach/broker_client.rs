@@ -11,9 +11,10 @@ use anyhow::{bail, Context, Result};
 
 use super::broker::SUBCOMMAND;
 use super::scope::Scope;
-use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, RecvError, Reply, Request, SiteDesc, MAX_READ};
+use super::broker_proto::{Channel, MapDesc, MultiSiteDesc, ReadDesc, RecvError, Reply, Request, SiteDesc, MAX_READ, MAX_READS};
 
-/// Longest wait for the helper to start, and to answer a scan (it reads whole binaries).
+/// Longest wait for the helper to start, and to answer a scan (it opens every mapped file
+/// and reads its headers and notes).
 const SLOW: Duration = Duration::from_secs(60);
 /// Longest wait for a uprobe or a memory read.
 const QUICK: Duration = Duration::from_secs(10);
@@ -66,25 +67,35 @@ pub struct BrokerClient {
 }
 
 impl BrokerClient {
-    /// Starts the helper for `pids` (re-executing this binary) and waits until it has
-    /// dropped what it does not keep. Call while tprof is still privileged: the helper
-    /// inherits its privileges.
-    pub fn spawn(pids: &[u32], scope: &Scope) -> Result<BrokerClient> {
+    /// Starts the helper for `pids`, each held by the pidfd tprof opened at its first look
+    /// (the helper inherits them: a pid reused since is never taken for the process), by
+    /// re-executing this binary, and waits until it has dropped what it does not keep. Call
+    /// while tprof is still privileged: the helper inherits its privileges.
+    pub fn spawn(pids: &[(u32, BorrowedFd<'_>)], scope: &Scope) -> Result<BrokerClient> {
         let (ours, theirs) = Channel::pair().context("creating the socketpair for tprof's privileged helper")?;
         let fd = theirs.fd().as_raw_fd();
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg(SUBCOMMAND).args(["--fd", &fd.to_string(), "--parent", &std::process::id().to_string()]);
-        for p in pids {
-            cmd.args(["--pid", &p.to_string()]);
+        let mut inherited = vec![fd];
+        for (p, pidfd) in pids {
+            cmd.args(["--pid", &format!("{p}:{}", pidfd.as_raw_fd())]);
+            inherited.push(pidfd.as_raw_fd());
         }
         cmd.args(scope.to_args());
         cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
         // SAFETY: the closure runs in the child between fork and exec and only makes
-        // async-signal-safe calls (fcntl, prctl) on integers.
+        // async-signal-safe calls (fcntl, prctl) on integers, reading a vector allocated
+        // before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                // The helper's end survives the exec; every other fd is close-on-exec.
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                // The helper's end and the pidfds survive the exec; every other fd is
+                // close-on-exec.
+                for &keep in &inherited {
+                    if libc::fcntl(keep, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -241,6 +252,25 @@ impl BrokerClient {
             (Reply::Refused { .. }, None) => Ok(None),
             (other, fd) => Err(self.gone(format!("unexpected answer to an environment request: {other:?} (fd: {})", fd.is_some()))),
         }
+    }
+
+    /// Many reads of target memory (see [`Request::ReadMany`]), [`MAX_READS`] per request:
+    /// one answer per read, in order (None: unreadable).
+    pub fn read_many(&mut self, reads: &[ReadDesc]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for part in reads.chunks(MAX_READS) {
+            self.send(&Request::ReadMany { reads: part.to_vec() })?;
+            match self.recv(QUICK)? {
+                (Reply::Many { data }, None)
+                    if data.len() == part.len() && data.iter().zip(part).all(|(d, r)| d.as_ref().is_none_or(|d| d.len() <= r.len as usize)) =>
+                {
+                    out.extend(data)
+                }
+                (Reply::Refused { reason }, None) => return Err(BrokerError::Refused(reason)),
+                (other, fd) => return Err(self.gone(format!("unexpected answer to a batched read: {other:?} (fd: {})", fd.is_some()))),
+            }
+        }
+        Ok(out)
     }
 }
 

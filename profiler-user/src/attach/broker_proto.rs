@@ -39,6 +39,9 @@ pub enum Request {
     /// The value of one environment variable `name` of `pid` (at most [`MAX_ENV_VALUE`]
     /// bytes): `Bytes`, or `Refused` when it is not set (tprof's `OTEL_SERVICE_NAME`).
     Environ { pid: u32, name: String },
+    /// Up to [`MAX_READS`] such reads at once (tprof's late strings of one drain, batched):
+    /// `Many` with one answer per read, in order (None: unreadable).
+    ReadMany { reads: Vec<ReadDesc> },
     /// Keep the USDT program whose fd rides along (loaded for uprobe_multi links) as
     /// program `slot` (0 or 1), for [`Request::AttachMulti`]; once per slot.
     Program { slot: u32 },
@@ -63,6 +66,19 @@ pub struct MultiSiteDesc {
     pub semaphore: u64,
     pub cookie: u64,
 }
+
+/// One read of a [`Request::ReadMany`]: at most [`MAX_READ`] bytes of `pid`'s memory at
+/// `addr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReadDesc {
+    pub pid: u32,
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// Most reads in one [`Request::ReadMany`] (their answers stay well under [`MAX_MESSAGE`]:
+/// a byte is at most 4 characters of JSON).
+pub const MAX_READS: usize = 64;
 
 /// Most sites in one [`Request::AttachMulti`] (keeps the message well under
 /// [`MAX_MESSAGE`]).
@@ -114,6 +130,8 @@ pub enum Reply {
     Kept,
     /// Target memory.
     Bytes { data: Vec<u8> },
+    /// Target memory for each read of a [`Request::ReadMany`], in order (None: unreadable).
+    Many { data: Vec<Option<Vec<u8>>> },
     /// Processes now served (possibly in several messages).
     Pids { pids: Vec<u32> },
     /// The request was refused or failed; nothing was done.
@@ -365,5 +383,9 @@ mod tests {
             assert_eq!(got, Reply::Sites { file: 1, sites: p.clone() });
         }
         assert!(a.send(&"x".repeat(MAX_MESSAGE), None).is_err(), "too long to send");
+        // The largest answer to a batched read fits one message.
+        let many = Reply::Many { data: vec![Some(vec![255u8; MAX_READ as usize]); MAX_READS] };
+        a.send(&many, None).unwrap();
+        assert_eq!(b.recv::<Reply>(None).unwrap().0, many);
     }
 }

@@ -13,6 +13,7 @@ pub mod broker_client;
 pub mod broker_proto;
 pub mod drop_privs;
 pub mod multi;
+pub mod pidfd;
 pub mod privileges;
 pub mod probes;
 pub mod scope;

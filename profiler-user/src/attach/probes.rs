@@ -97,7 +97,7 @@ impl Probes {
                 "{why}: probe sites of libraries loaded or programs exec'ed from now on are not attached, and strings \
                  the kernel could not copy stay unread; what was attached is still traced"
             );
-            eprintln!("tprof: warning: {msg}");
+            eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
             self.warnings.push(msg);
         }
     }
@@ -284,6 +284,23 @@ impl Probes {
             Err(e) => {
                 log::debug!("environment of pid {pid}: {e:#}");
                 None
+            }
+        }
+    }
+
+    /// Reads many strings of target memory at once, through the helper (see
+    /// [`BrokerClient::read_many`]): (pid, address, length) each, at most
+    /// [`broker_proto::MAX_READ`] bytes; one answer per read, None when unreadable.
+    pub fn read_targets(&mut self, reads: &[(u32, u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let descs: Vec<broker_proto::ReadDesc> = reads
+            .iter()
+            .map(|&(pid, addr, len)| broker_proto::ReadDesc { pid, addr, len: u32::try_from(len).unwrap_or(u32::MAX).min(broker_proto::MAX_READ) })
+            .collect();
+        match self.ask(|b| b.read_many(&descs)) {
+            Ok(v) => v.into_iter().map(|d| d.filter(|d| !d.is_empty())).collect(),
+            Err(e) => {
+                log::debug!("late reads of {} strings: {e:#}", reads.len());
+                vec![None; reads.len()]
             }
         }
     }

@@ -31,15 +31,15 @@ fn run(records: &[Record]) -> (Vec<TaskState>, usize) {
 fn sleep_spin_and_wait_add_up_to_wall() {
     let ms = 1_000_000;
     let recs = [
-        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
-        Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0 },
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false },
+        Record::OnCpu { meta: meta(2 * ms, 7), start_ns: 0, steal_ns: 0 },
         // 20 ms asleep in nanosleep (35), woken by the kernel, 1 ms in the run queue.
         Record::OffCpu { meta: meta(23 * ms, 7), start_ns: 2 * ms, runnable_ns: Some(22 * ms), state: 1, syscall_nr: Some(35), waker: Waker::Kernel, stacks: Default::default(), end_inferred: false },
         Record::Syscall { meta: meta(23 * ms + 10, 7), nr: 35, start_ns: 2 * ms - 10, ret: 0 },
-        Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms },
+        Record::OnCpu { meta: meta(30 * ms, 7), start_ns: 23 * ms, steal_ns: 0 },
         // Preempted for 2 ms: all run queue.
         Record::OffCpu { meta: meta(32 * ms, 7), start_ns: 30 * ms, runnable_ns: Some(30 * ms), state: 0, syscall_nr: None, waker: Waker::Preempted, stacks: Default::default(), end_inferred: false },
-        Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms },
+        Record::OnCpu { meta: meta(33 * ms, 7), start_ns: 32 * ms, steal_ns: 0 },
         Record::TaskEnd { meta: meta(33 * ms, 7), dropped: 0 },
     ];
     let (s, events) = run(&recs);
@@ -62,7 +62,7 @@ fn sleep_spin_and_wait_add_up_to_wall() {
 #[test]
 fn regions_nest_and_close_at_task_end() {
     let recs = [
-        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false },
         Record::RegionBegin { meta: meta(10, 7), name: "a".into(), name_flags: 0 },
         Record::RegionBegin { meta: meta(20, 7), name: "b".into(), name_flags: 0 },
         Record::RegionEnd { meta: meta(30, 7), name: "b".into(), name_flags: 0 },
@@ -78,7 +78,7 @@ fn regions_nest_and_close_at_task_end() {
 
 #[test]
 fn task_seen_without_begin_or_end_is_incomplete() {
-    let recs = [Record::OnCpu { meta: meta(100, 7), start_ns: 50 }];
+    let recs = [Record::OnCpu { meta: meta(100, 7), start_ns: 50, steal_ns: 0 }];
     let (s, _) = run(&recs);
     assert_eq!(s.len(), 1);
     let why = s[0].incomplete().unwrap_or_default();
@@ -87,7 +87,7 @@ fn task_seen_without_begin_or_end_is_incomplete() {
 
 #[test]
 fn caps_bound_memory() {
-    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 }];
+    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false }];
     for i in 0..(MAX_REGIONS + 10) as u64 {
         recs.push(Record::RegionBegin { meta: meta(i, 7), name: "r".into(), name_flags: 0 });
     }
@@ -102,7 +102,7 @@ fn caps_bound_memory() {
 
 #[test]
 fn longest_blocks_are_kept_in_order() {
-    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 }];
+    let mut recs = vec![Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false }];
     for (i, d) in [5u64, 50, 1, 20, 30].iter().enumerate() {
         let start = i as u64 * 1000;
         recs.push(Record::OffCpu { meta: meta(start + d, 7), start_ns: start, runnable_ns: None, state: 1, syscall_nr: None, waker: Waker::Unknown, stacks: Default::default(), end_inferred: false });
@@ -122,8 +122,8 @@ fn wakeup_chain_follows_the_wakers_own_blocks() {
     let m = |ts, tid, span| Meta { cpu: 0, ts_ns: ts, pid: 100, tid, task: key(span) };
     let thread = |tid, span| Waker::Thread { pid: 100, tid, comm: "w".into(), task: Some(key(span)), via_softirq: false };
     let recs = [
-        Record::TaskBegin { meta: m(0, 7, 1), parent_span_id: 0, name: "A".into(), name_flags: 0 },
-        Record::TaskBegin { meta: m(0, 8, 2), parent_span_id: 0, name: "B".into(), name_flags: 0 },
+        Record::TaskBegin { meta: m(0, 7, 1), parent_span_id: 0, name: "A".into(), name_flags: 0, untracked: false },
+        Record::TaskBegin { meta: m(0, 8, 2), parent_span_id: 0, name: "B".into(), name_flags: 0, untracked: false },
         Record::OffCpu { meta: m(11 * ms, 8, 2), start_ns: 3 * ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(0), waker: thread(9, 3), stacks: Default::default(), end_inferred: false },
         Record::OffCpu { meta: m(12 * ms, 7, 1), start_ns: 2 * ms, runnable_ns: Some(12 * ms), state: 1, syscall_nr: Some(202), waker: thread(8, 2), stacks: Default::default(), end_inferred: false },
         Record::TaskEnd { meta: m(13 * ms, 7, 1), dropped: 0 },
@@ -171,7 +171,7 @@ fn kernel_sums_add_to_the_streamed_intervals() {
     let us = 1_000;
     let other = OTHER_SYSCALLS;
     let recs = [
-        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false },
         // One long syscall streamed, then the kernel's sums of the short intervals of two
         // threads (each sends its own when it leaves the task).
         Record::Syscall { meta: meta(500 * us, 7), nr: 0, start_ns: 100 * us, ret: 10 },
@@ -199,7 +199,7 @@ fn deferred_stacks_join_their_block() {
     let ms = 1_000_000;
     let pending = StackIds { kernel: None, user: None, user_pending: true };
     let recs = [
-        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0 },
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "req".into(), name_flags: 0, untracked: false },
         Record::OffCpu { meta: meta(12 * ms, 7), start_ns: ms, runnable_ns: Some(11 * ms), state: 1, syscall_nr: Some(202), waker: Waker::Kernel, stacks: pending, end_inferred: false },
         Record::KStack { meta: meta(12 * ms, 7), start_ns: ms, frames: vec![0xffff1, 0xffff2] },
         // A KSTACK of an interval not in the ledger, and stacks of a task never seen: ignored.
@@ -214,4 +214,85 @@ fn deferred_stacks_join_their_block() {
     let b = &s[0].blocks[0];
     assert_eq!(b.kernel_addrs, vec![0xffff1, 0xffff2]);
     assert_eq!((b.stack_ids.user, b.stack_ids.user_pending), (Some(42), false));
+}
+
+#[test]
+fn steal_is_apart_from_on_cpu() {
+    // A 10 ms slice of which the hypervisor stole 3 ms, and summed slices with 1 ms stolen:
+    // the task ran 7 + 4 ms, and its wall time still tiles.
+    let ms = 1_000_000;
+    let mut agg = sums(4 * ms, 0, 0, &[]);
+    agg.steal_ns = ms;
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "t".into(), name_flags: 0, untracked: false },
+        Record::OnCpu { meta: meta(10 * ms, 7), start_ns: 0, steal_ns: 3 * ms },
+        Record::Agg { meta: meta(15 * ms, 7), sums: agg },
+        Record::TaskEnd { meta: meta(15 * ms, 7), dropped: 0 },
+    ];
+    let (s, _) = run(&recs);
+    let t = &s[0];
+    assert_eq!((t.on_cpu_ns, t.steal_ns), (11 * ms, 4 * ms));
+    assert_eq!(t.unscheduled_ns(), Some(0), "wall = on-cpu + steal + ...");
+}
+
+fn begin(span_id: u64, ts_ns: u64) -> Record {
+    let m = Meta { cpu: 0, ts_ns, pid: 100, tid: 7, task: TaskKey { trace_id: 0xabc, span_id } };
+    Record::TaskBegin { meta: m, parent_span_id: 0, name: "leak".into(), name_flags: 0, untracked: false }
+}
+
+#[test]
+fn a_full_task_table_evicts_the_idlest_and_keeps_tracing_new_tasks() {
+    let mut c = Correlator::with_limits(10, 3);
+    let mut evicted = Vec::new();
+    let mut collect = |o: Output<'_>| {
+        if let Output::Summary(t) = o {
+            evicted.push((t.key.span_id, t.evicted, t.incomplete()));
+        }
+    };
+    for span in 1..=10 {
+        c.push(&begin(span, span), &mut collect);
+    }
+    // Task 1 is busy again: task 2, 3 and 4 are now the idlest.
+    c.push(&Record::OnCpu { meta: Meta { cpu: 0, ts_ns: 20, pid: 100, tid: 7, task: TaskKey { trace_id: 0xabc, span_id: 1 } }, start_ns: 11, steal_ns: 0 }, &mut collect);
+    c.push(&begin(11, 21), &mut collect);
+    assert_eq!(evicted.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4], "idle longest first");
+    assert!(evicted.iter().all(|e| e.1 && e.2.as_deref().is_some_and(|w| w.contains("evicted"))), "{evicted:?}");
+    assert_eq!(c.stats.tasks_evicted, 3);
+    assert_eq!(c.open_tasks(), 8, "the new task is traced");
+    // A record of an evicted task opens a ledger that says so.
+    let end = Record::TaskEnd { meta: Meta { cpu: 0, ts_ns: 30, pid: 100, tid: 7, task: TaskKey { trace_id: 0xabc, span_id: 3 } }, dropped: 0 };
+    let mut back = Vec::new();
+    c.push(&end, &mut |o| {
+        if let Output::Summary(t) = o {
+            back.push(t.incomplete().unwrap_or_default());
+        }
+    });
+    assert!(back.len() == 1 && back[0].contains("evicted"), "{back:?}");
+}
+
+#[test]
+fn a_task_nested_beyond_the_kernel_stack_is_flagged() {
+    let recs = [
+        Record::TaskBegin { meta: meta(0, 7), parent_span_id: 0, name: "deep".into(), name_flags: 0, untracked: true },
+        Record::TaskEnd { meta: meta(10, 7), dropped: 0 },
+    ];
+    let (s, _) = run(&recs);
+    assert!(s[0].untracked);
+    assert!(s[0].incomplete().is_some_and(|w| w.contains("nested deeper than 4 tasks")), "{:?}", s[0].incomplete());
+}
+
+#[test]
+fn an_all_zero_trace_id_is_flagged_and_counted() {
+    let zero = |ts_ns| Meta { cpu: 0, ts_ns, pid: 100, tid: 7, task: TaskKey { trace_id: 0, span_id: 5 } };
+    let mut c = Correlator::new();
+    let mut why = Vec::new();
+    for r in [Record::TaskBegin { meta: zero(0), parent_span_id: 0, name: "z".into(), name_flags: 0, untracked: false }, Record::TaskEnd { meta: zero(5), dropped: 0 }] {
+        c.push(&r, &mut |o| {
+            if let Output::Summary(t) = o {
+                why.push(t.incomplete());
+            }
+        });
+    }
+    assert_eq!(c.stats.zero_trace_id_tasks, 1);
+    assert!(why.len() == 1 && why[0].as_deref().is_some_and(|w| w.contains("all-zero trace-id")), "{why:?}");
 }

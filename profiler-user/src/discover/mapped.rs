@@ -18,8 +18,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::maps::{parse_maps, Mapping};
-use super::notes::{read_notes, NotesReport};
-use super::target_file::{open_in_root, open_mapped, MAX_FILE_BYTES};
+use super::notes::{read_notes_from, NotesReport};
+use super::target_file::{open_in_root, open_mapped};
 
 /// One executable file of a process, open.
 #[derive(Clone, Debug)]
@@ -128,15 +128,10 @@ pub fn exec_files(pid: u32) -> Result<ExecScan> {
     Ok(scan)
 }
 
-/// The SDT notes of an open file (at most [`MAX_FILE_BYTES`] are read; the size was
-/// checked when the file was opened).
+/// The SDT notes of an open file: its headers and note sections only, with positional
+/// reads of bounded size (see [`super::elf`]), whatever the file's size.
 pub fn read_file_notes(file: &File, display: &str) -> Result<NotesReport> {
-    use std::os::unix::fs::FileExt;
-    // Positional reads: the file offset may be shared with other users of this open file.
-    let len = file.metadata().with_context(|| format!("fstat of {display}"))?.len().min(MAX_FILE_BYTES);
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0).with_context(|| format!("reading {display}"))?;
-    read_notes(&bytes).with_context(|| display.to_string())
+    read_notes_from(file).with_context(|| display.to_string())
 }
 
 #[cfg(test)]

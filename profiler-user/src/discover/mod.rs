@@ -3,7 +3,7 @@
 //!
 //! * [`maps`] lists a process's executable files from `/proc/PID/maps`;
 //! * [`notes`] reads each file's SystemTap SDT notes (`.note.stapsdt`) into [`ProbeSite`]s,
-//!   with uprobe-ready file offsets;
+//!   with uprobe-ready file offsets, from the bounded reads of [`elf`];
 //! * [`mapped`] opens those files by what is mapped (`/proc/PID/map_files`), never by a
 //!   path the target controls ([`target_file`]);
 //! * [`argspec`] turns a note's argument spec into [`profiler_common::UsdtArg`]s.
@@ -12,6 +12,7 @@
 //! `usdt.c` is the known-good reference design.
 
 pub mod argspec;
+pub mod elf;
 pub mod mapped;
 pub mod maps;
 pub mod notes;
@@ -20,7 +21,7 @@ pub mod target_file;
 
 pub use argspec::{parse_arg, parse_args, ArgSpecError};
 pub use maps::{executable_files, parse_maps, Mapping};
-pub use notes::{read_notes, read_notes_from_path, NotesError, NotesReport, ProbeSite};
+pub use notes::{read_notes, read_notes_from, read_notes_from_path, NotesError, NotesReport, ProbeSite};
 
 use profiler_common::{probe, ProbeDef};
 

@@ -13,24 +13,30 @@
 //! (`offset = addr - p_vaddr + p_offset`). The probe address must lie in an executable
 //! segment; a semaphore (uprobe `ref_ctr_offset`) in a non-executable one.
 //!
-//! Only 64-bit little-endian ELF files are read. The file is read with `object`'s low-level
-//! ELF API rather than `ElfFile64::parse`, which would also insist on valid symbol and
-//! relocation tables that the notes do not need. A malformed note does not fail the file:
-//! [`read_notes`] returns a [`NotesReport`] holding the good sites and one message per skipped
-//! note. At most [`MAX_NOTES`] notes are looked at, to bound memory on hostile files.
+//! Only 64-bit little-endian ELF files are read, and only the parts the notes need, with
+//! bounded positional reads ([`super::elf`]): the headers, the section names, the note
+//! sections (at most [`MAX_NOTE_SECTION`] bytes each), never the whole file, so a large,
+//! sparse or hostile file costs what its headers and notes cost. A malformed note does not
+//! fail the file: [`read_notes`] returns a [`NotesReport`] holding the good sites and one
+//! message per skipped note (a duplicate or conflicting note skips only its own sites:
+//! [`dedup_sites`]). At most [`MAX_NOTES`] notes are looked at, to bound memory on hostile
+//! files.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use object::elf::{FileHeader64, PF_X, PT_LOAD, SHT_NOTE};
-use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
-use object::LittleEndian;
 use profiler_common::UsdtArg;
 
 use super::argspec::{parse_args, ArgSpecError};
+pub use super::elf::Source;
+use super::elf::{is_note, note_align, Elf, Notes, Segment, MAX_NOTE_SECTION};
 
 /// Most notes read from one file; the rest are reported in [`NotesReport::skipped`].
 pub const MAX_NOTES: usize = 100_000;
+/// Skipped notes given a reason of their own in [`NotesReport::skipped`]; the others are
+/// summed up in one last line (a hostile file's 100,000 bad notes are one warning, not
+/// 100,000).
+pub const MAX_SKIPPED_SHOWN: usize = 16;
 /// Name of the SDT note section.
 pub const SECTION: &[u8] = b".note.stapsdt";
 /// Name of the section whose address the notes' `base` field records.
@@ -63,12 +69,32 @@ pub struct ProbeSite {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotesReport {
     pub sites: Vec<ProbeSite>,
-    /// One human-readable reason per note (or note section) that was skipped.
+    /// One human-readable reason per note (or note section) that was skipped, for the first
+    /// [`MAX_SKIPPED_SHOWN`]; then one line that counts the others.
     pub skipped: Vec<String>,
     /// Notes of probe sites whose code the linker discarded (`--gc-sections` keeps the
     /// note but not the function): their address lies before any executable segment.
     /// Normal in Rust binaries; not an error.
     pub discarded: usize,
+}
+
+impl NotesReport {
+    /// Records a skipped note: its reason while fewer than [`MAX_SKIPPED_SHOWN`] are
+    /// listed, else only counted (see [`NotesReport::summarize_skipped`]).
+    fn skip(&mut self, why: String, more: &mut usize) {
+        if self.skipped.len() < MAX_SKIPPED_SHOWN {
+            self.skipped.push(why);
+        } else {
+            *more += 1;
+        }
+    }
+
+    /// The line that counts the skipped notes beyond those listed.
+    fn summarize_skipped(&mut self, more: usize) {
+        if more > 0 {
+            self.skipped.push(format!("and {more} more skipped notes (only the first {MAX_SKIPPED_SHOWN} are listed)"));
+        }
+    }
 }
 
 /// Why a file's notes could not be read at all.
@@ -114,16 +140,13 @@ impl std::error::Error for NotesError {
     }
 }
 
-/// Reads the SDT notes of the ELF file at `path`. Errors name the path.
+/// Reads the SDT notes of the ELF file at `path` (bounded reads: see [`read_notes_from`]).
+/// Errors name the path.
 pub fn read_notes_from_path(path: &Path) -> Result<NotesReport, NotesError> {
-    let bytes = std::fs::read(path).map_err(|source| NotesError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    read_notes(&bytes).map_err(|e| NotesError::InFile {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })
+    let in_file = |e| NotesError::InFile { path: path.to_path_buf(), source: Box::new(e) };
+    // A FIFO or a device is refused, as for the files a target maps.
+    let file = super::target_file::open_named_file(path).map_err(|source| NotesError::Io { path: path.to_path_buf(), source })?;
+    read_notes_from(&file).map_err(in_file)
 }
 
 /// Reads the SDT notes of an ELF file's bytes. A file without `.note.stapsdt` gives an empty
@@ -132,85 +155,105 @@ pub fn read_notes(elf_bytes: &[u8]) -> Result<NotesReport, NotesError> {
     read_notes_capped(elf_bytes, MAX_NOTES)
 }
 
-fn read_notes_capped(elf_bytes: &[u8], max_notes: usize) -> Result<NotesReport, NotesError> {
-    check_ident(elf_bytes)?;
-    let data = elf_bytes;
-    let header = FileHeader64::<LittleEndian>::parse(data)
-        .map_err(|e| NotesError::Malformed(e.to_string()))?;
-    let endian = header
-        .endian()
-        .map_err(|e| NotesError::Unsupported(e.to_string()))?;
-    let segments: Vec<Segment> = header
-        .program_headers(endian, data)
-        .map_err(|e| NotesError::Malformed(format!("program headers: {e}")))?
-        .iter()
-        .filter(|ph| ph.p_type(endian) == PT_LOAD)
-        .map(|ph| Segment {
-            vaddr: ph.p_vaddr(endian),
-            memsz: ph.p_memsz(endian),
-            offset: ph.p_offset(endian),
-            exec: ph.p_flags(endian) & PF_X != 0,
-        })
-        .collect();
-    let sections = header
-        .sections(endian, data)
-        .map_err(|e| NotesError::Malformed(format!("section headers: {e}")))?;
-    let base_addr = sections
-        .section_by_name(endian, BASE_SECTION)
-        .map(|(_, s)| s.sh_addr(endian));
+/// Reads the SDT notes of an ELF file from `src` with positional reads of bounded size:
+/// the headers, the section names and the note sections (each at most
+/// [`MAX_NOTE_SECTION`] bytes), never the whole file, whatever its size.
+pub fn read_notes_from<S: Source + ?Sized>(src: &S) -> Result<NotesReport, NotesError> {
+    read_notes_capped(src, MAX_NOTES)
+}
+
+fn read_notes_capped<S: Source + ?Sized>(src: &S, max_notes: usize) -> Result<NotesReport, NotesError> {
+    let ident = src.read_at(0, 8).map_err(|e| NotesError::Malformed(format!("read error: {e}")))?;
+    check_ident(&ident)?;
+    let elf = Elf::parse(src)?;
+    let segments = &elf.segments;
+    let base_addr = elf.section_by_name(BASE_SECTION).map(|s| s.addr);
 
     let mut report = NotesReport::default();
     let mut seen = 0usize;
-    for section in sections.iter() {
-        if section.sh_type(endian) != SHT_NOTE
-            || sections.section_name(endian, section).ok() != Some(SECTION)
-        {
+    let mut more = 0usize;
+    for section in elf.sections.iter() {
+        if !is_note(section) || elf.section_name(section).as_deref() != Some(SECTION) {
             continue;
         }
-        let mut notes = match section.notes(endian, data) {
-            Ok(Some(notes)) => notes,
-            Ok(None) => continue,
+        let data = match note_align(section).and_then(|align| Ok((elf.section_data(section, MAX_NOTE_SECTION)?, align))) {
+            Ok(d) => d,
             Err(e) => {
-                report
-                    .skipped
-                    .push(format!("unreadable {} section: {e}", show(SECTION)));
+                report.skip(format!("unreadable {} section: {e}", show(SECTION)), &mut more);
                 continue;
             }
         };
+        let mut notes = Notes::new(&data.0, data.1);
         loop {
-            let note = match notes.next() {
+            let note = match notes.next_note() {
                 Ok(Some(note)) => note,
                 Ok(None) => break,
                 Err(e) => {
-                    report
-                        .skipped
-                        .push(format!("rest of {} unreadable: {e}", show(SECTION)));
+                    report.skip(format!("rest of {} unreadable: {e}", show(SECTION)), &mut more);
                     break;
                 }
             };
             seen += 1;
             if seen > max_notes {
-                report
-                    .skipped
-                    .push(format!("more than {max_notes} notes: the rest are ignored"));
-                return Ok(report);
+                report.skipped.push(format!("more than {max_notes} notes: the rest are ignored"));
+                break;
             }
-            if note.name() != NOTE_NAME || note.n_type(endian) != NOTE_TYPE {
-                report.skipped.push(format!(
-                    "note {seen}: not an SDT note (name {}, type {})",
-                    show(note.name()),
-                    note.n_type(endian)
-                ));
+            if note.name != NOTE_NAME || note.n_type != NOTE_TYPE {
+                report.skip(format!("note {seen}: not an SDT note (name {}, type {})", show(note.name), note.n_type), &mut more);
                 continue;
             }
-            match parse_desc(note.desc(), base_addr, &segments) {
+            match parse_desc(note.desc, base_addr, segments) {
                 Ok(site) => report.sites.push(site),
-                Err(why) if is_discarded(&why, &segments) => report.discarded += 1,
-                Err(why) => report.skipped.push(format!("note {seen}: {}", why.text)),
+                Err(why) if is_discarded(&why, segments) => report.discarded += 1,
+                Err(why) => report.skip(format!("note {seen}: {}", why.text), &mut more),
             }
         }
+        if seen > max_notes {
+            break;
+        }
     }
+    report.summarize_skipped(more);
+    dedup_sites(&mut report);
     Ok(report)
+}
+
+/// One site per address. The same site noted twice is kept once; notes that disagree about
+/// an address (another semaphore, probe or argument spec) are all skipped, since which one
+/// is right cannot be told (and the kernel refuses one address with two semaphores, which
+/// would fail every other site attached with them). Either way a message says which.
+pub fn dedup_sites(report: &mut NotesReport) {
+    use std::collections::HashMap;
+    let mut by_offset: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, s) in report.sites.iter().enumerate() {
+        by_offset.entry(s.file_offset).or_default().push(i);
+    }
+    let mut drop = vec![false; report.sites.len()];
+    let mut offsets: Vec<(&u64, &Vec<usize>)> = by_offset.iter().filter(|(_, v)| v.len() > 1).collect();
+    offsets.sort_unstable();
+    for (_, idx) in offsets {
+        let first = &report.sites[idx[0]];
+        let same = |s: &ProbeSite| {
+            (&s.provider, &s.name, s.semaphore_offset, &s.args_text) == (&first.provider, &first.name, first.semaphore_offset, &first.args_text)
+        };
+        let at = format!("address {:#x}", first.pc);
+        if idx.iter().all(|&i| same(&report.sites[i])) {
+            report.skipped.push(format!("probe {}:{} at {at}: noted {} times, attached once", first.provider, first.name, idx.len()));
+            idx[1..].iter().for_each(|&i| drop[i] = true);
+        } else {
+            let what: Vec<String> = idx
+                .iter()
+                .map(|&i| &report.sites[i])
+                .map(|s| format!("{}:{} (semaphore {:#x}, arguments {:?})", s.provider, s.name, s.semaphore, s.args_text))
+                .collect();
+            report.skipped.push(format!("{} conflicting notes at {at}, all skipped: {}", idx.len(), what.join(", ")));
+            idx.iter().for_each(|&i| drop[i] = true);
+        }
+    }
+    let mut i = 0;
+    report.sites.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
 }
 
 /// Why a note was not turned into a site.
@@ -254,14 +297,6 @@ fn check_ident(bytes: &[u8]) -> Result<(), NotesError> {
         )),
         _ => Err(NotesError::Malformed("bad EI_DATA".into())),
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Segment {
-    vaddr: u64,
-    memsz: u64,
-    offset: u64,
-    exec: bool,
 }
 
 /// The file offset of `addr`, from the first `PT_LOAD` segment containing it, and whether
@@ -368,6 +403,10 @@ fn show(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object::elf::FileHeader64;
+    use object::read::elf::{FileHeader, SectionHeader};
+    use object::LittleEndian;
+    use std::os::unix::fs::FileExt;
     use std::process::Command;
 
     const MAIN_C: &str = r#"
@@ -561,7 +600,7 @@ int sem_fn(int x) {
         );
 
         // The cap on notes read.
-        let r = read_notes_capped(&bytes, 2).unwrap();
+        let r = read_notes_capped(&bytes[..], 2).unwrap();
         assert_eq!(r.sites.len(), 2, "{r:?}");
         assert!(
             r.skipped.len() == 1 && r.skipped[0].contains("more than 2"),
@@ -580,6 +619,23 @@ int sem_fn(int x) {
             "{:?}",
             r.skipped
         );
+    }
+
+    #[test]
+    fn many_skipped_notes_are_summed_up() {
+        let mut r = NotesReport::default();
+        let mut more = 0;
+        for i in 0..100_001 {
+            r.skip(format!("note {i}: bad"), &mut more);
+        }
+        r.summarize_skipped(more);
+        assert_eq!(r.skipped.len(), MAX_SKIPPED_SHOWN + 1, "{:?}", r.skipped.last());
+        assert_eq!(r.skipped[0], "note 0: bad");
+        assert_eq!(r.skipped[MAX_SKIPPED_SHOWN], format!("and {} more skipped notes (only the first 16 are listed)", 100_001 - MAX_SKIPPED_SHOWN));
+        let mut few = NotesReport::default();
+        few.skip("one".into(), &mut more);
+        few.summarize_skipped(0);
+        assert_eq!(few.skipped, ["one"], "nothing to sum up");
     }
 
     #[test]
@@ -670,6 +726,110 @@ int sem_fn(int x) {
         let e = read_notes_from_path(&text).unwrap_err();
         std::fs::remove_file(&text).unwrap();
         assert!(e.to_string().contains("tprof-notelf") && e.to_string().contains("not an ELF"));
+    }
+
+    fn site(name: &str, off: u64, sema: u64) -> ProbeSite {
+        ProbeSite {
+            provider: "tprof".into(),
+            name: name.into(),
+            pc: off + 0x1000,
+            file_offset: off,
+            semaphore: sema,
+            semaphore_offset: sema,
+            args_text: "8@%rdi".into(),
+            args: parse_args("8@%rdi"),
+        }
+    }
+
+    #[test]
+    fn duplicate_and_conflicting_sites_skip_only_themselves() {
+        let mut r = NotesReport { sites: (0..256).map(|i| site("task_end", 0x100 + i * 8, 0)).collect(), ..Default::default() };
+        // The same note twice; one address with two semaphores; one with two probes.
+        r.sites.push(site("task_end", 0x100, 0));
+        r.sites.push(site("task_end", 0x108, 0x40));
+        r.sites.push(site("task_begin", 0x110, 0));
+        dedup_sites(&mut r);
+        assert_eq!(r.sites.len(), 254, "{:?}", r.skipped);
+        let offsets: std::collections::HashSet<u64> = r.sites.iter().map(|s| s.file_offset).collect();
+        assert_eq!(offsets.len(), 254, "one site per address");
+        assert!(offsets.contains(&0x100) && !offsets.contains(&0x108) && !offsets.contains(&0x110));
+        assert_eq!(r.skipped.len(), 3, "{:?}", r.skipped);
+        assert!(r.skipped[0].contains("noted 2 times"), "{:?}", r.skipped);
+        assert!(r.skipped[1].contains("conflicting") && r.skipped[1].contains("semaphore 0x40"), "{:?}", r.skipped);
+        assert!(r.skipped[2].contains("conflicting") && r.skipped[2].contains("task_begin"), "{:?}", r.skipped);
+    }
+
+    #[test]
+    fn a_note_at_another_probe_address_skips_both_not_the_file() {
+        let bytes = compile_probes("clash", &["-O0"]);
+        let notes = readelf_notes(&bytes);
+        let (_, _, my_loc, my_base, _, _) = notes.iter().find(|n| n.1 == "myprobe").unwrap().clone();
+        let (_, _, loc, base, _, _) = notes.iter().find(|n| n.1 == "noargs").unwrap().clone();
+        let mut clash = bytes.clone();
+        let pos = desc_pos(&bytes, loc, base);
+        clash[pos..pos + 8].copy_from_slice(&my_loc.to_le_bytes());
+        clash[pos + 8..pos + 16].copy_from_slice(&my_base.to_le_bytes());
+        let r = read_notes(&clash).unwrap();
+        let names: Vec<&str> = r.sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["sem_probe"], "{r:?}");
+        assert!(r.skipped.len() == 1 && r.skipped[0].contains("2 conflicting notes"), "{:?}", r.skipped);
+    }
+
+    /// A file read through [`Source`], counting the bytes read.
+    struct Counting {
+        file: std::fs::File,
+        bytes: std::cell::Cell<u64>,
+    }
+
+    impl Source for Counting {
+        fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            let got = Source::read_at(&self.file, offset, len)?;
+            self.bytes.set(self.bytes.get() + got.len() as u64);
+            Ok(got)
+        }
+    }
+
+    #[test]
+    fn sparse_huge_files_are_read_in_bounded_pieces() {
+        let bytes = compile_probes("sparse", &["-O2"]);
+        let want = read_notes(&bytes).unwrap();
+        assert_eq!(want.sites.len(), 3);
+        let dir = std::env::temp_dir().join(format!("tprof-sparse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.so");
+        // The binary, then 2 GiB of holes: nothing of it is in memory or on disk.
+        std::fs::write(&path, &bytes).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(2 << 30).unwrap();
+        let counting = Counting { file: std::fs::File::open(&path).unwrap(), bytes: Default::default() };
+        assert_eq!(read_notes_from(&counting).unwrap(), want, "the same notes as from the bytes");
+        assert!(counting.bytes.get() < 64 << 10, "{} bytes read for the notes of a 2 GiB file", counting.bytes.get());
+        assert_eq!(read_notes_from_path(&path).unwrap(), want);
+
+        // A note section header that claims 2 GiB - 4 KiB (inside the sparse file): skipped
+        // with a message, without reading it.
+        let e = LittleEndian;
+        let h = FileHeader64::<LittleEndian>::parse(&bytes[..]).unwrap();
+        let sections = h.sections(e, &bytes[..]).unwrap();
+        let (index, _) = sections.section_by_name(e, SECTION).unwrap();
+        let size_at = h.e_shoff.get(e) + index.0 as u64 * 64 + 32;
+        let claim: u64 = (2 << 30) - 4096;
+        f.write_all_at(&claim.to_le_bytes(), size_at).unwrap();
+        let counting = Counting { file: std::fs::File::open(&path).unwrap(), bytes: Default::default() };
+        let r = read_notes_from(&counting).unwrap();
+        assert!(r.sites.is_empty(), "{r:?}");
+        assert!(r.skipped.len() == 1 && r.skipped[0].contains("more than the"), "{:?}", r.skipped);
+        assert!(counting.bytes.get() < 64 << 10, "{} bytes read", counting.bytes.get());
+
+        // A section header table of 65535 entries, mostly holes: read (4 MiB at most).
+        let mut head = bytes[..64].to_vec();
+        head[60..62].copy_from_slice(&0xffffu16.to_le_bytes());
+        head[62..64].copy_from_slice(&0u16.to_le_bytes());
+        f.write_all_at(&head, 0).unwrap();
+        let counting = Counting { file: std::fs::File::open(&path).unwrap(), bytes: Default::default() };
+        let _ = read_notes_from(&counting);
+        assert!(counting.bytes.get() <= (4 << 20) + (64 << 10), "{} bytes read", counting.bytes.get());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

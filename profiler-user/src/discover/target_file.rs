@@ -33,9 +33,6 @@ use anyhow::{bail, Context, Result};
 
 use super::maps::Mapping;
 
-/// Largest target file tprof reads into memory (notes are read from the whole file).
-pub const MAX_FILE_BYTES: u64 = 2 << 30;
-
 /// `struct open_how` of `openat2(2)` (libc's is `#[non_exhaustive]`).
 #[repr(C)]
 struct OpenHow {
@@ -75,8 +72,18 @@ pub fn fd_path(file: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
-/// A regular file, not larger than [`MAX_FILE_BYTES`], with inode `inode`.
+/// A regular file with inode `inode`. Its size does not matter: nothing reads a target
+/// file whole (notes are read with bounded reads, the symbolizer maps it).
 fn check_file(file: &File, inode: u64) -> Result<()> {
+    let ino = check_regular(file)?;
+    if ino != inode {
+        bail!("refused: inode {ino} is not the mapped inode {inode} (the file or the mapping changed)");
+    }
+    Ok(())
+}
+
+/// A regular file (of any size): returns its inode.
+fn check_regular(file: &File) -> Result<u64> {
     let meta = file.metadata().context("fstat")?;
     let ft = meta.file_type();
     if !ft.is_file() {
@@ -95,13 +102,19 @@ fn check_file(file: &File, inode: u64) -> Result<()> {
         };
         bail!("refused: {what}, not a regular file");
     }
-    if meta.ino() != inode {
-        bail!("refused: inode {} is not the mapped inode {inode} (the file or the mapping changed)", meta.ino());
-    }
-    if meta.size() > MAX_FILE_BYTES {
-        bail!("refused: {} bytes, more than the {MAX_FILE_BYTES} tprof reads", meta.size());
-    }
-    Ok(())
+    Ok(meta.ino())
+}
+
+/// A file the user named (`--binary`, `tprof list --binary`), opened with the checks of the
+/// target's files: without blocking (a FIFO) or taking a terminal (a tty), and only if it is
+/// a regular file (not `/dev/zero`). Its notes are then read in bounded pieces.
+pub fn open_named_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_nonblocking(path, true).map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => io,
+        Err(e) => std::io::Error::other(format!("{e:#}")),
+    })?;
+    check_regular(&file).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:#}")))?;
+    Ok(file)
 }
 
 fn cstr(path: &Path) -> Result<std::ffi::CString> {
@@ -182,6 +195,26 @@ fn open_beneath(root: &File, path: &Path) -> Result<File> {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn a_named_file_must_be_regular() {
+        let e = open_named_file(Path::new("/dev/zero")).expect_err("a device is refused");
+        assert!(e.to_string().contains("character device"), "{e}");
+        let d = tmp("named");
+        let fifo = d.join("fifo");
+        let c = cstr(&fifo).unwrap();
+        // SAFETY: a NUL-terminated path we own, alive for the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking open would hang here.
+        let e = open_named_file(&fifo).expect_err("a FIFO is refused");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        std::fs::write(d.join("f"), b"abc").unwrap();
+        let mut text = String::new();
+        open_named_file(&d.join("f")).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "abc");
+        assert_eq!(open_named_file(&d.join("none")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tprof-target-file-{}-{tag}", std::process::id()));

@@ -532,7 +532,7 @@ mod tests {
     /// ("POST /b"), which is later preempted.
     fn records() -> Vec<Record> {
         let begin = |tid, task, ts, name: &str| Record::TaskBegin {
-            meta: meta(tid, task, ts), parent_span_id: 0, name: name.into(), name_flags: 0,
+            meta: meta(tid, task, ts), parent_span_id: 0, name: name.into(), name_flags: 0, untracked: false,
         };
         let off = |tid, task, start_ns, runnable_ns, ts, syscall_nr, waker| Record::OffCpu {
             meta: meta(tid, task, ts), start_ns, runnable_ns, state: 1, syscall_nr, waker, stacks: Default::default(), end_inferred: false,
@@ -542,17 +542,17 @@ mod tests {
             begin(12, B, 900, "POST /b"),
             begin(11, A, 1_000, "GET /a"),
             Record::RegionBegin { meta: meta(11, A, 1_100), name: "db".into(), name_flags: 0 },
-            Record::OnCpu { meta: meta(11, A, 1_250), start_ns: 1_000 },
+            Record::OnCpu { meta: meta(11, A, 1_250), start_ns: 1_000, steal_ns: 0 },
             Record::Syscall { meta: meta(12, B, 5_010), nr: 1, start_ns: 4_990, ret: 8 },
-            Record::OnCpu { meta: meta(12, B, 5_050), start_ns: 900 },
+            Record::OnCpu { meta: meta(12, B, 5_050), start_ns: 900, steal_ns: 0 },
             off(11, A, 1_250, Some(5_000), 5_100, Some(202), waker),
             Record::Log { meta: meta(11, A, 5_250), key: "rows".into(), value: "12".into(), flags: 0 },
             Record::RegionEnd { meta: meta(11, A, 5_280), name: "db".into(), name_flags: 0 },
             Record::Syscall { meta: meta(11, A, 5_200), nr: 202, start_ns: 1_200, ret: 0 },
-            Record::OnCpu { meta: meta(11, A, 5_300), start_ns: 5_100 },
+            Record::OnCpu { meta: meta(11, A, 5_300), start_ns: 5_100, steal_ns: 0 },
             Record::TaskEnd { meta: meta(11, A, 5_400), dropped: 0 },
             off(12, B, 5_050, None, 5_600, None, Waker::Preempted),
-            Record::OnCpu { meta: meta(12, B, 5_700), start_ns: 5_600 },
+            Record::OnCpu { meta: meta(12, B, 5_700), start_ns: 5_600, steal_ns: 0 },
             Record::TaskEnd { meta: meta(12, B, 5_700), dropped: 0 },
         ]
     }

@@ -80,15 +80,18 @@ pub enum Waker {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32 },
+    /// `untracked`: the thread was already `TASK_STACK_DEPTH` tasks deep, so the kernel did
+    /// not track this task on it (`strflag::TASK_UNTRACKED`).
+    TaskBegin { meta: Meta, parent_span_id: u64, name: Name, name_flags: u32, untracked: bool },
     TaskEnd { meta: Meta, dropped: u64 },
-    TaskAttach { meta: Meta, parent_span_id: u64 },
+    TaskAttach { meta: Meta, parent_span_id: u64, untracked: bool },
     TaskDetach { meta: Meta },
     RegionBegin { meta: Meta, name: Name, name_flags: u32 },
     RegionEnd { meta: Meta, name: Name, name_flags: u32 },
     Log { meta: Meta, key: String, value: String, flags: u32 },
     /// The thread ran for the task from `start_ns` to `meta.ts_ns`.
-    OnCpu { meta: Meta, start_ns: u64 },
+    /// `steal_ns` of it the hypervisor ran something else: not the task's.
+    OnCpu { meta: Meta, start_ns: u64, steal_ns: u64 },
     /// Off the CPU from `start_ns`; runnable from `runnable_ns` (if known); on again at `meta.ts_ns`.
     OffCpu {
         meta: Meta,

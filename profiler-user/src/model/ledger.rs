@@ -76,7 +76,10 @@ pub struct TaskState {
     /// None: the task began before tprof attached.
     pub begin_ns: Option<u64>,
     pub end_ns: Option<u64>,
+    /// Time the task's threads were on a CPU: they ran (steal is apart).
     pub on_cpu_ns: u64,
+    /// Time its threads held a CPU that the hypervisor gave another guest (VM steal).
+    pub steal_ns: u64,
     pub runq_ns: u64,
     pub blocked_ns: u64,
     /// Blocked time by the syscall the thread was in (view of `blocked_ns`).
@@ -95,11 +98,24 @@ pub struct TaskState {
     /// Off-CPU intervals whose switch-in the kernel programs missed (ended at the next
     /// sign of life: upper bounds).
     pub inferred: u64,
+    /// On-CPU slices the kernel's own runtime accounting of the thread contradicted (a
+    /// switch-out and switch-in lost unseen): the on-CPU time is then too high.
+    pub runtime_mismatches: u64,
     /// Short intervals (on-CPU slices, off-CPU intervals, syscalls) the kernel summed
     /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
     pub summed: u64,
     pub threads: Vec<u32>,
+    /// Closed early to make room (more than `correlate::MAX_OPEN_TASKS` were open), or a
+    /// record of it came after it was: its ledger lacks the records on the other side.
+    pub evicted: bool,
+    /// Began on a thread already [`profiler_common::TASK_STACK_DEPTH`] tasks deep: the
+    /// kernel did not track it there, so its on-CPU, run-queue and blocked time on that
+    /// thread went to the task it is nested in.
+    pub untracked: bool,
     pub(crate) open_regions: Vec<usize>,
+    /// The correlator's record count when a record of the task last came (idle longest
+    /// is evicted first).
+    pub(crate) last_seen: u64,
 }
 
 impl TaskState {
@@ -113,7 +129,7 @@ impl TaskState {
 
     /// Wall time when no thread worked for the task (never negative).
     pub fn unscheduled_ns(&self) -> Option<u64> {
-        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.runq_ns + self.blocked_ns))
+        Some(self.wall_ns()?.saturating_sub(self.on_cpu_ns + self.steal_ns + self.runq_ns + self.blocked_ns))
     }
 
     /// Why the ledger may be missing events.
@@ -127,6 +143,22 @@ impl TaskState {
         }
         if self.dropped > 0 {
             why.push(format!("{} kernel records lost (ring buffer full)", self.dropped));
+        }
+        if self.runtime_mismatches > 0 {
+            why.push(format!(
+                "{} on-CPU slices longer than the kernel's runtime accounting of their thread (scheduler events lost)",
+                self.runtime_mismatches
+            ));
+        }
+        if self.evicted {
+            why.push("evicted (too many open tasks: a task_end missed?)".to_string());
+        }
+        if self.untracked {
+            why.push(format!("nested deeper than {} tasks on a thread: its kernel time there is not tracked", profiler_common::TASK_STACK_DEPTH));
+        }
+        // (A span-id of 0 is no task at all: the correlator never opens one.)
+        if self.key.trace_id == 0 && self.key.span_id != 0 {
+            why.push("all-zero trace-id (the probes' ABI forbids it)".to_string());
         }
         if self.inferred > 0 {
             why.push(format!("{} off-CPU intervals end at an inferred time (switch-in not seen)", self.inferred));
@@ -148,8 +180,11 @@ pub enum Output<'a> {
 pub struct CorrelatorStats {
     pub records: u64,
     pub tasks_ended: u64,
-    /// Tasks not tracked because MAX_OPEN_TASKS were open.
-    pub tasks_over_limit: u64,
+    /// Open tasks closed early (incomplete) to make room for new ones: more than
+    /// `correlate::MAX_OPEN_TASKS` were open.
+    pub tasks_evicted: u64,
+    /// Tasks with an all-zero trace-id, which the probes' ABI forbids (flagged incomplete).
+    pub zero_trace_id_tasks: u64,
     /// AGG records, and the short intervals they summed.
     pub agg_records: u64,
     pub summed_intervals: u64,

@@ -49,12 +49,40 @@ pub struct SessionReport {
     pub correlator: CorrelatorStats,
     /// Events held back by --min-latency and discarded (task was fast, or buffer full).
     pub filtered_events: u64,
+    /// Tasks whose events held by --min-latency were discarded to stay within its memory
+    /// budget (`sink::MAX_HELD_BYTES`), longest held first.
+    pub held_tasks_evicted: u64,
     pub warnings: Vec<String>,
     /// Why the session stopped.
     pub stop_reason: String,
 }
 
 impl SessionReport {
+    /// Warnings made from the figures the pipeline counts (so made again, not stored, when a
+    /// recording is replayed).
+    pub fn counted_warnings(&self) -> Vec<String> {
+        let c = &self.correlator;
+        let mut w = Vec::new();
+        if c.tasks_evicted > 0 {
+            w.push(format!(
+                "{} open tasks evicted, idle longest first, to keep tracing new ones (over {} open at once: does the service miss task_end on some path?); they are reported incomplete",
+                c.tasks_evicted,
+                crate::correlate::MAX_OPEN_TASKS
+            ));
+        }
+        if c.zero_trace_id_tasks > 0 {
+            w.push(format!("{} tasks have an all-zero trace-id, which the probes' ABI forbids (flagged incomplete)", c.zero_trace_id_tasks));
+        }
+        if self.held_tasks_evicted > 0 {
+            w.push(format!(
+                "--min-latency: the held events of {} tasks were discarded to stay within {} MiB (their summaries are still reported)",
+                self.held_tasks_evicted,
+                crate::sink::MAX_HELD_BYTES >> 20
+            ));
+        }
+        w
+    }
+
     pub fn total_kernel_drops(&self) -> u64 {
         self.kernel_drops.values().sum::<u64>() + self.undrained
     }
@@ -67,6 +95,7 @@ impl SessionReport {
             records: 0,
             undecodable: 0,
             filtered_events: 0,
+            held_tasks_evicted: 0,
             stats: Stats::default(),
             correlator: CorrelatorStats::default(),
             stop_reason: format!("recorded session ({})", self.stop_reason),

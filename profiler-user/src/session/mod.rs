@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::io;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::attach::broker_client::BrokerClient;
 use crate::attach::drop_privs::{drop_after_attach, DropOptions};
-use crate::attach::{privileges, Counters, Probes, Scope, TraceOptions, Tracer};
+use crate::attach::{pidfd, privileges, Counters, Probes, Scope, TraceOptions, Tracer};
 use crate::clock::monotonic_ns;
 use crate::model::process::ProcessInfo;
 use crate::model::report::SessionReport;
@@ -40,8 +42,10 @@ use crate::sink::{Filter, Sink};
 use crate::stacks::Symbolizer;
 use profiler_common::proc_event;
 
+mod late;
 mod names;
 mod targets;
+use late::LateReads;
 use targets::{Origin, Targets};
 
 /// How often the ring buffer is drained.
@@ -87,14 +91,6 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
     live.report(p, stop)
 }
 
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the last ')' (comm may contain anything).
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
-        Err(_) => false,
-    }
-}
-
 /// A session attached and running.
 pub struct Live {
     // Field order is drop order: links and programs go before the runtime.
@@ -109,6 +105,7 @@ pub struct Live {
     environs: std::collections::HashMap<u32, Vec<u8>>,
     /// This boot's id: with a process's start time, its `service.instance.id`.
     boot_id: Option<String>,
+    late: LateReads,
     start: Instant,
     sigint: Signal,
     sigterm: Signal,
@@ -129,15 +126,23 @@ impl Live {
         };
         let mut comms = Vec::new();
         let mut environs = std::collections::HashMap::new();
+        let mut pidfds = Vec::new();
         for pid in &opts.pids {
-            comms.push((*pid, privileges::check_pid(*pid)?));
+            // The pidfd first: the checks then look at the process it holds, and the session
+            // (and the helper) keep holding that very process, whatever its pid becomes.
+            let fd = pidfd::open(*pid);
+            let comm = privileges::check_pid(*pid)?;
+            let fd = fd.filter(pidfd::alive).ok_or_else(|| anyhow!("pid {pid} exited while tprof looked at it"))?;
+            comms.push((*pid, comm));
+            pidfds.push((*pid, fd));
             if let Ok(e) = std::fs::read(format!("/proc/{pid}/environ")) {
                 environs.insert(*pid, e);
             }
         }
         let boot_id = crate::model::origin::Origin::here().boot_id;
         // The helper first, while tprof still has every privilege for it to inherit.
-        let broker = BrokerClient::spawn(&opts.pids, &opts.scope)?;
+        let held: Vec<(u32, BorrowedFd<'_>)> = pidfds.iter().map(|(p, fd)| (*p, fd.as_fd())).collect();
+        let broker = BrokerClient::spawn(&held, &opts.scope)?;
         let broker_line = broker.privileges.clone();
         let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
@@ -158,16 +163,30 @@ impl Live {
             Ok(dropped) => log::info!("tprof (pid {}) {dropped}", std::process::id()),
             Err(e) => {
                 let msg = format!("tprof could not drop its privileges, and runs on with them: {e:#}");
-                eprintln!("tprof: warning: {msg}");
+                eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
                 probes.warnings.push(msg);
             }
         }
         log::info!("{broker_line}");
         let ring = tracer.take_ring()?;
-        let mut live = Live { probes, tracer, ring, kallsyms, targets: Targets::default(), learnt: Vec::new(), environs, boot_id, start: Instant::now(), sigint, sigterm, rt };
+        let mut live = Live {
+            probes,
+            tracer,
+            ring,
+            kallsyms,
+            targets: Targets::default(),
+            learnt: Vec::new(),
+            environs,
+            boot_id,
+            late: LateReads::default(),
+            start: Instant::now(),
+            sigint,
+            sigterm,
+            rt,
+        };
         let mut sites = 0;
-        for (pid, comm) in &comms {
-            let n = live.add(*pid, Origin::Given)?;
+        for ((pid, comm), (_, fd)) in comms.iter().zip(pidfds) {
+            let n = live.add(*pid, Origin::Given, Some(fd))?;
             if n == 0 && !opts.open_ended() {
                 let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
                 live.probes.warnings.push(format!(
@@ -188,7 +207,7 @@ impl Live {
         // scripts wait for it before driving the target.
         let mut what: Vec<String> = comms.iter().map(|(p, c)| format!("pid {p} {c}")).collect();
         if let Some(c) = &opts.cgroup_path {
-            what.push(format!("cgroup {}", c.display()));
+            what.push(format!("cgroup {}", crate::present::escape(&c.display().to_string())));
         }
         if let Some(b) = &opts.binary_path {
             what.push(format!("binary {}", crate::present::escape(&b.display().to_string())));
@@ -205,9 +224,14 @@ impl Live {
 
     /// Starts on process `pid`: traced by the kernel programs, served by the helper (it
     /// checks that the process is in the scope), its files scanned and their probe sites
-    /// attached. Returns how many sites were newly attached.
-    fn add(&mut self, pid: u32, origin: Origin) -> Result<usize> {
-        if !self.targets.add(pid, origin) {
+    /// attached. `fd`: the pidfd of the session's first look, if it had one (otherwise it
+    /// is opened now). Returns how many sites were newly attached.
+    fn add(&mut self, pid: u32, origin: Origin, fd: Option<OwnedFd>) -> Result<usize> {
+        if self.targets.contains(pid) {
+            return Ok(0);
+        }
+        let fd = fd.or_else(|| pidfd::open(pid));
+        if !self.targets.add(pid, origin, fd) {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
@@ -237,7 +261,7 @@ impl Live {
         };
         let mut sites = 0;
         for pid in found {
-            match self.add(pid, Origin::Discovered) {
+            match self.add(pid, Origin::Discovered, None) {
                 Ok(n) => {
                     sites += n;
                     if announce {
@@ -317,7 +341,7 @@ impl Live {
             if let Some(why) = signalled {
                 return Ok(why.to_string());
             }
-            if let Err(e) = drain(&mut self.ring, &mut self.probes, p) {
+            if let Err(e) = drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 return output_stop(e);
             }
             self.tracer.flush_log();
@@ -327,7 +351,9 @@ impl Live {
             }
             if last_scan.elapsed() >= RESCAN {
                 last_scan = Instant::now();
-                self.rescan(p, opts);
+                if let Err(e) = self.rescan(p, opts) {
+                    return output_stop(e);
+                }
                 if self.targets.is_empty() && !opts.open_ended() {
                     return Ok(format!("target{} exited", if opts.pids.len() > 1 { "s" } else { "" }));
                 }
@@ -346,7 +372,7 @@ impl Live {
         // A child the kernel map was too full to hold still comes by its PROC record.
         forked.extend(events.iter().filter(|e| e.event == proc_event::FORK).map(|e| e.pid));
         for pid in forked {
-            match self.add(pid, Origin::Followed) {
+            match self.add(pid, Origin::Followed, None) {
                 Ok(_) => self.update_maps(pid, p),
                 Err(e) => log::debug!("{e:#}"),
             }
@@ -369,10 +395,17 @@ impl Live {
     }
 
     /// Every RESCAN: processes that exited (their PROC record may have been lost), libraries
-    /// loaded since the last scan, processes that joined the scope.
-    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) {
+    /// loaded since the last scan, processes that joined the scope. The ring is drained
+    /// between processes whenever a POLL has passed, so many targets (or a slow scan) do not
+    /// hold the live stream up. Err only for output errors.
+    fn rescan<S: Sink>(&mut self, p: &mut Pipeline<S>, opts: &AttachOptions) -> io::Result<()> {
+        let mut drained = Instant::now();
         for pid in self.targets.pids() {
-            if !alive(pid) {
+            if drained.elapsed() >= POLL {
+                drain(&mut self.ring, &mut self.probes, &mut self.late, p)?;
+                drained = Instant::now();
+            }
+            if !self.targets.alive(pid) {
                 self.gone(pid, p);
                 continue;
             }
@@ -392,6 +425,7 @@ impl Live {
             }
             self.tell(p);
         }
+        Ok(())
     }
 
     /// Phase 3: stop new USDT events first (in parallel: see `Probes::detach`), then the
@@ -404,7 +438,7 @@ impl Live {
         self.probes.detach();
         let deadline = Instant::now() + FINAL_DRAIN;
         loop {
-            match drain(&mut self.ring, &mut self.probes, p) {
+            match drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 Ok(0) => break,
                 Ok(_) if Instant::now() >= deadline => {
                     let mut left = 0u64;
@@ -452,6 +486,13 @@ impl Live {
             r.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
         }
         r.missed_switch_ins = counters.anomaly(anomaly::MISSED_SWITCH_IN);
+        let mismatched = counters.anomaly(anomaly::RUNTIME_MISMATCH);
+        if mismatched > 0 {
+            r.warnings.push(format!(
+                "{mismatched} on-CPU slices were longer than the kernel's own runtime accounting of their thread \
+                 (a switch-out and switch-in lost unseen): their tasks are marked incomplete"
+            ));
+        }
         r.kernel_drops = counters.drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
         for (prog, n) in &counters.program_misses {
             r.warnings.push(format!(
@@ -466,7 +507,19 @@ impl Live {
         r.duration_ns = self.start.elapsed().as_nanos() as u64;
         r.warnings.extend(self.tracer.warnings.iter().cloned());
         r.warnings.extend(self.probes.warnings.iter().cloned());
+        if self.late.over_budget > 0 {
+            r.warnings.push(format!(
+                "{} strings the kernel could not copy were left unread: more than {} per process (or {} in all) in one drain",
+                self.late.over_budget,
+                late::LATE_PER_PROCESS,
+                late::LATE_PER_DRAIN
+            ));
+        }
         r.stop_reason = stop_reason;
+        // Warnings quote what the target chose (probe names, mapped paths, comms) and are
+        // printed, written as the session line and kept in recordings: escaped once, here.
+        // And bounded: a hostile file's many bad notes or sites are a few lines and a count.
+        summarize_warnings(&mut r.warnings);
         match p.finish() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             other => other.context("writing output")?,
@@ -475,17 +528,38 @@ impl Live {
     }
 }
 
+/// Warnings listed one by one in the report; the rest are counted in a last line.
+const MAX_WARNINGS: usize = 64;
+
+/// Escapes the warnings for the terminal and keeps the first [`MAX_WARNINGS`] of them.
+fn summarize_warnings(warnings: &mut Vec<String>) {
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.truncate(MAX_WARNINGS);
+    for w in warnings.iter_mut() {
+        *w = crate::present::escape(w);
+    }
+    if more > 0 {
+        warnings.push(format!("and {more} more warnings (only the first {MAX_WARNINGS} are listed)"));
+    }
+}
+
 /// Drains what the ring holds (up to MAX_BATCH records). Err only for output errors.
-fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, p: &mut Pipeline<S>) -> io::Result<usize> {
+///
+/// Late reads: strings the kernel could not copy (a page not yet faulted in) are read again
+/// by the privileged helper, `process_vm_readv`, which honours the target's page
+/// protections; only the traced pids, at most 128 bytes at a time, batched and within a
+/// budget per process ([`late`]).
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, probes: &mut Probes, late: &mut LateReads, p: &mut Pipeline<S>) -> io::Result<usize> {
     let mut n = 0;
+    late.start_drain();
+    let mut read = |wants: &[crate::decode::LateWant]| probes.read_targets(wants);
+    let mut push = |bytes: &[u8], reader: crate::decode::LateReader<'_>| p.push(bytes, reader);
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        // Late reads: strings the kernel could not copy (a page not yet faulted in) are read
-        // again by the privileged helper, `process_vm_readv`, which honours the target's page
-        // protections; only the traced pids, at most 128 bytes at a time.
-        p.push(&item, &mut |pid, addr, len| probes.read_target(pid, addr, len))?;
+        late.record(&item, &mut read, &mut push)?;
     }
+    late.flush(&mut read, &mut push)?;
     p.flush()?;
     Ok(n)
 }
@@ -496,5 +570,19 @@ fn output_stop(e: io::Error) -> Result<String> {
         Ok("output closed".to_string())
     } else {
         Err(anyhow::Error::new(e).context("writing output"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_escaped_and_bounded() {
+        let mut w: Vec<String> = (0..95_905).map(|i| format!("pid 1: tprof:\u{202E}evil{i} at /x\x1b[2J")).collect();
+        summarize_warnings(&mut w);
+        assert_eq!(w.len(), MAX_WARNINGS + 1);
+        assert_eq!(w[0], "pid 1: tprof:\\u{202e}evil0 at /x\\u{1b}[2J");
+        assert_eq!(w[MAX_WARNINGS], format!("and {} more warnings (only the first 64 are listed)", 95_905 - MAX_WARNINGS));
     }
 }

@@ -82,9 +82,10 @@ pub fn event_json(rec: &Record) -> Value {
             put("flags", (*flags).into());
             "log"
         }
-        Record::OnCpu { start_ns, .. } => {
+        Record::OnCpu { start_ns, steal_ns, .. } => {
             put("start_ns", (*start_ns).into());
             put("dur_ns", m.ts_ns.saturating_sub(*start_ns).into());
+            put("steal_ns", (*steal_ns).into());
             "on_cpu"
         }
         Record::OffCpu { start_ns, runnable_ns, state, syscall_nr, waker, end_inferred, .. } => {
@@ -185,12 +186,13 @@ pub fn summary_json(t: &TaskState) -> Value {
         "trace_id": trace, "span_id": span, "parent_span_id": format!("{:016x}", t.parent_span_id),
         "name": &*t.name, "pid": t.pid, "threads": t.threads,
         "begin_ns": t.begin_ns, "end_ns": t.end_ns, "wall_ns": t.wall_ns(),
-        "on_cpu_ns": t.on_cpu_ns, "runq_ns": t.runq_ns, "blocked_ns": t.blocked_ns,
+        "on_cpu_ns": t.on_cpu_ns, "steal_ns": t.steal_ns, "runq_ns": t.runq_ns, "blocked_ns": t.blocked_ns,
         "unscheduled_ns": t.unscheduled_ns(), "syscall_ns": t.syscall_ns(),
         "blocked_in_syscall_ns": blocked_in, "syscalls": syscalls, "regions": regions,
         "blocks": blocks, "logs": logs,
         "waited_on": t.waited_on.iter().map(|(k, n, ns)| json!({"trace_id": k.trace_hex(), "span_id": k.span_hex(), "name": n, "blocked_ns": ns})).collect::<Vec<_>>(), "dropped": t.dropped, "truncated": t.truncated,
         "summed_intervals": t.summed,
+        "runtime_mismatches": t.runtime_mismatches,
         "incomplete": t.incomplete(),
     });
     // Where the process runs, when it is not the host's own namespace.
@@ -215,7 +217,8 @@ struct SessionLine<'a> {
     summed_intervals: u64,
     kernel_drops_total: u64,
     tasks_ended: u64,
-    tasks_over_limit: u64,
+    tasks_evicted: u64,
+    zero_trace_id_tasks: u64,
 }
 
 impl<'a> SessionLine<'a> {
@@ -227,7 +230,8 @@ impl<'a> SessionLine<'a> {
             summed_intervals: r.correlator.summed_intervals,
             kernel_drops_total: r.total_kernel_drops(),
             tasks_ended: r.correlator.tasks_ended,
-            tasks_over_limit: r.correlator.tasks_over_limit,
+            tasks_evicted: r.correlator.tasks_evicted,
+            zero_trace_id_tasks: r.correlator.zero_trace_id_tasks,
         }
     }
 }

@@ -1,29 +1,135 @@
 //! The human stream: events indented under their request, one summary block per request,
 //! and a session footer with what was lost.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::model::event::{agg_syscalls, Record, Waker};
+use crate::model::event::{agg_syscalls, Record, TaskKey, Waker};
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
 use crate::present::{describe_waker, escape, ms, syscall_name};
+
+/// Most threads a churn line counts by tid (beyond: counted as "more").
+const CHURN_TIDS: usize = 16;
+
+/// A run of a task's attach/detach records and summed short intervals, printed as one line
+/// when the task's next other record (or its summary) comes: a streamed response attaches
+/// its task around every chunk, three lines a chunk otherwise.
+#[derive(Default)]
+struct Churn {
+    first_ns: u64,
+    pid: u32,
+    tids: Vec<u32>,
+    attaches: u64,
+    detaches: u64,
+    aggs: u64,
+    slices: u64,
+    oncpu_ns: u64,
+    offcpu: u64,
+    blocked_ns: u64,
+    runq_ns: u64,
+    syscalls: u64,
+    syscall_ns: u64,
+}
+
+impl Churn {
+    fn add(&mut self, rec: &Record) {
+        let m = rec.meta();
+        if self.attaches + self.detaches + self.aggs == 0 {
+            self.first_ns = m.ts_ns;
+            self.pid = m.pid;
+        }
+        if !self.tids.contains(&m.tid) && self.tids.len() < CHURN_TIDS {
+            self.tids.push(m.tid);
+        }
+        match rec {
+            Record::TaskAttach { .. } => self.attaches += 1,
+            Record::TaskDetach { .. } => self.detaches += 1,
+            Record::Agg { sums, .. } => {
+                self.aggs += 1;
+                self.slices += u64::from(sums.slices);
+                self.oncpu_ns += sums.oncpu_ns;
+                self.offcpu += u64::from(sums.offcpu);
+                self.blocked_ns += sums.blocked_ns;
+                self.runq_ns += sums.runq_ns;
+                self.syscalls += u64::from(sums.syscalls);
+                self.syscall_ns += agg_syscalls(sums).map(|(_, s)| s.total_ns).sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match (self.attaches, self.detaches) {
+            (0, 1) => parts.push("detach (thread leaves the task)".to_string()),
+            (1, 0) => parts.push("attach (thread resumes the task)".to_string()),
+            (0, 0) => {}
+            (a, d) => parts.push(format!("{a} attaches, {d} detaches (threads resume and leave the task)")),
+        }
+        if self.aggs > 0 {
+            let mut sums = Vec::new();
+            if self.slices > 0 {
+                sums.push(format!("on-cpu {} ms in {} slices", ms(self.oncpu_ns), self.slices));
+            }
+            if self.offcpu > 0 {
+                sums.push(format!(
+                    "blocked {} ms, run queue {} ms in {} off-cpu intervals",
+                    ms(self.blocked_ns),
+                    ms(self.runq_ns),
+                    self.offcpu
+                ));
+            }
+            if self.syscalls > 0 {
+                sums.push(format!("{} syscalls {} ms", self.syscalls, ms(self.syscall_ns)));
+            }
+            parts.push(format!("summed short intervals: {}", sums.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    fn tid_column(&self) -> String {
+        match self.tids.as_slice() {
+            [one] => one.to_string(),
+            many => format!("{} tids", many.len()),
+        }
+    }
+}
+
+/// What the text sink remembers of an open task.
+#[derive(Default)]
+struct Pending {
+    churn: Option<Churn>,
+    /// A "summed short intervals" line was printed for it.
+    summed_listed: bool,
+}
 
 pub struct TextSink<W: Write> {
     out: W,
     /// Timestamps print relative to this (CLOCK_MONOTONIC ns).
     base_ns: u64,
+    /// Per open task with events printed: the churn not printed yet.
+    pending: HashMap<TaskKey, Pending, foldhash::fast::RandomState>,
 }
 
 impl<W: Write> TextSink<W> {
     /// Times are shown in ms since `base_ns` (CLOCK_MONOTONIC); 0: since the first event
     /// shown (a report, whose clock is the recording machine's).
     pub fn new(out: W, base_ns: u64) -> Self {
-        TextSink { out, base_ns }
+        TextSink { out, base_ns, pending: HashMap::default() }
     }
 
     fn rel(&self, ts: u64) -> String {
         format!("{:>10}", ms(ts.saturating_sub(self.base_ns)))
+    }
+
+    /// Prints the task's churn run, if any, as one line.
+    fn flush_churn(&mut self, key: &TaskKey, short_id: &str) -> io::Result<()> {
+        let Some(c) = self.pending.get_mut(key).and_then(|p| p.churn.take()) else { return Ok(()) };
+        let line = c.describe();
+        let rel = self.rel(c.first_ns);
+        writeln!(self.out, "{rel} {short_id} {:>7}/{:<7} {line}", c.pid, c.tid_column())
     }
 }
 
@@ -48,7 +154,14 @@ fn describe(rec: &Record) -> String {
         Record::RegionBegin { name, .. } => format!("region begin \"{}\"", escape(name)),
         Record::RegionEnd { name, .. } => format!("region end \"{}\"", escape(name)),
         Record::Log { key, value, .. } => format!("log {}={}", escape(key), escape(value)),
-        Record::OnCpu { meta, start_ns } => format!("on-cpu {} ms", ms(meta.ts_ns.saturating_sub(*start_ns))),
+        Record::OnCpu { meta, start_ns, steal_ns } => {
+            let slice = meta.ts_ns.saturating_sub(*start_ns);
+            if *steal_ns > 0 {
+                format!("on-cpu {} ms (of which {} ms stolen by the hypervisor)", ms(slice.saturating_sub(*steal_ns)), ms(*steal_ns))
+            } else {
+                format!("on-cpu {} ms", ms(slice))
+            }
+        }
         Record::OffCpu { meta, start_ns, runnable_ns, syscall_nr, waker, .. } => {
             let end = meta.ts_ns;
             let (blocked, runq) = match (waker, runnable_ns) {
@@ -83,14 +196,24 @@ fn describe(rec: &Record) -> String {
 
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
-        let m = rec.meta();
         if self.base_ns == 0 {
-            self.base_ns = m.ts_ns;
+            self.base_ns = rec.meta().ts_ns;
         }
-        writeln!(self.out, "{} {} {:>7}/{:<7} {}", self.rel(m.ts_ns), short(task), m.pid, m.tid, describe(rec))
+        let id = short(task);
+        if matches!(rec, Record::TaskAttach { .. } | Record::TaskDetach { .. } | Record::Agg { .. }) {
+            let p = self.pending.entry(task.key).or_default();
+            p.summed_listed |= matches!(rec, Record::Agg { .. });
+            p.churn.get_or_insert_with(Churn::default).add(rec);
+            return Ok(());
+        }
+        self.flush_churn(&task.key, &id)?;
+        let m = rec.meta();
+        writeln!(self.out, "{} {id} {:>7}/{:<7} {}", self.rel(m.ts_ns), m.pid, m.tid, describe(rec))
     }
 
     fn summary(&mut self, t: &TaskState) -> io::Result<()> {
+        self.flush_churn(&t.key, &short(t))?;
+        let summed_listed = self.pending.remove(&t.key).is_some_and(|p| p.summed_listed);
         let wall = t.wall_ns().map(ms).unwrap_or_else(|| "?".into());
         writeln!(
             self.out,
@@ -113,7 +236,8 @@ impl<W: Write> Sink for TextSink<W> {
             writeln!(self.out, "   top syscalls: {}", list.join(", "))?;
         }
         if t.summed > 0 {
-            writeln!(self.out, "   {} short intervals summed in the kernel (in the totals, not listed)", t.summed)?;
+            let where_ = if summed_listed { "in the totals and the \"summed short intervals\" lines above" } else { "in the totals, not listed" };
+            writeln!(self.out, "   {} short intervals summed in the kernel ({where_})", t.summed)?;
         }
         if !t.regions.is_empty() {
             let list: Vec<String> = t
@@ -173,6 +297,14 @@ impl<W: Write> Sink for TextSink<W> {
     }
 
     fn finish(&mut self, r: &SessionReport) -> io::Result<()> {
+        // Tasks with churn left and no summary (cannot happen: every open task gets one at the
+        // session's end; kept so that nothing is lost silently).
+        let left: Vec<TaskKey> = self.pending.keys().copied().collect();
+        for key in left {
+            let id = format!("{:.8}/{:.8}", key.trace_hex(), key.span_hex());
+            self.flush_churn(&key, &id)?;
+        }
+        self.pending.clear();
         if !r.stats.by_name.is_empty() {
             writeln!(self.out, "-- per task type (ms): count   p50   p90   p99   max | avg on-cpu run-queue blocked unscheduled syscalls")?;
             for (name, s) in &r.stats.by_name {
@@ -225,9 +357,6 @@ impl<W: Write> Sink for TextSink<W> {
         if r.stacks_lost > 0 {
             writeln!(self.out, "   {} blocking stacks lost (stack map full or collision)", r.stacks_lost)?;
         }
-        if r.correlator.tasks_over_limit > 0 {
-            writeln!(self.out, "   {} records of tasks over the open-task limit ignored", r.correlator.tasks_over_limit)?;
-        }
         for w in &r.warnings {
             writeln!(self.out, "   warning: {}", escape(w))?;
         }
@@ -237,5 +366,64 @@ impl<W: Write> Sink for TextSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::Agg;
+
+    use super::{Sink, TextSink};
+    use crate::model::event::{Meta, Record, TaskKey};
+    use crate::model::ledger::TaskState;
+
+    fn meta(task: TaskKey, ts_ns: u64, tid: u32) -> Meta {
+        Meta { cpu: 0, ts_ns, pid: 7, tid, task }
+    }
+
+    #[test]
+    fn a_streamed_responses_attach_detach_churn_prints_as_one_line() {
+        let key = TaskKey { trace_id: 1, span_id: 2 };
+        let mut t = TaskState { key, name: "GET /files/{name}".into(), pid: 7, ..Default::default() };
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out, 0);
+        let begin = Record::TaskBegin { meta: meta(key, 1, 10), parent_span_id: 0, name: t.name.clone(), name_flags: 0, untracked: false };
+        sink.event(&begin, &t).expect("write");
+        // A 1 MiB download in 4 KiB chunks: the body attaches its task around every chunk,
+        // and the kernel sums each visit's short intervals (an AGG record at each detach).
+        let sums = Agg { oncpu_ns: 2_000, slices: 1, syscalls: 1, ..Default::default() };
+        for chunk in 0..256u64 {
+            let ts = 100 + chunk * 10;
+            let tid = 10 + (chunk % 2) as u32;
+            sink.event(&Record::TaskAttach { meta: meta(key, ts, tid), parent_span_id: 0, untracked: false }, &t).expect("write");
+            sink.event(&Record::Agg { meta: meta(key, ts + 5, tid), sums }, &t).expect("write");
+            sink.event(&Record::TaskDetach { meta: meta(key, ts + 6, tid) }, &t).expect("write");
+        }
+        // A long syscall breaks the run; then more churn and the end.
+        let long = Record::Syscall { meta: meta(key, 5_000, 10), nr: 1, start_ns: 4_000, ret: 4096 };
+        sink.event(&long, &t).expect("write");
+        sink.event(&Record::TaskAttach { meta: meta(key, 6_000, 11), parent_span_id: 0, untracked: false }, &t).expect("write");
+        sink.event(&Record::TaskEnd { meta: meta(key, 6_100, 11), dropped: 0 }, &t).expect("write");
+        (t.begin_ns, t.end_ns, t.summed) = (Some(1), Some(6_100), 512);
+        sink.summary(&t).expect("write");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 8, "{text}");
+        assert!(lines[1].contains("256 attaches, 256 detaches") && lines[1].contains("on-cpu 0.512 ms in 256 slices"), "{text}");
+        assert!(lines[1].contains("7/2 tids"), "two threads: {text}");
+        assert!(lines[3].ends_with("attach (thread resumes the task)"), "{text}");
+        assert!(lines[4].ends_with("task end"), "{text}");
+        assert!(text.contains("512 short intervals summed in the kernel (in the totals and the \"summed short intervals\" lines above)"), "{text}");
+    }
+
+    #[test]
+    fn summed_intervals_not_streamed_are_said_to_be_not_listed() {
+        let key = TaskKey { trace_id: 1, span_id: 3 };
+        let t = TaskState { key, name: "x".into(), begin_ns: Some(1), end_ns: Some(2), summed: 3, ..Default::default() };
+        let mut out = Vec::new();
+        TextSink::new(&mut out, 0).summary(&t).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("3 short intervals summed in the kernel (in the totals, not listed)"), "{text}");
     }
 }

@@ -11,7 +11,10 @@
 //! another line on stdin), `nest:N` (N nested tasks),
 //! `flood:N` (N region pairs back to back, to overflow the ring buffer), `async:MS` (two
 //! async tasks spinning MS per poll, 3 polls each, moved between two worker threads),
-//! `chain:MS` (task front waits for task back, which waits MS for a child process).
+//! `chain:MS` (task front waits for task back, which waits MS for a child process),
+//! `fifo-read=PATH` (task `fifo-read` opens the FIFO at PATH and reads a byte: it blocks
+//! until another process writes), `fifo-write=PATH` (task `fifo-write` opens the FIFO, waits
+//! 15 ms, then writes the byte: two processes, one blocked on the other's task).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -36,6 +39,28 @@ fn spin(d: Duration) {
     }
 }
 
+/// The kernel's own accounting of this thread: its CPU time (CLOCK_THREAD_CPUTIME_ID,
+/// which includes the running slice; `schedstat`'s run time lags by up to a tick while the
+/// thread runs) and its time waiting in a run queue (`/proc/thread-self/schedstat`, exact
+/// once the thread runs), in ns. The truth tprof's figures are checked against, whatever
+/// else loads the machine.
+fn schedstat() -> (u64, u64) {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let run = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let wait = text.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (run, wait)
+}
+
+/// Prints what the kernel accounted to this thread since `before`: `<what> kernel run_ns N
+/// wait_ns N`.
+fn print_kernel(what: &str, before: (u64, u64)) {
+    let (run, wait) = schedstat();
+    println!("{what} kernel run_ns {} wait_ns {}", run.saturating_sub(before.0), wait.saturating_sub(before.1));
+}
+
 fn mutex_request(ms: u64) {
     let lock = Arc::new(Mutex::new(()));
     let (held_tx, held_rx) = mpsc::channel();
@@ -43,9 +68,13 @@ fn mutex_request(ms: u64) {
     let holder = std::thread::spawn(move || {
         let task = Task::new("holder");
         let guard = holder_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let locked = Instant::now();
         let _ = held_tx.send((gettid(), task.context().span_id()));
         spin(Duration::from_millis(ms));
         drop(guard);
+        // How long the lock was really held (a loaded machine stretches it): the most the
+        // request can have waited for it.
+        println!("mutex holder held_ns {}", locked.elapsed().as_nanos());
         drop(task);
     });
     let (holder_tid, holder_span) = held_rx.recv().unwrap_or((0, 0));
@@ -189,6 +218,28 @@ fn chain_request(ms: u64) {
     let _ = child.wait();
 }
 
+/// How long `fifo-write` holds its reader.
+const FIFO_HOLD: Duration = Duration::from_millis(15);
+
+/// `fifo-read=PATH` / `fifo-write=PATH`: one byte through a FIFO between two processes, each
+/// side inside its own task.
+fn fifo_request(path: &str, write: bool) {
+    let name = if write { "fifo-write" } else { "fifo-read" };
+    let task = Task::new(name);
+    println!("{name} task span {:016x} tid {}", task.context().span_id(), gettid());
+    let _ = std::io::stdout().flush();
+    if write {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        std::thread::sleep(FIFO_HOLD);
+        f.write_all(b"x").unwrap_or_else(|e| panic!("write {path}: {e}"));
+    } else {
+        let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let mut buf = [0u8; 1];
+        f.read_exact(&mut buf).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    }
+    drop(task);
+}
+
 fn pipe_writer(ms: u64) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b"r");
@@ -210,6 +261,14 @@ fn main() {
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     for req in &args {
+        if let Some((side, path)) = req.split_once('=') {
+            match side {
+                "fifo-read" => fifo_request(path, false),
+                "fifo-write" => fifo_request(path, true),
+                other => panic!("unknown request {other:?}"),
+            }
+            continue;
+        }
         let (what, ms) = req.split_once(':').unwrap_or((req.as_str(), "0"));
         let ms: u64 = ms.parse().unwrap_or(0);
         match what {
@@ -221,7 +280,9 @@ fn main() {
             "spin" => {
                 let t = Task::new("spin");
                 println!("spin task span {:016x} tid {}", t.context().span_id(), gettid());
+                let before = schedstat();
                 spin(Duration::from_millis(ms));
+                print_kernel("spin", before);
             }
             "mutex" => mutex_request(ms),
             "async" => async_request(ms),
@@ -248,6 +309,9 @@ fn main() {
                 // default timer slack): every interval far below a 10 ms detail threshold.
                 // The target measures its own time asleep, the truth tprof's sums are
                 // checked against.
+                // The kernel's accounting is read outside the task: its file reads would be
+                // syscalls of the task (more kinds than the kernel's sums have slots for).
+                let before = schedstat();
                 let t = Task::new("short");
                 println!("short task span {:016x} tid {}", t.context().span_id(), gettid());
                 let mut asleep = Duration::ZERO;
@@ -258,6 +322,8 @@ fn main() {
                     std::thread::sleep(Duration::from_micros(1));
                     asleep += t0.elapsed();
                 }
+                drop(t);
+                print_kernel("short", before);
                 println!("short asleep_ns {}", asleep.as_nanos());
             }
             "open" => {

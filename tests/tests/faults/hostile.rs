@@ -172,7 +172,7 @@ fn hostile_arguments_text_output_is_escaped() {
         .expect("spawn tprof");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
     let (_tx, stdout) = mpsc::channel();
-    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr) };
+    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr), dir: None };
     let mut err = Vec::new();
     let ready = wait_attached(&tprof, &mut err);
     drive_hostile(&mut target);
@@ -264,4 +264,45 @@ fn hostile_arguments_json_output_is_decoded_and_flagged() {
     assert_eq!((logs[1]["value"].as_str(), logs[1]["flags"].as_u64()), (Some("A".repeat(128).as_str()), Some(TRUNCATED << 8)), "{:?}", logs);
     let logs: Vec<&Value> = out.iter().filter(|v| v["type"] == "log" && v["span_id"] == "0000000000000002").collect();
     assert_eq!(logs.iter().map(|l| l["flags"].as_u64()).collect::<Vec<_>>(), [Some(UNREADABLE), Some(UNREADABLE << 8)], "{logs:?}");
+}
+
+// ---- hostile files named to `tprof list --binary` ------------------------------------------
+
+/// Runs `tprof list --binary path` with a deadline (a FIFO must not hang it): its status
+/// and stderr.
+fn list_binary(path: &Path) -> (ExitStatus, String) {
+    let mut child = Command::new(tprof_bin())
+        .args(["list", "--binary"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tprof list");
+    let stderr = lines_of(child.stderr.take().expect("stderr"));
+    let mut p = Proc { child, stdin: None, stdout: mpsc::channel().1, stderr: Some(stderr), dir: None };
+    let status = wait_within(&mut p, Duration::from_secs(20)).unwrap_or_else(|| panic!("tprof list --binary {} hangs", path.display()));
+    (status, stderr_text(&p))
+}
+
+#[test]
+fn list_refuses_devices_and_fifos_and_escapes_the_path_it_names() {
+    let dir = TempDir::new("list-binary");
+    let fifo = dir.join("fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(st.success());
+    // No writer: a blocking open would hang; /dev/zero would be read forever.
+    for (path, what) in [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device")] {
+        let (status, err) = list_binary(path);
+        assert!(!status.success(), "{}: {status}", path.display());
+        assert!(err.contains(what) && err.contains("not a regular file"), "{}: {err}", path.display());
+    }
+    // A file named with a title-setting OSC, a clear-screen and a right-to-left override.
+    let evil = dir.join("x\x1b]0;owned\x07\x1b[2J\u{202E}txt.so");
+    std::fs::write(&evil, b"not an ELF").expect("write");
+    let (status, err) = list_binary(&evil);
+    assert!(!status.success(), "{status}");
+    assert!(err.contains("x\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}txt.so") && err.contains("not an ELF"), "the path is shown escaped: {err}");
+    let raw: Vec<char> = err.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202E}').collect();
+    assert!(raw.is_empty(), "raw {raw:?} in tprof's stderr: {}", err.escape_debug());
 }

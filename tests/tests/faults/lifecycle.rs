@@ -11,7 +11,7 @@ fn thousands_of_threads_spawned_and_joined() {
     let dir = TempDir::new("threads");
     let exe = private_copy(&fault_target_bin(), &dir, "fault-target");
     let (out, ()) = clean_session(|| {
-        let mut target = start_program(&exe, &[&format!("threads:{N}")]);
+        let mut target = start_program_as(&exe, &[&format!("threads:{N}")], TARGET_USER);
         let tprof = attach(&[target.pid()], &[]);
         target.send_line("go");
         target_says(&target, &format!("threads {N} done"));
@@ -40,7 +40,7 @@ fn thousands_of_threads_spawned_and_joined() {
 /// target's lines, the child's pid and span).
 fn trace_a_fork(name: &str, extra: &[&str]) -> (Vec<serde_json::Value>, Vec<String>, u64, String) {
     let dir = TempDir::new(name);
-    let mut target = start_program(&private_copy(&fault_target_bin(), &dir, "fault-target"), &["fork", "task:after", "enabled"]);
+    let mut target = start_program_as(&private_copy(&fault_target_bin(), &dir, "fault-target"), &["fork", "task:after", "enabled"], TARGET_USER);
     let pid = target.pid();
     let tprof = attach(&[pid], extra);
     target.send_line("go");
@@ -104,9 +104,10 @@ fn exec_case(open_at_exec: bool) {
     let dir = TempDir::new(if open_at_exec { "exec-open" } else { "exec" });
     let new_prog = private_copy(&target_bin(), &dir, "tprof-target");
     let first = if open_at_exec { "exec-open" } else { "exec" };
-    let mut target = start_program(
+    let mut target = start_program_as(
         &private_copy(&fault_target_bin(), &dir, "fault-target"),
         &["task:before", first, "--", new_prog.to_str().expect("utf-8 path"), "sleep:20", "enabled"],
+        TARGET_USER,
     );
     let pid = target.pid();
     let tprof = attach(&[pid], &[]);
@@ -148,7 +149,7 @@ fn exec_case(open_at_exec: bool) {
         // The exec ended the program that owned the task: the new image's work is not its
         // own. (Before the exec it slept 1 ms; the new program then ran for 20+ ms, of which
         // the sleep task took 20 ms of blocked time.)
-        let charged = ms(open, "on_cpu_ns") + ms(open, "blocked_ns") + ms(open, "runq_ns");
+        let charged = ms(open, "on_cpu_ns") + ms(open, "steal_ns") + ms(open, "blocked_ns") + ms(open, "runq_ns");
         assert!(charged < 10.0, "the task cut off by exec is not charged for the new program's time ({charged} ms): {open}");
     }
 }
@@ -170,7 +171,7 @@ fn target_execs_itself() {
     require_root();
     let dir = TempDir::new("exec-self");
     let me = private_copy(&fault_target_bin(), &dir, "fault-target");
-    let mut target = start_program(&me, &["task:before", "exec", "--", me.to_str().expect("utf-8 path"), "task:after", "enabled"]);
+    let mut target = start_program_as(&me, &["task:before", "exec", "--", me.to_str().expect("utf-8 path"), "task:after", "enabled"], TARGET_USER);
     let pid = target.pid();
     let tprof = attach(&[pid], &[]);
     target.send_line("go");
@@ -197,7 +198,7 @@ fn binary_deleted_before_attach() {
     require_root();
     let dir = TempDir::new("deleted-before");
     let victim = private_copy(&target_bin(), &dir, "victim");
-    let mut target = start_program(&victim, &["sleep:5", "regions"]);
+    let mut target = start_program_as(&victim, &["sleep:5", "regions"], TARGET_USER);
     let sites = probe_sites(target.pid()).len();
     std::fs::remove_file(&victim).expect("delete the running binary");
     let tprof = attach(&[target.pid()], &[]);
@@ -224,7 +225,7 @@ fn binary_deleted_while_attached() {
     require_root();
     let dir = TempDir::new("deleted-during");
     let victim = private_copy(&target_bin(), &dir, "victim");
-    let mut target = start_program(&victim, &["sleep:5", "regions"]);
+    let mut target = start_program_as(&victim, &["sleep:5", "regions"], TARGET_USER);
     let sites = probe_sites(target.pid()).len() as u64;
     let tprof = attach(&[target.pid()], &[]);
     std::fs::remove_file(&victim).expect("delete the running binary");
@@ -246,4 +247,33 @@ fn binary_deleted_while_attached() {
         "the deleted executable's probes are attached once, not again through /proc/PID/exe; stderr: {err}\nsession: {sess}"
     );
     assert_eq!(out.iter().filter(|v| v["type"] == "summary").count(), 2, "{out:#?}");
+}
+
+#[test]
+fn sparse_huge_executable_is_read_in_bounded_pieces() {
+    // A target whose executable is 2 GiB, mostly holes: the helper reads its headers and
+    // notes, not the file (it used to read it whole: 2 GiB of helper memory, seconds per
+    // scan, and a helper that stopped answering with several such files).
+    require_root();
+    let dir = TempDir::new("sparse-huge");
+    let huge = private_copy(&target_bin(), &dir, "huge");
+    std::fs::OpenOptions::new().write(true).open(&huge).and_then(|f| f.set_len(2 << 30)).expect("make the copy 2 GiB, sparse");
+    let mut target = start_program(&huge, &["regions"]);
+    let sites = probe_sites(target.pid()).len() as u64;
+    let tprof = attach(&[target.pid()], &[]);
+    let helper = helper_of(tprof.child.id());
+    let peak_kb: u64 = status_field(&format!("/proc/{helper}/status"), "VmHWM:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmHWM in kB");
+    assert!(peak_kb < 256 << 10, "the helper's peak memory after scanning a 2 GiB file: {peak_kb} kB");
+    target.send_line("go");
+    target.expect_line("done", &mut Vec::new());
+    assert!(target.wait().success());
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    let sess = session(&out);
+    assert_eq!(sess["sites"].as_u64(), Some(sites), "{sess}");
+    assert_eq!(summaries_named(&out, "regions").len(), 1, "the huge binary's request is traced");
 }

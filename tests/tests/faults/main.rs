@@ -8,6 +8,10 @@
 //!
 //! Every target runs from a private copy of its binary, so that a concurrent `cargo build`
 //! replacing `target/debug/tprof-target` cannot turn into a "binary deleted" fault here.
+//! Targets run as a non-root user ([`TARGET_USER`], or `nobody` where said) wherever the
+//! fault allows; tprof runs as root. (Not: the mount-namespace case of `hostile.rs`, whose
+//! target is `unshare`, which needs root, and the gcc-built targets of `hostile.rs` and
+//! `overload.rs`, run from the test's own directories.)
 //!
 //! One test binary (`faults`): this file holds the shared guards and helpers, and each fault
 //! kind is a module of this directory (`hostile.rs`, `killed.rs`, ...).
@@ -79,9 +83,12 @@ fn fault_target_bin() -> PathBuf {
     p
 }
 
-/// Starts a private copy of tprof-target with `requests`.
+/// Who the fault targets run as: uid 1000 (no passwd entry needed).
+const TARGET_USER: RunAs = RunAs::UID_1000;
+
+/// Starts a private copy of tprof-target with `requests`, as `nobody`.
 fn start_private_target(dir: &TempDir, requests: &[&str]) -> Proc {
-    start_program(&private_copy(&target_bin(), dir, "tprof-target"), requests)
+    start_program_as(&private_copy(&target_bin(), dir, "tprof-target"), requests, RunAs::NOBODY)
 }
 
 /// Reads lines of `r` on a thread (lossily: the tests look at what tprof printed, whatever

@@ -23,10 +23,10 @@ fn closed_output_pipe_stops_quietly() {
     let pipe = child.stdout.take().expect("stdout");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
     let (_tx, stdout) = mpsc::channel();
-    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr) };
+    let mut tprof = Proc { child, stdin: None, stdout, stderr: Some(stderr), dir: None };
     let head = Command::new("head").args(["-n", "1"]).stdin(pipe).stdout(Stdio::piped()).spawn().expect("spawn head");
     let (_tx2, head_out) = mpsc::channel();
-    let mut head = Proc { child: head, stdin: None, stdout: head_out, stderr: None };
+    let mut head = Proc { child: head, stdin: None, stdout: head_out, stderr: None, dir: None };
     let mut err = Vec::new();
     wait_attached(&tprof, &mut err);
     target.send_line("go");
@@ -165,7 +165,7 @@ fn full_stdout_fails_clearly() {
         .expect("spawn tprof");
     let stderr = lines_of(child.stderr.take().expect("stderr"));
     let (_tx, stdout) = mpsc::channel();
-    let mut t = Proc { child, stdin: None, stdout, stderr: Some(stderr) };
+    let mut t = Proc { child, stdin: None, stdout, stderr: Some(stderr), dir: None };
     let mut err = Vec::new();
     wait_attached(&t, &mut err);
     target.send_line("go");

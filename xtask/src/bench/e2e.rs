@@ -1,4 +1,4 @@
-//! `cargo xtask bench e2e`: the bundled example service (release build, 4 workers, pinned to
+//! `cargo xtask bench e2e`: the example service (`demo-service`, axum; release build, 4 workers, pinned to
 //! CPU 0) under `wrk` (Debian's, 1 thread, pinned to CPU 1), untraced and traced by tprof
 //! (pinned to CPU 1 too, as in every benchmark here: its own CPU is reported, not charged to
 //! the service; `--summary-only --format json`, summaries built but not printed). Untraced
@@ -239,7 +239,7 @@ fn start_service(bins: &Bins) -> Result<Service> {
     let out = line_reader(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
     let guard = Guard(child);
     let mut seen = Vec::new();
-    let line = expect_line(&out, "listening on ", Duration::from_secs(30), &mut seen, "example_service")?;
+    let line = expect_line(&out, "listening on ", Duration::from_secs(30), &mut seen, "demo-service")?;
     std::thread::spawn(move || while out.recv().is_ok() {});
     // "listening on 127.0.0.1:PORT pid PID"
     let w: Vec<&str> = line.split_whitespace().collect();
@@ -620,7 +620,7 @@ fn to_json<'a>(
         method: E2eMethod {
             reps: REPS,
             seconds_per_run: SECONDS,
-            service: "example_service serve --workers 4 (release), CPU 0",
+            service: "demo-service serve --workers 4 (axum, release), CPU 0",
             load_generator: "wrk -t1 --latency --timeout 2s, CPU 1 (closed loop)",
             tprof: "attach --summary-only --format json --min-latency 3600s, CPU 1",
             cpu: "utime+stime from /proc/PID/stat over the wrk run, per record tprof received",

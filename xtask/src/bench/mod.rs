@@ -10,6 +10,7 @@
 //! - `e2e` ([`e2e`]): the example service under wrk, untraced vs traced.
 //! - `throughput` ([`throughput`]): the highest record rate tprof takes with zero drops,
 //!   and an overload (drops counted, memory bounded).
+//! - `joined` ([`joined`]): how soon a process that starts mapping a `--binary` is traced.
 //! - `soak` (not in `all`): tprof's memory over a long run (`--minutes N`, default 10).
 //!
 //! Benchmarks run on CPU 0, tracers and load generators on CPU 1 (`taskset`). The kernel,
@@ -17,6 +18,7 @@
 //! benchmark binaries of `tests/src/bin`), built here.
 
 pub mod e2e;
+pub mod joined;
 pub mod kernel;
 pub mod probes;
 pub mod procs;
@@ -44,6 +46,7 @@ const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|
   e2e             the example service under wrk: untraced vs traced throughput and p50/p99,
                   tprof's CPU and peak RSS (target/bench/e2e.json)
   throughput      highest record rate with zero drops, and an overload (target/bench/throughput.json)
+  joined          delay from a process's start to tprof tracing it with --binary (target/bench/joined.json)
   soak [--minutes N] [--rate R]  tprof's memory over N minutes (default 10) at R records/s
                   (default 500000); not part of `all` (target/bench/soak.json)
   --tprof PATH    tprof binary for kernel/e2e/throughput/soak (default: target/release/tprof,
@@ -65,8 +68,11 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Bins> {
         "flood-bench",
         "--bin",
         "bare-tracer",
+        "--bin",
+        "demo-service",
+        "--bin",
+        "tprof-target",
     ]))?;
-    status(cargo().args(["build", "--release", "-p", "usdt-probes", "--example", "example_service"]))?;
     let tprof = tprof.unwrap_or_else(|| release.join("tprof"));
     if !tprof.exists() {
         bail!("{} not found", tprof.display());
@@ -85,7 +91,8 @@ fn prepare(tprof: Option<PathBuf>) -> Result<Bins> {
         switch_bench: release.join("switch-bench"),
         flood_bench: release.join("flood-bench"),
         bare_tracer: release.join("bare-tracer"),
-        example: release.join("examples").join("example_service"),
+        example: release.join("demo-service"),
+        target: release.join("tprof-target"),
         pin,
     })
 }
@@ -113,7 +120,7 @@ pub fn run(args: &[String]) -> Result<()> {
             return Ok(());
         }
         "probes" => return probes::run(args),
-        "all" | "kernel" | "e2e" | "throughput" | "soak" => {}
+        "all" | "kernel" | "e2e" | "throughput" | "joined" | "soak" => {}
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     }
     let mut tprof: Option<PathBuf> = None;
@@ -156,7 +163,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let bins = prepare(tprof)?;
     eprintln!("bench: tprof {}", bins.tprof.display());
     let steps: Vec<&str> = match which {
-        "all" => vec!["kernel", "e2e", "throughput"],
+        "all" => vec!["kernel", "e2e", "throughput", "joined"],
         w => vec![w],
     };
     for step in steps {
@@ -170,6 +177,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
             "throughput" => throughput::run(&bins, root_ok),
+            "joined" => joined::run(&bins, root_ok).map(|()| Vec::new()),
             "soak" => throughput::soak(&bins, root_ok, minutes, rate),
             _ => unreachable!(),
         };

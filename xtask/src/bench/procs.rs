@@ -364,6 +364,8 @@ pub(crate) struct Bins {
     pub(crate) flood_bench: PathBuf,
     pub(crate) bare_tracer: PathBuf,
     pub(crate) example: PathBuf,
+    /// The e2e tests' target program (requests of known behaviour).
+    pub(crate) target: PathBuf,
     /// Tracers and load generators go to CPU 1 and benchmarks to CPU 0 (taskset works).
     pub(crate) pin: bool,
 }

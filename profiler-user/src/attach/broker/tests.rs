@@ -114,7 +114,9 @@ fn scans_pass_each_file_once_and_end_with_done() {
 #[test]
 fn command_line() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![1, 2], scope: Scope::default() }));
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--pid", "2"])), Ok(Args { fd: 5, parent: 9, pids: vec![(1, None), (2, None)], scope: Scope::default() }));
+    assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:12"])).unwrap().pids, [(7, Some(12))]);
+    assert!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:x"])).is_err());
     let a = parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--follow", "1", "--cgroup", "/x"])).unwrap();
     assert_eq!(a.scope, Scope { follow: true, cgroup: Some("/x".into()), binary: None });
     assert!(parse_args(&s(&["--fd", "5"])).is_err(), "--parent is required");
@@ -194,4 +196,18 @@ fn adoption_is_checked_against_the_scope() {
     assert!(why.contains("has exited"), "{why}");
     let why = refusal(b.handle(Request::Adopt { pid }));
     assert!(why.contains("has exited"), "{why}");
+}
+
+#[test]
+fn batched_reads_answer_each_read() {
+    let b = Broker::new(&[me()], 0, Scope::default());
+    let text = b"a string of this process".to_vec();
+    let good = ReadDesc { pid: me(), addr: text.as_ptr() as u64, len: text.len() as u32 };
+    let bad = ReadDesc { pid: me(), addr: 8, len: 16 };
+    let stranger = ReadDesc { pid: 1, ..good };
+    let out = b.read_many(&[good, bad, stranger, good]).unwrap();
+    assert_eq!(out.reply, Reply::Many { data: vec![Some(text.clone()), None, None, Some(text.clone())] });
+    assert!(b.read_many(&vec![good; MAX_READS + 1]).unwrap_err().contains("at most"));
+    assert!(b.read_many(&[ReadDesc { len: MAX_READ + 1, ..good }]).unwrap_err().contains("1 to"));
+    assert_eq!(b.read_many(&[]).unwrap().reply, Reply::Many { data: vec![] });
 }

@@ -1,10 +1,10 @@
 //! Hand-built seed inputs for the fuzz targets, small and dense (a fuzzer mutates a 1 KiB
 //! ELF far better than a 10 MiB one): tiny ELF files with SDT notes, BTF blobs, raw
 //! ring-buffer records and `tprof record` files. Written into `corpus/<target>/seed-*` by
-//! the ignored test `write_seeds` of `profiler-user/tests/fuzz_corpus.rs`:
+//! the example `write_seeds` of this crate:
 //!
 //! ```sh
-//! TPROF_WRITE_SEEDS=1 cargo test -p profiler-user --test fuzz_corpus -- --ignored write_seeds
+//! cargo run -p tprof-fuzz-harness --example write_seeds
 //! ```
 //!
 //! The corpus also holds a few real files (gcc-built ELFs of `tests/c/*.c`); see the fuzz
@@ -330,7 +330,7 @@ pub fn task_records() -> Vec<(&'static str, Vec<u8>)> {
         kstack_id: 3,
         ustack_id: 4,
     };
-    let on = OnCpuRecord { header: header(kind::ON_CPU, t0 + 10_000, TASK), start_ns: t0 + 8_000 };
+    let on = OnCpuRecord { header: header(kind::ON_CPU, t0 + 10_000, TASK), start_ns: t0 + 8_000, steal_ns: 0 };
     let (key, key_buf) = buf::<LOG_KEY_LEN>(b"rows");
     let (_, value_buf) = buf::<LOG_VALUE_LEN>(b"");
     let value = StrRef { ptr: 0x7f00_0000_2000, len: 2, flags: strflag::UNREADABLE };

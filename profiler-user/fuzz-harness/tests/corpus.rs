@@ -1,23 +1,16 @@
 //! Replays the fuzz corpus (`profiler-user/fuzz/corpus/<target>/`) through the same checks
-//! the cargo-fuzz targets run (`fuzz/src/harness.rs`), without a fuzzing engine, so every
-//! input a fuzzer ever kept stays a regression test of the normal suite: no panic on any
-//! of them, and every rejection is an error with a message.
-//!
-//! The `traceparent` corpus is replayed by `usdt-probes/tests/traceparent_corpus.rs`
-//! (profiler-user does not depend on usdt-probes).
+//! the cargo-fuzz targets run (this crate's `harness` and `traceparent_harness`), without a
+//! fuzzing engine, so every input a fuzzer ever kept stays a regression test of the normal
+//! suite: no panic on any of them, and every rejection is an error with a message.
 
-#[path = "../fuzz/src/harness.rs"]
-mod harness;
-#[path = "../fuzz/src/seeds.rs"]
-#[allow(dead_code, reason = "the fuzz crate writes the seeds (seeds::all); here they are only checked")]
-mod seeds;
+use tprof_fuzz_harness::{harness, seeds, traceparent_harness};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
 }
 
 /// A scratch file of this test process, distinct per call (tests run in parallel).
@@ -67,6 +60,11 @@ fn btf_corpus() {
 #[test]
 fn decode_corpus() {
     replay("decode", 5, &harness::decode);
+}
+
+#[test]
+fn traceparent_corpus() {
+    replay("traceparent", 5, &traceparent_harness::traceparent);
 }
 
 #[test]

@@ -1,10 +1,16 @@
-//! The demo service behind `cargo xtask demo`: the example service's endpoints on axum and
-//! tokio's multi-threaded runtime, instrumented the way an async service would be: one
+//! The example service (`cargo xtask demo`, the HTTP end-to-end tests, `cargo xtask bench
+//! e2e`): HTTP endpoints that each block in a different way, on axum and tokio's
+//! multi-threaded runtime, instrumented the way an async service would be: one
 //! `.layer(TprofHttpLayer::new())` (each request a task named `"GET /path"`, a child of its
 //! `traceparent`), `TprofLayer` under `tracing` (spans in handlers are regions of that task,
-//! events its logs), `with_region` and `log` for the rest. Same `serve` command line as the
-//! std-only `example_service` (see `USAGE`); prints `listening on <addr> pid <pid>` once
-//! bound. Load comes from `example_service load`.
+//! events its logs), `with_region` and `log` for the rest. `serve` prints `listening on
+//! <addr> pid <pid>` once bound; `load` ([`load`]) is its load generator (see `USAGE`):
+//!
+//! ```text
+//! demo-service serve --addr 127.0.0.1:0 --stop-on-stdin-eof                          # back
+//! demo-service serve --addr 127.0.0.1:0 --downstream <back> --stop-on-stdin-eof      # front
+//! demo-service load --target <front> --rps 40 --seconds 5
+//! ```
 //!
 //! * `/sleep`: region `parse` (`?ms=N`, default 15), then a `tokio::time::sleep` in span
 //!   `sleep`: the task is parked in the executor, no thread works for it (unscheduled);
@@ -21,6 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{env, hint, process, thread};
 
+mod load;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::get;
@@ -34,11 +42,15 @@ use tracing_subscriber::layer::SubscriberExt;
 use usdt_probes::http::inject_traceparent;
 use usdt_probes::{log, log_enabled, with_region, TprofHttpLayer, TprofLayer};
 
-const USAGE: &str = "usage: demo-service serve [--addr 127.0.0.1:PORT] [--downstream 127.0.0.1:PORT]
-                          [--workers 4] [--seconds N] [--stop-on-stdin-eof]
-Addresses must be loopback; PORT 0 picks a free port. Load: example_service load.";
+const USAGE: &str = "usage:
+  demo-service serve [--addr 127.0.0.1:PORT] [--downstream 127.0.0.1:PORT]
+                     [--workers 4] [--seconds N] [--stop-on-stdin-eof]
+  demo-service load --target 127.0.0.1:PORT [--rps 40] [--seconds 5]
+                    [--paths /sleep,/cpu,/lock,/chain]
+Addresses must be loopback; PORT 0 picks a free port.";
 
-/// The whole budget of a downstream call; how long a stop waits for open connections.
+/// The whole budget of a downstream call (or of a load request); how long a stop waits for
+/// open connections.
 const CLIENT_IO: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -48,9 +60,10 @@ static CRITICAL: Mutex<u64> = Mutex::new(0);
 /// `eprintln!` that does not panic when stderr is a closed pipe.
 macro_rules! note {
     ($($arg:tt)*) => {{
-        let _ = writeln!(io::stderr(), $($arg)*);
+        let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+pub(crate) use note;
 
 struct Config {
     addr: SocketAddr,
@@ -62,12 +75,17 @@ struct Config {
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
-    let parsed = match args.first().map(String::as_str) {
-        Some("serve") => parse(&args[1..]),
-        _ => Err("expected `serve`".to_string()),
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        announce(USAGE);
+        return;
+    }
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => parse(&args[1..]).map(run),
+        Some("load") => load::parse_load(&args[1..]).map(load::load),
+        _ => Err("expected `serve` or `load`".to_string()),
     };
-    match parsed {
-        Ok(cfg) => process::exit(run(cfg)),
+    match result {
+        Ok(code) => process::exit(code),
         Err(msg) => {
             note!("demo-service: {msg}\n{USAGE}");
             process::exit(2);
@@ -75,15 +93,28 @@ fn main() {
     }
 }
 
-fn parse(args: &[String]) -> Result<Config, String> {
-    let loopback = |flag: &str, v: &str| match v.parse::<SocketAddr>() {
+/// Prints one line to stdout and flushes it; a closed stdout is not worth dying for.
+fn announce(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn loopback(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    match v.parse::<SocketAddr>() {
         Ok(a) if a.ip().is_loopback() => Ok(a),
         _ => Err(format!("{flag} wants a loopback IP:PORT such as 127.0.0.1:8080, not {v:?}")),
-    };
-    let number = |flag: &str, v: &str, max: u64| match v.parse::<u64>() {
+    }
+}
+
+fn number(flag: &str, v: &str, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("{flag} wants a whole number from 1 to {max}, not {v:?}")),
-    };
+    }
+}
+
+fn parse(args: &[String]) -> Result<Config, String> {
     let mut cfg = Config {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         downstream: None,

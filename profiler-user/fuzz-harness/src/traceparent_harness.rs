@@ -1,7 +1,6 @@
-//! The `traceparent` fuzz target's checks (`fuzz_targets/traceparent.rs`). The engine-free
-//! corpus replay of the normal suite, `usdt-probes/tests/traceparent_corpus.rs`, states the
-//! same invariants (usdt-probes cannot depend on this crate): a change to one belongs in the
-//! other. Depends on `usdt_probes` and std only.
+//! The `traceparent` fuzz target's checks (`profiler-user/fuzz/fuzz_targets/traceparent.rs`),
+//! also run on the whole corpus by this crate's `tests/corpus.rs`. Depends on `usdt_probes`
+//! and std only.
 
 use usdt_probes::TraceContext;
 

@@ -1,6 +1,6 @@
 //! What each fuzz target does with one input, shared by the cargo-fuzz targets
-//! (`fuzz_targets/*.rs`, through the `tprof_fuzz` lib) and by the engine-free corpus replay
-//! in `profiler-user/tests/fuzz_corpus.rs` (through `#[path]`), so both check exactly the
+//! (`profiler-user/fuzz/fuzz_targets/*.rs`, through the `tprof_fuzz` lib) and by the
+//! engine-free corpus replay in `tests/corpus.rs` of this crate, so both check exactly the
 //! same things.
 //!
 //! Every function panics (which the fuzzer reports as a crash) when the code under test
