@@ -7,6 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::attach::{Scope, TraceOptions};
+use crate::export::otlp::env as otlp_env;
+use crate::export::otlp::{SpanMode, SpanOptions};
+use crate::model::origin::Origin;
 use crate::session::AttachOptions;
 use crate::sink::tee::Tee;
 use crate::sink::Filter;
@@ -125,9 +128,32 @@ pub struct OutputArgs {
     /// Write OTLP/JSON spans (one ExportTraceServiceRequest per line).
     #[arg(long, value_name = "FILE")]
     pub otlp_file: Option<PathBuf>,
-    /// Send OTLP/HTTP JSON spans to this collector (e.g. http://127.0.0.1:4318).
+    /// Send OTLP/HTTP spans to this collector: http://host:4318 or https://host (the path
+    /// /v1/traces is added when none is given). Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// (used as is), else $OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// A header sent with every OTLP request, e.g. `authorization=Bearer xyz` (repeatable;
+    /// added to $OTEL_EXPORTER_OTLP_HEADERS, `k=v,k2=v2`).
+    #[arg(long = "otlp-header", value_name = "K=V")]
+    pub otlp_headers: Vec<String>,
+    /// OTLP/HTTP body encoding: `http/protobuf` or `http/json`. Default:
+    /// $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, else http/json
+    /// (every Collector takes both on port 4318). `--otlp-file` is always JSON.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// Compress OTLP requests: `gzip` or `none`. Default: $OTEL_EXPORTER_OTLP_COMPRESSION,
+    /// else none.
+    #[arg(long, value_name = "C")]
+    pub otlp_compression: Option<String>,
+    /// Which span a task becomes. `auto` (the default): a child span `tprof: kernel` under
+    /// the task's span for the tasks whose ids are the service's own OpenTelemetry span
+    /// (usdt-probes' `opentelemetry` feature says so), since the service exports that span
+    /// itself and a second span with its id would be a duplicate; the task's own span for the
+    /// others, which no one else exports. `own`: always the task's span. `child`: always the
+    /// child span.
+    #[arg(long, value_enum, default_value_t = SpanMode::Auto)]
+    pub otlp_spans: SpanMode,
     /// Write Zipkin v2 JSON spans.
     #[arg(long, value_name = "FILE")]
     pub zipkin_file: Option<PathBuf>,
@@ -157,6 +183,9 @@ pub struct RecordArgs {
 pub struct ReportArgs {
     /// A recording made by `tprof record -o FILE`.
     pub file: PathBuf,
+    /// Report a recording cut short or damaged (up to the damage) with a zero exit status.
+    #[arg(long)]
+    pub allow_truncated: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -175,7 +204,7 @@ impl OutputArgs {
     fn exports(&self) -> bool {
         self.perfetto.is_some()
             || self.otlp_file.is_some()
-            || self.otlp_endpoint.is_some()
+            || self.otlp_endpoint().is_some()
             || self.zipkin_file.is_some()
             || self.zipkin_endpoint.is_some()
     }
@@ -190,34 +219,60 @@ impl OutputArgs {
         })
     }
 
+    /// The OTLP endpoint: `--otlp-endpoint`, else the standard environment variables.
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        otlp_env::endpoint(self.otlp_endpoint.as_deref(), &|k| std::env::var(k).ok())
+    }
+
     /// The sinks these flags ask for: the terminal stream plus any exporters. Files are
-    /// given to the user who ran sudo.
-    pub fn sinks<W: std::io::Write + 'static>(&self, out: W, pids: &[u32]) -> Result<Tee> {
+    /// given to the user who ran sudo. `origin`: the machine and clock of the session (a
+    /// report: the recording's); `live`: names may be read from this machine's /proc.
+    pub fn sinks<W: std::io::Write + 'static>(&self, out: W, pids: &[u32], origin: &Origin, live: bool) -> Result<Tee> {
         use crate::attach::privileges::give_to_invoking_user;
         use crate::clock::WallClock;
         use crate::export::{otlp::OtlpSink, perfetto::PerfettoSink, zipkin::ZipkinSink};
         use crate::sink::{json::JsonSink, text::TextSink};
         let primary: Box<dyn crate::sink::Sink> = match self.format {
-            Format::Text => Box::new(TextSink::new(out, crate::clock::monotonic_ns())),
+            // A report's times are the recording machine's: relative to its first event.
+            Format::Text => Box::new(TextSink::new(out, if live { crate::clock::monotonic_ns() } else { 0 })),
             Format::Json => Box::new(JsonSink::new(out)),
         };
         let mut tee = Tee::new(primary, !self.summary_only);
-        let clock = WallClock::now();
+        let clock = if live { WallClock::now() } else { origin.clock() };
         if let Some(p) = &self.perfetto {
             let name = format!("perfetto export to {}", p.display());
-            tee.add(&name, Box::new(PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?));
+            let mut s = PerfettoSink::create(p).with_context(|| format!("--perfetto {}", p.display()))?;
+            if !live {
+                s = s.offline();
+            }
+            tee.add(&name, Box::new(s));
         }
-        if self.otlp_file.is_some() || self.otlp_endpoint.is_some() {
-            let s = OtlpSink::new(self.otlp_file.as_deref(), self.otlp_endpoint.as_deref(), clock)
-                .context("OTLP export")?
-                .with_pids(pids);
-            let to = self.otlp_file.as_deref().map(|p| p.display().to_string()).or(self.otlp_endpoint.clone()).unwrap_or_default();
+        let otlp_endpoint = self.otlp_endpoint();
+        if self.otlp_file.is_some() || otlp_endpoint.is_some() {
+            let env = |k: &str| std::env::var(k).ok();
+            let mut o = otlp_env::options(&self.otlp_headers, self.otlp_protocol.as_deref(), self.otlp_compression.as_deref(), &env)
+                .context("OTLP export")?;
+            o.spans = self.otlp_spans;
+            o.origin = Origin { clock_offset_ns: i64::try_from(clock.offset_ns).ok(), ..origin.clone() };
+            o.live = live;
+            let mut s = OtlpSink::with_options(self.otlp_file.as_deref(), otlp_endpoint.as_deref(), o).context("OTLP export")?;
+            if live {
+                s = s.with_pids(pids);
+            }
+            let to = self.otlp_file.as_deref().map(|p| p.display().to_string()).or(otlp_endpoint).unwrap_or_default();
             tee.add(&format!("OTLP export to {to}"), Box::new(s));
         }
         if self.zipkin_file.is_some() || self.zipkin_endpoint.is_some() {
-            let s = ZipkinSink::new(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), clock)
-                .context("Zipkin export")?
-                .with_pids(pids);
+            let o = SpanOptions {
+                spans: SpanMode::Own,
+                origin: Origin { clock_offset_ns: i64::try_from(clock.offset_ns).ok(), ..origin.clone() },
+                live,
+                ..Default::default()
+            };
+            let mut s = ZipkinSink::with_options(self.zipkin_file.as_deref(), self.zipkin_endpoint.as_deref(), o).context("Zipkin export")?;
+            if live {
+                s = s.with_pids(pids);
+            }
             let to = self.zipkin_file.as_deref().map(|p| p.display().to_string()).or(self.zipkin_endpoint.clone()).unwrap_or_default();
             tee.add(&format!("Zipkin export to {to}"), Box::new(s));
         }

@@ -46,7 +46,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => {
             let opts = args.target.to_options(args.output.filter()?)?;
-            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &args.target.pids)?;
+            let origin = tprof::model::origin::Origin::here();
+            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &args.target.pids, &origin, true)?;
             let report = session::run(opts, sinks, None)?;
             for w in &report.warnings {
                 log::info!("{w}");
@@ -55,7 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Record(args) => {
             let opts = args.target.to_options(tprof::sink::Filter { events: false, ..Default::default() })?;
-            let recorder = tprof::record::Recorder::create(&args.output, &args.target.pids)?;
+            let origin = tprof::model::origin::Origin::here();
+            let recorder = tprof::record::Recorder::create(&args.output, &args.target.pids, &origin)?;
             let report = session::run(opts, tprof::sink::NullSink, Some(recorder))?;
             let _ = writeln!(
                 io::stderr(),
@@ -70,8 +72,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => {
-            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &[])?;
-            tprof::report::run(&args.file, sinks, args.output.filter()?)?;
+            // The recording machine's host and clock, never this one's.
+            let origin = tprof::report::origin(&args.file)?;
+            let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &[], &origin, false)?;
+            tprof::report::run(&args.file, sinks, args.output.filter()?, args.allow_truncated)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {

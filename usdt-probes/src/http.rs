@@ -191,6 +191,7 @@ where
             Some(p) => Current { ctx: p.child(), parent_span_id: p.span_id() },
             None => Current { ctx: TraceContext::new_root(), parent_span_id: 0 },
         };
+        let (cur, hints) = crate::hint::server_task(cur, parent);
         let name = (self.name)(&parts);
         parts.extensions.insert(cur.ctx);
         // The inner `call` (routing, building the handler's future, `tracing` spans made
@@ -199,7 +200,7 @@ where
         let scope = CallScope(swap_current(Some(cur)));
         let fut = self.inner.call(Request::from_parts(parts, body));
         drop(scope);
-        TprofHttpFuture { inner: fut, task: Some(TaskCore::new(Cow::Owned(name), cur.ctx, cur.parent_span_id)), ctx: cur.ctx }
+        TprofHttpFuture { inner: hints.wrap(fut), task: Some(TaskCore::new(Cow::Owned(name), cur.ctx, cur.parent_span_id)), ctx: cur.ctx }
     }
 }
 
@@ -209,7 +210,7 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct TprofHttpFuture<F> {
         #[pin]
-        inner: F,
+        inner: crate::hint::Hinted<F>,
         // None once the response (and the task with it) is handed on.
         task: Option<TaskCore>,
         ctx: TraceContext,
@@ -601,9 +602,10 @@ mod tests {
             assert!(resp.is_ok());
             let fired: Vec<&str> = recorder::since(mark).into_iter().filter(|f| f.2 == me).map(|f| f.0).collect();
             // The region lives as long as its span: across the handler's await (a detach and
-            // an attach), closed when the span is dropped at the end of the handler.
-            // The task goes on with the response's body.
-            assert_eq!(fired, ["task_begin", "region_begin", "task_detach", "task_attach", "region_end", "task_detach"]);
+            // an attach), closed when the span is dropped at the end of the handler. The `log`
+            // is the task's hint `tprof.span.kind=server` (ABI.md 2.4). The task goes on with
+            // the response's body.
+            assert_eq!(fired, ["task_begin", "log", "region_begin", "task_detach", "task_attach", "region_end", "task_detach"]);
         }
     }
 }

@@ -50,4 +50,11 @@ mod body;
 #[cfg(feature = "tower")]
 pub mod http;
 #[cfg(feature = "tower")]
+mod hint;
+
+#[cfg(feature = "opentelemetry")]
+mod otel;
+#[cfg(feature = "opentelemetry")]
+pub use otel::HINT_OTEL;
+#[cfg(feature = "tower")]
 pub use crate::http::{TprofClientLayer, TprofHttpLayer};

@@ -71,7 +71,16 @@ pub struct Task {
 impl Task {
     /// Begins a task named `name`: a child span of the thread's current task, or the root of
     /// a new trace when there is none.
+    ///
+    /// With the feature `opentelemetry`, inside an OpenTelemetry span the task takes that
+    /// span's ids instead (see the crate's `otel` module).
     pub fn new(name: &str) -> Task {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(cur) = crate::otel::current_span().and_then(|o| crate::otel::adopt(o, TraceContext::current())) {
+            let task = Self::with_context(name, cur.ctx, cur.parent_span_id);
+            crate::otel::announce();
+            return task;
+        }
         match TraceContext::current() {
             Some(parent) => Self::with_parent(name, &parent),
             None => Self::with_context(name, TraceContext::new_root(), 0),

@@ -459,6 +459,27 @@ fn task_ref_ctx(t: &TaskRef) -> TraceContext {
     }
 }
 
+/// Feature `opentelemetry`: a task not begun yet takes the ids of its `tracing` span's
+/// OpenTelemetry span (tracing-opentelemetry's span data, else, for a span that layer does not
+/// track, the current OpenTelemetry context). Returns the new ids when it did.
+#[cfg(feature = "opentelemetry")]
+fn adopt_otel(task: &OwnedTask, ext: &tracing_subscriber::registry::Extensions<'_>) -> Option<TraceContext> {
+    let mut st = task.lock();
+    if st.begun || st.ended {
+        return None;
+    }
+    let otel = match ext.get::<tracing_opentelemetry::OtelData>() {
+        Some(d) => {
+            let (trace, span) = (d.trace_id()?, d.span_id()?);
+            TraceContext::new(u128::from_be_bytes(trace.to_bytes()), u64::from_be_bytes(span.to_bytes()), st.cur.ctx.flags())?
+        }
+        None => crate::otel::current_span()?,
+    };
+    let parent = TraceContext::new(st.cur.ctx.trace_id(), st.cur.parent_span_id, 0);
+    st.cur = crate::otel::adopt(otel, parent)?;
+    Some(st.cur.ctx)
+}
+
 fn parse(traceparent: Option<&str>) -> Option<TraceContext> {
     traceparent.and_then(|t| TraceContext::parse_traceparent(t.trim()).ok())
 }
@@ -548,7 +569,16 @@ where
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(role) = ext.get::<Role>() else { return };
+        #[cfg(feature = "opentelemetry")]
+        let adopted = match role {
+            Role::Task(t) => adopt_otel(t, &ext),
+            _ => None,
+        };
         let attached = role.owned_task().and_then(|t| attach_owned(t));
+        #[cfg(feature = "opentelemetry")]
+        if adopted.is_some() && attached.is_some() {
+            crate::otel::announce();
+        }
         if let Role::Region { task, name, begun } = role {
             let ours = match task {
                 TaskRef::Owned(t) => !t.lock().ended,
@@ -559,6 +589,10 @@ where
             }
         }
         drop(ext);
+        #[cfg(feature = "opentelemetry")]
+        if let Some(ctx) = adopted {
+            span.extensions_mut().replace(ctx);
+        }
         push_frame(id, attached);
     }
 

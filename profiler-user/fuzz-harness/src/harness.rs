@@ -211,7 +211,7 @@ fn report(path: &Path) -> anyhow::Result<()> {
     tee.add("otlp", Box::new(OtlpSink::new(Some(null), None, clock)?));
     tee.add("zipkin", Box::new(ZipkinSink::new(Some(null), None, clock)?));
     let filter = Filter { events: true, ..Filter::default() };
-    match tprof::report::run(path, tee, filter) {
+    match tprof::report::run(path, tee, filter, true) {
         Ok(_) => Ok(()),
         Err(e) => {
             message(&format!("{e:#}"), "report::run");

@@ -364,7 +364,7 @@ pub fn recording_seeds(scratch: &Path) -> Vec<Seed> {
     use tprof::model::stack::{Frame, Stack};
     let records = task_records();
     let write = |complete: bool| -> Vec<u8> {
-        let mut r = Recorder::create(scratch, &[PID]).expect("creating a recording");
+        let mut r = Recorder::create(scratch, &[PID], &tprof::model::origin::Origin::default()).expect("creating a recording");
         for (name, bytes) in &records {
             if *name == "log-unreadable-value" {
                 r.late(PID, 0x7f00_0000_2000, b"12").unwrap();

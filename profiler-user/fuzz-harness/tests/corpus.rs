@@ -113,7 +113,7 @@ fn seeds_are_valid_inputs() {
         let t = tprof::record::read_tables(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!((t.late.len(), t.stacks.len(), t.truncated), (1, 1, None), "{name}");
         assert_eq!(t.report.is_some(), name.contains("complete"), "{name}");
-        let report = tprof::report::run(&path, tprof::sink::NullSink, tprof::sink::Filter::default()).unwrap();
+        let report = tprof::report::run(&path, tprof::sink::NullSink, tprof::sink::Filter::default(), true).unwrap();
         let get = report.stats.by_name.get("GET /users").map(|s| (s.wall.count, s.incomplete));
         assert_eq!(get, Some((1, 0)), "{name}: the one task, complete");
         assert_eq!(report.undecodable, 0, "{name}");

@@ -207,6 +207,7 @@ impl Broker {
             Request::Scan { pid } => self.scan(pid),
             Request::Attach { pid, file, offset, semaphore } => self.attach(pid, file, offset, semaphore).map(|o| vec![o]),
             Request::Read { pid, addr, len } => self.read(pid, addr, len).map(|o| vec![o]),
+            Request::Environ { pid, name } => self.environ(pid, &name).map(|o| vec![o]),
             Request::ReadMany { reads } => self.read_many(&reads).map(|o| vec![o]),
             Request::Program { slot } => self.keep_program(slot, fd).map(|o| vec![o]),
             Request::AttachMulti { pid, file, slot, sites } => self.attach_multi(pid, file, slot, &sites).map(|o| vec![o]),
@@ -391,6 +392,29 @@ impl Broker {
             }
         }
         Ok(Outgoing::plain(Reply::Many { data }))
+    }
+}
+
+impl Broker {
+    /// One variable of a served process's environment, bounded (the initial environment, as
+    /// `/proc/PID/environ` shows it).
+    fn environ(&self, pid: u32, name: &str) -> Result<Outgoing, String> {
+        use super::broker_proto::{MAX_ENV_NAME, MAX_ENV_VALUE};
+        use std::io::Read as _;
+        if name.is_empty() || name.len() > MAX_ENV_NAME || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("{name:?} is not an environment variable name tprof asks for"));
+        }
+        self.live_target(pid)?;
+        let mut env = Vec::new();
+        std::fs::File::open(format!("/proc/{pid}/environ"))
+            .and_then(|f| f.take(1 << 20).read_to_end(&mut env))
+            .map_err(|e| format!("reading the environment of pid {pid}: {e}"))?;
+        self.live_target(pid)?;
+        let value = env.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(name.as_bytes())?.strip_prefix(b"="));
+        match value {
+            Some(v) => Ok(Outgoing::plain(Reply::Bytes { data: v[..v.len().min(MAX_ENV_VALUE)].to_vec() })),
+            None => Err(format!("{name} is not set in pid {pid}")),
+        }
     }
 }
 

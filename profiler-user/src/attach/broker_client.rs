@@ -243,6 +243,17 @@ impl BrokerClient {
 }
 
 impl BrokerClient {
+    /// The value of environment variable `name` of `pid`, None when it is not set (see
+    /// [`Request::Environ`]).
+    pub fn environ(&mut self, pid: u32, name: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.send(&Request::Environ { pid, name: name.to_string() })?;
+        match self.recv(QUICK)? {
+            (Reply::Bytes { data }, None) if data.len() <= super::broker_proto::MAX_ENV_VALUE => Ok(Some(data)),
+            (Reply::Refused { .. }, None) => Ok(None),
+            (other, fd) => Err(self.gone(format!("unexpected answer to an environment request: {other:?} (fd: {})", fd.is_some()))),
+        }
+    }
+
     /// Many reads of target memory (see [`Request::ReadMany`]), [`MAX_READS`] per request:
     /// one answer per read, in order (None: unreadable).
     pub fn read_many(&mut self, reads: &[ReadDesc]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Largest target memory read the helper does for one request (tprof's late string reads).
 pub const MAX_READ: u32 = 128;
+/// Longest environment variable value the helper returns ([`Request::Environ`]), and
+/// longest name it looks for.
+pub const MAX_ENV_VALUE: usize = 256;
+pub const MAX_ENV_NAME: usize = 64;
 /// Longest probe name or argument spec the helper passes on (tprof's are short).
 pub const MAX_SITE_TEXT: usize = 1024;
 
@@ -32,6 +36,9 @@ pub enum Request {
     Attach { pid: u32, file: u64, offset: u64, semaphore: u64 },
     /// Read at most [`MAX_READ`] bytes of `pid`'s memory at `addr`.
     Read { pid: u32, addr: u64, len: u32 },
+    /// The value of one environment variable `name` of `pid` (at most [`MAX_ENV_VALUE`]
+    /// bytes): `Bytes`, or `Refused` when it is not set (tprof's `OTEL_SERVICE_NAME`).
+    Environ { pid: u32, name: String },
     /// Up to [`MAX_READS`] such reads at once (tprof's late strings of one drain, batched):
     /// `Many` with one answer per read, in order (None: unreadable).
     ReadMany { reads: Vec<ReadDesc> },

@@ -276,6 +276,18 @@ impl Probes {
         }
     }
 
+    /// Environment variable `name` of `pid` through the helper (a process tprof may no
+    /// longer read itself); None if unset or unreadable.
+    pub fn environ(&mut self, pid: u32, name: &str) -> Option<String> {
+        match self.ask(|b| b.environ(pid, name)) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                log::debug!("environment of pid {pid}: {e:#}");
+                None
+            }
+        }
+    }
+
     /// Reads many strings of target memory at once, through the helper (see
     /// [`BrokerClient::read_many`]): (pid, address, length) each, at most
     /// [`broker_proto::MAX_READ`] bytes; one answer per read, None when unreadable.

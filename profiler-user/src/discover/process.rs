@@ -8,7 +8,7 @@ use crate::model::process::ProcessInfo;
 pub fn read(pid: u32) -> ProcessInfo {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let cgroup = crate::attach::scope::cgroup_of(pid).unwrap_or_default();
-    ProcessInfo { pid, ns_pid: ns_pid(&status), container_id: container_id(&cgroup), pod_uid: pod_uid(&cgroup) }
+    ProcessInfo { pid, ns_pid: ns_pid(&status), container_id: container_id(&cgroup), pod_uid: pod_uid(&cgroup), ..Default::default() }
 }
 
 /// The innermost pid of `NSpid:` (host first), when the process is in a child namespace.

@@ -1,8 +1,9 @@
-//! Delivery of export batches: an NDJSON file and/or a plain-HTTP/1.1 POST endpoint.
+//! Delivery of export batches: an NDJSON file and/or an HTTP/1.1 POST endpoint.
 //!
-//! The HTTP client is deliberately tiny (std::net only, RFC 9112 subset): one connection per
-//! batch with `Content-Length` and `Connection: close`, 2 s connect/read/write timeouts,
-//! no TLS, no redirects, no chunked bodies sent. It runs on its own thread fed by a bounded
+//! The HTTP client is deliberately small ([`client`]: std::net plus rustls, RFC 9112
+//! subset): one connection per batch with `Content-Length` and `Connection: close`, http or
+//! https (system CA roots), optional gzip and extra headers, and a total deadline per attempt
+//! (`Config::timeout`, 10 s as the OTLP exporters' default). It runs on its own thread fed by a bounded
 //! queue, so an unreachable or slow endpoint never stalls tracing: when the queue is full
 //! the batch is dropped and counted. Retries follow the OTLP/HTTP guidance
 //! (<https://opentelemetry.io/docs/specs/otlp/#failures-1>): 429, 502, 503, 504 (we retry
@@ -10,8 +11,7 @@
 //! are permanent failures.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+mod client;
+pub use client::{check_header, gzip, system_tls, Endpoint, RequestOptions};
+#[cfg(test)]
+use client::content_length;
 
 /// Batch counts of one exporter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,8 +48,10 @@ pub struct Config {
     pub attempts: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Connect, read and write timeout of each try.
+    /// Total deadline of each try: connect, TLS, request and response.
     pub timeout: Duration,
+    /// Headers, content type, compression.
+    pub request: RequestOptions,
 }
 
 impl Default for Config {
@@ -54,117 +61,11 @@ impl Default for Config {
             attempts: 5,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
-            timeout: Duration::from_secs(2),
+            // The OTLP exporters' default (OTEL_EXPORTER_OTLP_TIMEOUT).
+            timeout: Duration::from_secs(10),
+            request: RequestOptions::default(),
         }
     }
-}
-
-/// A parsed `http://host[:port][/path]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// As written in the URL (brackets kept for IPv6): also the `Host` header.
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl Endpoint {
-    /// Parses `url`; `default_path` replaces an empty or `/` path (e.g. `/v1/traces`). A
-    /// URL without a scheme is taken as http.
-    pub fn parse(url: &str, default_path: &str) -> anyhow::Result<Endpoint> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => bail!(
-                "{url}: https is not supported (tprof has no TLS); send to a local collector's plain-HTTP port, e.g. http://127.0.0.1:4318"
-            ),
-            Some((scheme, _)) => bail!("{url}: unsupported scheme {scheme:?} (only http://host:port)"),
-            None => url,
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rfind(':') {
-            Some(i) if !authority[i..].contains(']') => {
-                let port = authority[i + 1..].parse::<u16>().with_context(|| format!("{url}: bad port"))?;
-                (&authority[..i], port)
-            }
-            _ => (authority, 80),
-        };
-        if host.is_empty() || host.contains('@') {
-            bail!("{url}: expected http://host:port");
-        }
-        let path = if path.is_empty() || path == "/" { default_path } else { path };
-        Ok(Endpoint { host: host.to_string(), port, path: path.to_string() })
-    }
-
-    fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
-        let name = self.host.trim_start_matches('[').trim_end_matches(']');
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} resolves to no address", self.host));
-        for addr in (name, self.port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    /// One POST; returns the status code and the start of the response body.
-    pub fn post(&self, body: &[u8], timeout: Duration) -> io::Result<(u16, String)> {
-        let mut s = self.connect(timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        let _ = s.set_nodelay(true);
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: tprof/{}\r\n\r\n",
-            self.path,
-            self.host,
-            self.port,
-            body.len(),
-            env!("CARGO_PKG_VERSION")
-        );
-        s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        s.flush()?;
-        // Read the head and at most 1 KiB of body (for error messages).
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = match s.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if !buf.is_empty() && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => 0,
-                Err(e) => return Err(e),
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
-            let done = match head_end {
-                Some(h) => {
-                    let len = content_length(&buf[..h]).unwrap_or(usize::MAX).min(1024);
-                    buf.len() >= h + 4 + len
-                }
-                None => buf.len() > 16 * 1024,
-            };
-            if n == 0 || done {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let status = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line in the response"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.chars().take(200).collect()).unwrap_or_default();
-        Ok((status, body))
-    }
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    String::from_utf8_lossy(head).lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
-    })
 }
 
 #[derive(Default)]
@@ -181,6 +82,8 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 /// POSTs batches from a background thread, with retries and a bounded queue.
 pub struct Exporter {
+    /// Bodies are to be gzipped by the caller (see [`Delivery::ship_http`]).
+    gzip: bool,
     tx: Option<SyncSender<Vec<u8>>>,
     shared: Arc<Mutex<Shared>>,
     worker: Option<JoinHandle<()>>,
@@ -195,25 +98,36 @@ impl Exporter {
     }
 
     pub fn with_config(ep: Endpoint, name: &'static str, cfg: Config) -> anyhow::Result<Self> {
+        let tls = if ep.tls { Some(system_tls()?) } else { None };
+        Self::with_tls(ep, name, cfg, tls)
+    }
+
+    /// Like [`Exporter::with_config`] with this TLS configuration for an https endpoint
+    /// (e.g. a test CA).
+    pub fn with_tls(ep: Endpoint, name: &'static str, cfg: Config, tls: Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Self> {
+        if ep.tls && tls.is_none() {
+            bail!("{}: https needs a TLS configuration", ep.url());
+        }
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(cfg.queue.max(1));
         let (done_tx, done) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let sh = Arc::clone(&shared);
+        let gzip = cfg.request.gzip;
         let worker = std::thread::Builder::new()
             .name(format!("tprof-{name}"))
             .spawn(move || {
                 let mut failing = false;
                 while let Ok(body) = rx.recv() {
-                    let ok = deliver(&ep, &body, &cfg, &sh, name, failing);
+                    let ok = deliver(&ep, &body, &cfg, tls.as_ref(), &sh, name, failing);
                     if ok && failing {
-                        log::info!("{name} export to http://{}:{}{} works again", ep.host, ep.port, ep.path);
+                        log::info!("{name} export to {} works again", ep.url());
                     }
                     failing = !ok;
                 }
                 let _ = done_tx.send(());
             })
             .context("starting the HTTP export thread")?;
-        Ok(Exporter { tx: Some(tx), shared, worker: Some(worker), done })
+        Ok(Exporter { gzip, tx: Some(tx), shared, worker: Some(worker), done })
     }
 
     /// Queues a batch; never blocks: with the queue full, the batch is dropped and counted.
@@ -254,7 +168,7 @@ impl Exporter {
 }
 
 /// Sends one batch with retries; true if it was delivered.
-fn deliver(ep: &Endpoint, body: &[u8], cfg: &Config, sh: &Mutex<Shared>, name: &str, quiet: bool) -> bool {
+fn deliver(ep: &Endpoint, body: &[u8], cfg: &Config, tls: Option<&Arc<rustls::ClientConfig>>, sh: &Mutex<Shared>, name: &str, quiet: bool) -> bool {
     let mut backoff = cfg.backoff_min;
     let mut why = String::new();
     for attempt in 1..=cfg.attempts.max(1) {
@@ -263,7 +177,7 @@ fn deliver(ep: &Endpoint, body: &[u8], cfg: &Config, sh: &Mutex<Shared>, name: &
             why = "session ended first".into();
             break;
         }
-        match ep.post(body, cfg.timeout) {
+        match ep.post(body, &cfg.request, tls, cfg.timeout) {
             Ok((code, _)) if (200..300).contains(&code) => {
                 lock(sh).stats.sent += 1;
                 return true;
@@ -288,7 +202,7 @@ fn deliver(ep: &Endpoint, body: &[u8], cfg: &Config, sh: &Mutex<Shared>, name: &
     }
     lock(sh).stats.failed += 1;
     if !quiet {
-        log::warn!("{name} export to http://{}:{}{}: batch lost: {}", ep.host, ep.port, ep.path, why.trim());
+        log::warn!("{name} export to {}: batch lost: {}", ep.url(), why.trim());
     }
     false
 }
@@ -300,8 +214,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// `default_path` is added to an endpoint given without a path.
-    pub fn new(name: &'static str, file: Option<&Path>, endpoint: Option<&str>, default_path: &str) -> anyhow::Result<Self> {
+    /// `default_path` is added to an endpoint given without a path; `cfg` is how it is posted to.
+    pub fn new(name: &'static str, file: Option<&Path>, endpoint: Option<&str>, default_path: &str, cfg: Config) -> anyhow::Result<Self> {
         if file.is_none() && endpoint.is_none() {
             bail!("{name} export needs a file or an endpoint");
         }
@@ -310,22 +224,50 @@ impl Delivery {
             None => None,
         };
         let http = match endpoint {
-            Some(url) => Some(Exporter::with_config(Endpoint::parse(url, default_path)?, name, Config::default())?),
+            Some(url) => Some(Exporter::with_config(Endpoint::parse(url, default_path)?, name, cfg)?),
             None => None,
         };
         Ok(Delivery { file, http })
     }
 
     pub fn ship(&mut self, body: Vec<u8>) -> io::Result<()> {
+        self.ship_file(&body)?;
+        self.ship_http(body);
+        Ok(())
+    }
+
+    /// Whether there is a file / an endpoint.
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+    pub fn has_http(&self) -> bool {
+        self.http.is_some()
+    }
+
+    /// One line of the file (if any).
+    pub fn ship_file(&mut self, body: &[u8]) -> io::Result<()> {
         if let Some(f) = &mut self.file {
-            f.write_all(&body)?;
+            f.write_all(body)?;
             f.write_all(b"\n")?;
             f.flush()?;
         }
-        if let Some(h) = &self.http {
-            h.send(body);
-        }
         Ok(())
+    }
+
+    /// One POST to the endpoint (if any), gzipped when its options say so.
+    pub fn ship_http(&mut self, body: Vec<u8>) {
+        if let Some(h) = &self.http {
+            if !h.gzip {
+                return h.send(body);
+            }
+            match gzip(&body) {
+                Ok(z) => h.send(z),
+                Err(e) => {
+                    log::warn!("compressing an export batch: {e}");
+                    lock(&h.shared).stats.failed += 1;
+                }
+            }
+        }
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

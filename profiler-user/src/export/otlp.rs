@@ -36,16 +36,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::http::{Delivery, ExportStats};
+use super::http::{Config, Delivery, ExportStats};
 use crate::clock::WallClock;
+use crate::model::origin::Origin;
 use crate::model::event::Record;
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
 use crate::sink::Sink;
 
+pub mod env;
 mod model;
+mod proto;
 pub use model::Attr;
-pub use model::{SpanBuilder, SpanData};
+pub use model::{kernel_span_id, SpanBuilder, SpanData, SpanMode, KERNEL_SPAN, SPAN_KIND_INTERNAL, SPAN_KIND_SERVER};
 use model::kv;
 
 /// Longest a finished span waits before it is shipped.
@@ -88,16 +91,13 @@ fn attributes(attrs: &[(String, Attr)]) -> Value {
     Value::Array(attrs.iter().map(|(k, v)| json!({"key": k, "value": any_value(v)})).collect())
 }
 
-/// `SPAN_KIND_INTERNAL` in trace.proto.
-pub const SPAN_KIND_INTERNAL: u32 = 1;
-
 /// One OTLP/JSON `Span`.
 pub(crate) fn span_json(s: &SpanData) -> Value {
     let mut v = json!({
         "traceId": format!("{:032x}", s.trace_id),
         "spanId": format!("{:016x}", s.span_id),
         "name": s.name,
-        "kind": SPAN_KIND_INTERNAL,
+        "kind": s.kind,
         "startTimeUnixNano": s.start_ns.to_string(),
         "endTimeUnixNano": s.end_ns.to_string(),
         "attributes": attributes(&s.attrs),
@@ -115,32 +115,30 @@ pub(crate) fn span_json(s: &SpanData) -> Value {
     v
 }
 
-/// One `ExportTraceServiceRequest`: a `ResourceSpans` per process, in first-seen order.
-pub(crate) fn request_json(spans: &[SpanData], b: &mut SpanBuilder) -> Value {
+/// The pids of `spans`, in first-seen order.
+fn pids_of(spans: &[SpanData]) -> Vec<u32> {
     let mut pids: Vec<u32> = Vec::new();
     for s in spans {
         if !pids.contains(&s.pid) {
             pids.push(s.pid);
         }
     }
+    pids
+}
+
+/// One OTLP/protobuf `ExportTraceServiceRequest`, grouped like [`request_json`].
+pub(crate) fn request_proto(spans: &[SpanData], b: &mut SpanBuilder) -> Vec<u8> {
+    let groups: Vec<_> = pids_of(spans).into_iter().map(|pid| (b.resource(pid), spans.iter().filter(|s| s.pid == pid).collect())).collect();
+    proto::request(&groups)
+}
+
+/// One `ExportTraceServiceRequest`: a `ResourceSpans` per process, in first-seen order.
+pub(crate) fn request_json(spans: &[SpanData], b: &mut SpanBuilder) -> Value {
+    let pids = pids_of(spans);
     let resource_spans: Vec<Value> = pids
         .iter()
         .map(|pid| {
-            let mut res = vec![kv("service.name", Attr::Str(b.service(*pid))), kv("process.pid", Attr::Int(u64::from(*pid)))];
-            if let Some(h) = &b.host {
-                res.push(kv("host.name", Attr::Str(h.clone())));
-            }
-            if let Some(p) = b.processes.get(pid) {
-                if let Some(c) = &p.container_id {
-                    res.push(kv("container.id", Attr::Str(c.clone())));
-                }
-                if let Some(u) = &p.pod_uid {
-                    res.push(kv("k8s.pod.uid", Attr::Str(u.clone())));
-                }
-                if let Some(n) = p.ns_pid {
-                    res.push(kv("tprof.process.ns_pid", Attr::Int(u64::from(n))));
-                }
-            }
+            let res = b.resource(*pid);
             let mine: Vec<Value> = spans.iter().filter(|s| s.pid == *pid).map(span_json).collect();
             json!({
                 "resource": {"attributes": attributes(&res)},
@@ -162,8 +160,8 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(clock: WallClock, out: Delivery) -> Self {
-        Batcher { builder: SpanBuilder::new(clock), pending: Vec::new(), oldest: None, ship_every: SHIP_EVERY, out, spans: 0 }
+    pub fn new(builder: SpanBuilder, out: Delivery) -> Self {
+        Batcher { builder, pending: Vec::new(), oldest: None, ship_every: SHIP_EVERY, out, spans: 0 }
     }
 
     /// Adds a task's spans; true when a batch is due now.
@@ -214,11 +212,39 @@ pub trait SpanFormat {
     /// Path added to an endpoint given without one.
     const DEFAULT_PATH: &'static str;
     fn encode(spans: &[SpanData], builder: &mut SpanBuilder) -> io::Result<Vec<u8>>;
+    /// The binary encoding of the batch, where the format has one.
+    fn encode_binary(_spans: &[SpanData], _builder: &mut SpanBuilder) -> Option<Vec<u8>> {
+        None
+    }
+    /// The `Content-Type` of [`SpanFormat::encode`]'s bodies and of the binary ones.
+    const CONTENT_TYPE: &'static str = "application/json";
+    const BINARY_CONTENT_TYPE: &'static str = "application/x-protobuf";
+}
+
+/// How a span sink exports, besides where.
+#[derive(Clone, Debug)]
+pub struct SpanOptions {
+    /// How batches are POSTed (headers, compression, deadline).
+    pub http: Config,
+    /// POST the binary encoding (OTLP/protobuf) rather than JSON. Files are always JSON.
+    pub binary: bool,
+    pub spans: SpanMode,
+    /// The machine and clock of the session (a report: the recording's).
+    pub origin: Origin,
+    /// A live session (names may be read from /proc); false for a report.
+    pub live: bool,
+}
+
+impl Default for SpanOptions {
+    fn default() -> Self {
+        SpanOptions { http: Config::default(), binary: false, spans: SpanMode::default(), origin: Origin::default(), live: true }
+    }
 }
 
 /// A sink that batches finished tasks as spans in format `F` to a file and/or endpoint.
 pub struct SpanSink<F: SpanFormat> {
     batch: Batcher,
+    binary: bool,
     _format: std::marker::PhantomData<F>,
 }
 
@@ -227,8 +253,19 @@ impl<F: SpanFormat> SpanSink<F> {
     /// `endpoint` (`http://host:port`, to which the format's default path is added when it
     /// has no path; https is not supported). At least one is required.
     pub fn new(file: Option<&Path>, endpoint: Option<&str>, clock: WallClock) -> anyhow::Result<Self> {
-        let out = Delivery::new(F::NAME, file, endpoint, F::DEFAULT_PATH)?;
-        Ok(SpanSink { batch: Batcher::new(clock, out), _format: std::marker::PhantomData })
+        let out = Delivery::new(F::NAME, file, endpoint, F::DEFAULT_PATH, Config::default())?;
+        Ok(SpanSink { batch: Batcher::new(SpanBuilder::new(clock), out), binary: false, _format: std::marker::PhantomData })
+    }
+
+    /// Like [`SpanSink::new`], with these options (the endpoint is a full URL when given
+    /// with a path).
+    pub fn with_options(file: Option<&Path>, endpoint: Option<&str>, opts: SpanOptions) -> anyhow::Result<Self> {
+        let mut http = opts.http;
+        http.request.content_type = if opts.binary { F::BINARY_CONTENT_TYPE } else { F::CONTENT_TYPE };
+        let out = Delivery::new(F::NAME, file, endpoint, F::DEFAULT_PATH, http)?;
+        let mut builder = SpanBuilder::with_origin(&opts.origin, opts.live);
+        builder.mode = opts.spans;
+        Ok(SpanSink { batch: Batcher::new(builder, out), binary: opts.binary, _format: std::marker::PhantomData })
     }
 
     /// Names the traced processes' resources after their comms, read now (without this,
@@ -248,8 +285,18 @@ impl<F: SpanFormat> SpanSink<F> {
         if spans.is_empty() {
             return Ok(());
         }
-        let body = F::encode(&spans, &mut self.batch.builder)?;
-        self.batch.out.ship(body)
+        if !self.binary {
+            let body = F::encode(&spans, &mut self.batch.builder)?;
+            return self.batch.out.ship(body);
+        }
+        if self.batch.out.has_file() {
+            let body = F::encode(&spans, &mut self.batch.builder)?;
+            self.batch.out.ship_file(&body)?;
+        }
+        if let Some(body) = F::encode_binary(&spans, &mut self.batch.builder) {
+            self.batch.out.ship_http(body);
+        }
+        Ok(())
     }
 }
 
@@ -288,6 +335,9 @@ impl SpanFormat for Otlp {
     const DEFAULT_PATH: &'static str = "/v1/traces";
     fn encode(spans: &[SpanData], builder: &mut SpanBuilder) -> io::Result<Vec<u8>> {
         Ok(serde_json::to_vec(&request_json(spans, builder))?)
+    }
+    fn encode_binary(spans: &[SpanData], builder: &mut SpanBuilder) -> Option<Vec<u8>> {
+        Some(request_proto(spans, builder))
     }
 }
 

@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::Context;
 
 #[path = "perfetto_proto.rs"]
-mod proto;
+pub(crate) mod proto;
 use proto::{field as f, put_varint, Msg};
 
 use crate::clock::clock_ns;
@@ -121,6 +121,11 @@ pub struct PerfettoSink {
     pending: HashMap<u32, (u64, usize, u64, Option<usize>)>,
     next_flow: u64,
     dropped: u64,
+    /// Track names from this machine's /proc (a live session) or only from what the
+    /// session learnt of its processes (a report: [`PerfettoSink::offline`]).
+    live: bool,
+    /// What the tasks' `process` said: process and thread names, for a report.
+    learnt: HashMap<u32, std::sync::Arc<crate::model::process::ProcessInfo>>,
 }
 
 impl PerfettoSink {
@@ -136,9 +141,42 @@ impl PerfettoSink {
             pending: HashMap::new(),
             next_flow: 1,
             dropped: 0,
+            live: true,
+            learnt: HashMap::new(),
         };
         sink.track(TrackKey::Session, 0);
         Ok(sink)
+    }
+
+    /// A sink for a report: tracks are named from the recording (its processes' names, the
+    /// threads they had when added), never from this machine's /proc.
+    pub fn offline(mut self) -> Self {
+        self.live = false;
+        self
+    }
+
+    /// Remembers what the session learnt of `t`'s process (a report's names).
+    fn learn(&mut self, t: &TaskState) {
+        if let Some(p) = &t.process {
+            if !self.learnt.contains_key(&t.pid) && self.learnt.len() < MAX_TRACKS {
+                self.learnt.insert(t.pid, std::sync::Arc::clone(p));
+            }
+        }
+    }
+
+    fn process_name(&self, p: u32) -> Option<String> {
+        if self.live {
+            return comm(&format!("/proc/{p}/comm"));
+        }
+        let info = self.learnt.get(&p)?;
+        info.comm.clone().or_else(|| info.exe_name.clone())
+    }
+
+    fn thread_name(&self, p: u32, t: u32) -> Option<String> {
+        if self.live {
+            return comm(&format!("/proc/{p}/task/{t}/comm"));
+        }
+        self.learnt.get(&p)?.thread_name(t).map(str::to_string)
     }
 
     /// The track's uuid, declaring it (and its parents) on first use.
@@ -150,9 +188,9 @@ impl PerfettoSink {
             return None;
         }
         let (parent, kind, name) = match key {
-            TrackKey::Process(p) => (0, Kind::Process(p), comm(&format!("/proc/{p}/comm")).unwrap_or(format!("pid {p}"))),
+            TrackKey::Process(p) => (0, Kind::Process(p), self.process_name(p).unwrap_or(format!("pid {p}"))),
             TrackKey::Thread(p, t) => {
-                let name = comm(&format!("/proc/{p}/task/{t}/comm")).unwrap_or(format!("tid {t}"));
+                let name = self.thread_name(p, t).unwrap_or(format!("tid {t}"));
                 (self.track(TrackKey::Process(p), p)?, Kind::Thread(p, t), name)
             }
             TrackKey::Syscalls(p, t) => (self.track(TrackKey::Thread(p, t), p)?, Kind::Custom, format!("syscalls {t}")),
@@ -355,6 +393,7 @@ impl PerfettoSink {
 impl Sink for PerfettoSink {
     fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
         let m = *rec.meta();
+        self.learn(task);
         let task_track = self.note_task(task, Some(m.ts_ns));
         let tname = if task.name.is_empty() { "task" } else { &*task.name };
         let span = m.task.span_hex();
@@ -394,6 +433,7 @@ impl Sink for PerfettoSink {
     }
 
     fn summary(&mut self, t: &TaskState) -> io::Result<()> {
+        self.learn(t);
         let track = self.note_task(t, None);
         let Some(span) = self.tasks.get_mut(&t.key) else { return Ok(()) };
         span.summarized = true;

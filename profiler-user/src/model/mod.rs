@@ -2,7 +2,8 @@
 //!
 //! * [`event`]: decoded ring-buffer records (what the decoder makes of the kernel's bytes);
 //! * [`ledger`]: each task's ledger, as the correlator keeps it and the sinks read it;
-//! * [`process`]: what is known of a traced process (namespace pid, container, pod);
+//! * [`process`]: what is known of a traced process (names, namespace pid, container, pod);
+//! * [`origin`]: the machine and clock a session ran on (what a recording carries);
 //! * [`stack`]: symbolized stacks;
 //! * [`stats`]: per task type latency histograms and average breakdowns;
 //! * [`report`]: the session's report.
@@ -12,6 +13,7 @@
 
 pub mod event;
 pub mod ledger;
+pub mod origin;
 pub mod process;
 pub mod report;
 pub mod stack;

@@ -43,6 +43,7 @@ use crate::stacks::Symbolizer;
 use profiler_common::proc_event;
 
 mod late;
+mod names;
 mod targets;
 use late::LateReads;
 use targets::{Origin, Targets};
@@ -100,6 +101,10 @@ pub struct Live {
     targets: Targets,
     /// What was read of processes added since the pipeline last heard (see `Live::tell`).
     learnt: Vec<Arc<ProcessInfo>>,
+    /// The `--pid`s' environments, read while tprof could (see `names::complete`).
+    environs: std::collections::HashMap<u32, Vec<u8>>,
+    /// This boot's id: with a process's start time, its `service.instance.id`.
+    boot_id: Option<String>,
     late: LateReads,
     start: Instant,
     sigint: Signal,
@@ -120,6 +125,7 @@ impl Live {
             (int, signal(SignalKind::terminate()).context("installing the SIGTERM handler")?)
         };
         let mut comms = Vec::new();
+        let mut environs = std::collections::HashMap::new();
         let mut pidfds = Vec::new();
         for pid in &opts.pids {
             // The pidfd first: the checks then look at the process it holds, and the session
@@ -129,7 +135,11 @@ impl Live {
             let fd = fd.filter(pidfd::alive).ok_or_else(|| anyhow!("pid {pid} exited while tprof looked at it"))?;
             comms.push((*pid, comm));
             pidfds.push((*pid, fd));
+            if let Ok(e) = std::fs::read(format!("/proc/{pid}/environ")) {
+                environs.insert(*pid, e);
+            }
         }
+        let boot_id = crate::model::origin::Origin::here().boot_id;
         // The helper first, while tprof still has every privilege for it to inherit.
         let held: Vec<(u32, BorrowedFd<'_>)> = pidfds.iter().map(|(p, fd)| (*p, fd.as_fd())).collect();
         let broker = BrokerClient::spawn(&held, &opts.scope)?;
@@ -166,6 +176,8 @@ impl Live {
             kallsyms,
             targets: Targets::default(),
             learnt: Vec::new(),
+            environs,
+            boot_id,
             late: LateReads::default(),
             start: Instant::now(),
             sigint,
@@ -223,11 +235,17 @@ impl Live {
             return Ok(0);
         }
         self.tracer.trace_pid(pid, true)?;
-        self.learnt.push(Arc::new(crate::discover::process::read(pid)));
-        if origin == Origin::Followed {
-            // Discovered processes were adopted by the helper as it found them.
-            self.probes.adopt(pid).with_context(|| format!("following pid {pid}"))?;
+        let mut info = crate::discover::process::read(pid);
+        let environ = self.environs.remove(&pid).or_else(|| std::fs::read(format!("/proc/{pid}/environ")).ok());
+        names::complete(&mut info, environ.as_deref(), self.boot_id.as_deref());
+        // Discovered processes were adopted by the helper as it found them.
+        let adopted = if origin == Origin::Followed { self.probes.adopt(pid).with_context(|| format!("following pid {pid}")) } else { Ok(()) };
+        if environ.is_none() && adopted.is_ok() {
+            // Another user's process: its environment through the helper, one variable.
+            info.otel_service_name = self.probes.environ(pid, "OTEL_SERVICE_NAME").filter(|s| !s.is_empty());
         }
+        self.learnt.push(Arc::new(info));
+        adopted?;
         self.probes.attach_pid(pid)
     }
 
@@ -273,6 +291,11 @@ impl Live {
     /// The correlator learns what was read of the processes added since the last call.
     fn tell<S: Sink>(&mut self, p: &mut Pipeline<S>) {
         for info in self.learnt.drain(..) {
+            if let Some(r) = &mut p.recorder {
+                if let Err(e) = r.process(&info) {
+                    log::warn!("{e}");
+                }
+            }
             p.corr.set_process(info);
         }
     }

@@ -114,6 +114,8 @@ pub struct TextSink<W: Write> {
 }
 
 impl<W: Write> TextSink<W> {
+    /// Times are shown in ms since `base_ns` (CLOCK_MONOTONIC); 0: since the first event
+    /// shown (a report, whose clock is the recording machine's).
     pub fn new(out: W, base_ns: u64) -> Self {
         TextSink { out, base_ns, pending: HashMap::default() }
     }
@@ -194,6 +196,9 @@ fn describe(rec: &Record) -> String {
 
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, rec: &Record, task: &TaskState) -> io::Result<()> {
+        if self.base_ns == 0 {
+            self.base_ns = rec.meta().ts_ns;
+        }
         let id = short(task);
         if matches!(rec, Record::TaskAttach { .. } | Record::TaskDetach { .. } | Record::Agg { .. }) {
             let p = self.pending.entry(task.key).or_default();

@@ -4,7 +4,14 @@
 use std::collections::HashMap;
 
 use super::region_span_id;
+
+/// The id of the `tprof: kernel` span under task span `task_span` (child mode): distinct
+/// from the task's and its regions' ids.
+pub fn kernel_span_id(task_span: u64) -> u64 {
+    region_span_id(task_span, usize::MAX)
+}
 use crate::clock::WallClock;
+use crate::model::origin::Origin;
 use crate::model::event::{Record, TaskKey, Waker};
 use crate::model::ledger::{TaskState, MAX_LOGS};
 use crate::model::stack::Frame;
@@ -32,6 +39,32 @@ pub struct EventData {
     pub text: String,
 }
 
+/// `Span.SpanKind` in trace.proto.
+pub const SPAN_KIND_INTERNAL: u32 = 1;
+pub const SPAN_KIND_SERVER: u32 = 2;
+
+/// The log keys by which a service's probes tell tprof about a task (usdt-probes/ABI.md):
+/// hints, exported as span properties rather than as log events.
+pub const HINT_KIND: &str = "tprof.span.kind";
+pub const HINT_OTEL: &str = "tprof.otel";
+
+/// Which span a task becomes (`--otlp-spans`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpanMode {
+    /// Tasks the service says it exports itself (their ids are its OpenTelemetry span's)
+    /// become a child span; the others their own span.
+    #[default]
+    Auto,
+    /// Every task is exported as a span with its own ids.
+    Own,
+    /// Every task becomes a child span `tprof: kernel` of its span, which the service
+    /// exports.
+    Child,
+}
+
+/// The child span's name in the `child` mode.
+pub const KERNEL_SPAN: &str = "tprof: kernel";
+
 /// One span, format-neutral, in Unix-epoch nanoseconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanData {
@@ -40,6 +73,8 @@ pub struct SpanData {
     /// 0: none.
     pub parent_span_id: u64,
     pub name: String,
+    /// `SPAN_KIND_*`.
+    pub kind: u32,
     pub pid: u32,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -67,6 +102,9 @@ pub struct SpanBuilder {
     pub now_mono: fn() -> u64,
     /// Tasks not exported: no time at all was seen for them.
     pub skipped: u64,
+    /// Read process names from this machine's /proc (a live session; a report never does).
+    pub live: bool,
+    pub mode: SpanMode,
 }
 
 pub(crate) fn kv(k: &str, v: Attr) -> (String, Attr) {
@@ -74,16 +112,27 @@ pub(crate) fn kv(k: &str, v: Attr) -> (String, Attr) {
 }
 
 impl SpanBuilder {
+    /// A builder for a live session on this machine.
     pub fn new(clock: WallClock) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string());
+        let origin = Origin { host_name: host.filter(|h| !h.is_empty()), boot_id: None, clock_offset_ns: None };
+        let mut b = Self::with_origin(&origin, true);
+        b.clock = clock;
+        b
+    }
+
+    /// A builder with the host and clock of `origin`; `live`: names may be read from /proc.
+    pub fn with_origin(origin: &Origin, live: bool) -> Self {
         SpanBuilder {
-            clock,
-            host: host.filter(|h| !h.is_empty()),
+            clock: origin.clock(),
+            host: origin.host_name.clone(),
             services: HashMap::new(),
             processes: HashMap::new(),
             seen: HashMap::new(),
             now_mono: crate::clock::monotonic_ns,
             skipped: 0,
+            live,
+            mode: SpanMode::default(),
         }
     }
 
@@ -108,20 +157,59 @@ impl SpanBuilder {
         }
     }
 
-    /// The process's `service.name`: its comm, read from /proc at first sight, else `pid-N`.
+    /// The process's `service.name`: what the session learnt of it
+    /// ([`crate::model::process::ProcessInfo::service_name`]), else (live only) its comm read
+    /// from /proc at first sight, else `pid-N`.
     pub fn service(&mut self, pid: u32) -> String {
+        if let Some(n) = self.processes.get(&pid).and_then(|p| p.service_name()) {
+            return n.to_string();
+        }
         if let Some(s) = self.services.get(&pid) {
             return s.clone();
         }
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .map(|c| c.trim_end_matches('\n').to_string())
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| format!("pid-{pid}"));
+        let comm = if self.live {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end_matches('\n').to_string()).filter(|c| !c.is_empty())
+        } else {
+            None
+        };
+        let name = comm.unwrap_or_else(|| format!("pid-{pid}"));
         if self.services.len() < MAX_TRACKED {
             self.services.insert(pid, name.clone());
         }
         name
+    }
+
+    /// The OTLP resource of process `pid`: what backends group by. `service.name`,
+    /// `service.instance.id`, `host.name`, `process.pid`, `process.executable.name`,
+    /// `process.command_line` (bounded), `container.id`, `k8s.pod.uid`, and tprof as the
+    /// agent that made the spans (`telemetry.distro.*`).
+    pub fn resource(&mut self, pid: u32) -> Vec<(String, Attr)> {
+        let mut res = vec![kv("service.name", Attr::Str(self.service(pid)))];
+        let p = self.processes.get(&pid).cloned();
+        if let Some(id) = p.as_ref().and_then(|p| p.instance_id.clone()) {
+            res.push(kv("service.instance.id", Attr::Str(id)));
+        }
+        if let Some(h) = &self.host {
+            res.push(kv("host.name", Attr::Str(h.clone())));
+        }
+        res.push(kv("process.pid", Attr::Int(u64::from(pid))));
+        if let Some(p) = p {
+            let mut s = |k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    res.push(kv(k, Attr::Str(v.clone())));
+                }
+            };
+            s("process.executable.name", &p.exe_name);
+            s("process.command_line", &p.command_line);
+            s("container.id", &p.container_id);
+            s("k8s.pod.uid", &p.pod_uid);
+            if let Some(n) = p.ns_pid {
+                res.push(kv("tprof.process.ns_pid", Attr::Int(u64::from(n))));
+            }
+        }
+        res.push(kv("telemetry.distro.name", Attr::Str("tprof".into())));
+        res.push(kv("telemetry.distro.version", Attr::Str(env!("CARGO_PKG_VERSION").into())));
+        res
     }
 
     /// The task span and its region spans (task first), or None (counted in `skipped`) when
@@ -205,7 +293,22 @@ impl SpanBuilder {
             events.push(EventData { name: "blocked", unix_ns: unix(b.start_ns.clamp(begin, end)), attrs: a, text });
         }
         let log_ns = seen.map(|s| s.log_ns).unwrap_or_default();
+        let mut kind = SPAN_KIND_INTERNAL;
+        let mut service_exports = false;
         for (n, (k, v)) in t.logs.iter().enumerate() {
+            match k.as_str() {
+                HINT_KIND => {
+                    if v.eq_ignore_ascii_case("server") {
+                        kind = SPAN_KIND_SERVER;
+                    }
+                    continue;
+                }
+                HINT_OTEL => {
+                    service_exports = true;
+                    continue;
+                }
+                _ => {}
+            }
             let key = if k.is_empty() { "tprof.log" } else { k.as_str() };
             let mut a = vec![kv(key, Attr::Str(v.clone()))];
             // Log times come from the events; in summary-only mode there are none.
@@ -216,11 +319,28 @@ impl SpanBuilder {
             events.push(EventData { name: "log", unix_ns: unix(at.clamp(begin, end)), attrs: a, text: format!("{k}={v}") });
         }
         events.sort_by_key(|e| e.unix_ns);
+        let task_name = if t.name.is_empty() { format!("task {}", t.key.span_hex()) } else { t.name.to_string() };
+        let child = match self.mode {
+            SpanMode::Own => false,
+            SpanMode::Child => true,
+            SpanMode::Auto => service_exports,
+        };
+        // In the child mode the service exports the task's span: tprof's span sits under it.
+        let (top_id, top_parent, top_name) = if child {
+            attrs.push(kv("tprof.task", Attr::Str(task_name)));
+            (kernel_span_id(t.key.span_id), t.key.span_id, KERNEL_SPAN.to_string())
+        } else {
+            (t.key.span_id, t.parent_span_id, task_name)
+        };
+        if child {
+            kind = SPAN_KIND_INTERNAL;
+        }
         let mut spans = vec![SpanData {
             trace_id: t.key.trace_id,
-            span_id: t.key.span_id,
-            parent_span_id: t.parent_span_id,
-            name: if t.name.is_empty() { format!("task {}", t.key.span_hex()) } else { t.name.to_string() },
+            span_id: top_id,
+            parent_span_id: top_parent,
+            name: top_name,
+            kind,
             pid: t.pid,
             start_ns: unix(begin),
             end_ns: unix(end),
@@ -242,8 +362,9 @@ impl SpanBuilder {
             spans.push(SpanData {
                 trace_id: t.key.trace_id,
                 span_id: region_span_id(t.key.span_id, n),
-                parent_span_id: parent.unwrap_or(t.key.span_id),
+                parent_span_id: parent.unwrap_or(top_id),
                 name: r.name.to_string(),
+                kind: SPAN_KIND_INTERNAL,
                 pid: t.pid,
                 start_ns: unix(start),
                 end_ns: unix(r.end_ns.unwrap_or(end).clamp(start, end)),

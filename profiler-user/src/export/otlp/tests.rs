@@ -260,3 +260,65 @@ fn posts_to_an_otlp_http_endpoint() {
     validate("validate_otlp.py", &[&path]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hints_make_server_spans_and_kernel_children_under_the_services_span() {
+    let base = base();
+    let mut t = sample_tasks(base).remove(0);
+    t.logs.push((model::HINT_KIND.into(), "server".into()));
+    let mut b = SpanBuilder::new(WallClock::now());
+    let own = b.build(&t).expect("spans");
+    assert_eq!((own[0].span_id, own[0].kind), (t.key.span_id, SPAN_KIND_SERVER), "a server task is a SERVER span");
+    assert!(own[0].events.iter().all(|e| e.attrs.iter().all(|(k, _)| k != model::HINT_KIND)), "hints are not log events");
+
+    // The service exports this span itself (`tprof.otel`): auto makes a child.
+    t.logs.push((model::HINT_OTEL.into(), "1".into()));
+    let spans = b.build(&t).expect("spans");
+    let kernel = &spans[0];
+    assert_eq!((kernel.name.as_str(), kernel.parent_span_id, kernel.kind), (KERNEL_SPAN, t.key.span_id, SPAN_KIND_INTERNAL));
+    assert_eq!(kernel.span_id, kernel_span_id(t.key.span_id));
+    assert!(kernel.attrs.contains(&model::kv("tprof.task", Attr::Str("GET /users".into()))));
+    assert!(spans.iter().all(|s| s.span_id != t.key.span_id), "no span with the service's id");
+    let top: Vec<&SpanData> = spans[1..].iter().filter(|s| s.attrs.contains(&model::kv("tprof.region.depth", Attr::Int(0)))).collect();
+    assert!(!top.is_empty() && top.iter().all(|s| s.parent_span_id == kernel.span_id), "top regions under the kernel span");
+    let ids: std::collections::HashSet<u64> = spans.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), spans.len());
+
+    b.mode = SpanMode::Own;
+    assert_eq!(b.build(&t).expect("spans")[0].span_id, t.key.span_id, "own: the task's span even so");
+    t.logs.pop();
+    b.mode = SpanMode::Child;
+    assert_eq!(b.build(&t).expect("spans")[0].name, KERNEL_SPAN, "child: always the kernel span");
+}
+
+/// The protobuf body, decoded by the official protos, says what the JSON one says.
+#[test]
+fn protobuf_bodies_decode_with_the_official_protos_like_the_json_ones() {
+    let base = base();
+    let tasks = sample_tasks(base);
+    let mut b = SpanBuilder::new(WallClock::now());
+    let spans: Vec<SpanData> = tasks.iter().filter_map(|t| b.build(t)).flatten().collect();
+    let dir = tmp("proto");
+    let (pb, js) = (dir.join("req.pb"), dir.join("req.json"));
+    std::fs::write(&pb, request_proto(&spans, &mut b)).expect("write");
+    std::fs::write(&js, serde_json::to_vec(&request_json(&spans, &mut b)).expect("json")).expect("write");
+    let script = r#"
+import base64, json, sys
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+sys.path.insert(0, sys.argv[3])
+from validate_otlp import normalize
+a = ExportTraceServiceRequest(); a.ParseFromString(open(sys.argv[1], 'rb').read())
+b = ExportTraceServiceRequest(); errors = []
+json_format.ParseDict(normalize(json.load(open(sys.argv[2])), '$', errors), b)
+assert not errors, errors
+assert a == b, 'the protobuf and JSON bodies differ'
+print(sum(len(ss.spans) for rs in a.resource_spans for ss in rs.scope_spans))
+"#;
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/schema");
+    let python = std::env::var("TPROF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python).arg("-c").arg(script).arg(&pb).arg(&js).arg(&schema).output().expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), spans.len().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+}
