@@ -116,7 +116,7 @@ fn a_forking_server_has_every_worker_traced_under_its_own_pid() {
     assert!(server.wait().success());
     let (out, status) = collect(tprof);
     assert!(status.success(), "{status}");
-    let workers: Vec<u64> = lines.iter().filter(|l| l.starts_with("child pid")).map(|l| fact(&[l.clone()], "child pid", "pid").parse().expect("pid")).collect();
+    let workers: Vec<u64> = lines.iter().filter(|l| l.starts_with("child pid")).map(|l| fact(std::slice::from_ref(l), "child pid", "pid").parse().expect("pid")).collect();
     assert_eq!(workers.len(), 3, "{lines:?}");
     let children = summaries(&out, "child");
     assert_eq!(children.len(), 3, "every worker's task: {out:#?}");
