@@ -35,6 +35,20 @@ fn summaries<'a>(out: &'a [Value], name: &str) -> Vec<&'a Value> {
     out.iter().filter(|v| v["type"] == "summary" && v["name"] == name).collect()
 }
 
+/// Lets each target run its requests to the end, then stops tprof (SIGINT) and returns
+/// what it printed.
+fn run_then_stop(targets: &mut [&mut Proc], tprof: Proc) -> Vec<Value> {
+    for p in targets.iter_mut() {
+        p.send_line("go");
+        p.expect_line("done", &mut Vec::new());
+        assert!(p.wait().success());
+    }
+    tprof.signal(libc::SIGINT);
+    let (out, status) = collect(tprof);
+    assert!(status.success(), "{status}");
+    out
+}
+
 /// A directory for one test, removed (with what is in it) on drop.
 struct Scratch(PathBuf);
 
@@ -150,14 +164,7 @@ fn a_cgroup_is_traced_with_the_processes_that_join_it() {
     assert!(said.contains("joined the session's scope"), "{said}");
     // An unrelated process running the same binary, outside the cgroup: not traced.
     let mut outside = start_program(&bin, &["sleep:9"]);
-    for p in [&mut before, &mut later, &mut outside] {
-        p.send_line("go");
-        p.expect_line("done", &mut Vec::new());
-        assert!(p.wait().success());
-    }
-    tprof.signal(libc::SIGINT);
-    let (out, status) = collect(tprof);
-    assert!(status.success(), "{status}");
+    let out = run_then_stop(&mut [&mut before, &mut later, &mut outside], tprof);
     let sleeps: Vec<(String, u64)> = out
         .iter()
         .filter(|v| v["type"] == "summary")
@@ -180,14 +187,7 @@ fn a_binary_is_traced_in_processes_started_after_attach() {
     await_stderr(&tprof, &format!("tprof: tracing pid {}", later.pid()));
     // The same program from another file: not the binary traced.
     let mut other = start_target(&["sleep:6"]);
-    for p in [&mut later, &mut other] {
-        p.send_line("go");
-        p.expect_line("done", &mut Vec::new());
-        assert!(p.wait().success());
-    }
-    tprof.signal(libc::SIGINT);
-    let (out, status) = collect(tprof);
-    assert!(status.success(), "{status}");
+    let out = run_then_stop(&mut [&mut later, &mut other], tprof);
     let s = summaries(&out, "sleep");
     assert_eq!(s.len(), 1, "only the process mapping the binary: {s:#?}");
     assert_eq!(s[0]["pid"].as_u64(), Some(u64::from(later.pid())));
