@@ -76,8 +76,12 @@ fn summed_intervals_match_the_streamed_ones() {
         assert_eq!(events_of(&out, &span, ty), 0, "no {ty} record streamed: {s}");
     }
     assert!(events_of(&out, &span, "agg") >= 1, "the sums arrive as agg records");
-    // 2 syscalls and at least one off-CPU interval and one on-CPU slice per round.
-    assert!(s["summed_intervals"].as_u64().unwrap_or(0) >= 4 * ROUNDS, "{s}");
+    // 2 syscalls per round, exactly, and nearly always one off-CPU interval and one on-CPU
+    // slice. Not always: when the thread is delayed between arming the sleep's timer and
+    // calling schedule() (an interrupt, a stolen vCPU), the timer can fire first and the
+    // sleep returns without ever leaving the CPU (do_nanosleep skips schedule()). So the
+    // bound counts the syscalls and one more interval for at least half the rounds.
+    assert!(s["summed_intervals"].as_u64().unwrap_or(0) >= 2 * ROUNDS + ROUNDS / 2, "{s}");
     let sess = session(&out);
     assert_eq!(sess["kernel_drops_total"], 0, "{sess}");
 }
