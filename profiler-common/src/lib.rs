@@ -319,6 +319,22 @@ pub struct Config {
     pub follow: u32,
     /// Words of the `TRACED_USER` bitmap (one bit per pid, up to the kernel's `pid_max`).
     pub traced_words: u32,
+    /// Fault injection for tests (one of [`fault`]; 0 in every real session): scheduler
+    /// events of task-carrying threads dropped on purpose, to prove that the checks which
+    /// catch lost events catch them.
+    pub fault: u32,
+    /// Every how many scheduler events of task-carrying threads (per CPU) one is dropped.
+    pub fault_every: u32,
+}
+
+/// What [`Config::fault`] drops (`tprof attach --inject-fault`, hidden: for tests only).
+pub mod fault {
+    pub const NONE: u32 = 0;
+    /// A switch-in: the thread runs while tprof believes it off the CPU.
+    pub const LOSE_SWITCH_IN: u32 = 1;
+    /// A switch-out and the thread's next switch-in: the time off the CPU in between looks
+    /// like time on it.
+    pub const LOSE_SWITCH_PAIR: u32 = 2;
 }
 
 /// What a [`ProcRecord`] says happened.
@@ -475,7 +491,7 @@ const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
 const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 72);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
 const _: () = assert!(core::mem::size_of::<ProcRecord>() == 48 + 16);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<Agg>() == 48 + 32 * AGG_SYSCALLS);

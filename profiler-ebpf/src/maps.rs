@@ -15,6 +15,8 @@ pub static CONFIG: Config = Config {
     slow_ns: 0,
     follow: 0,
     traced_words: 0,
+    fault: 0,
+    fault_every: 0,
 };
 
 /// One field of CONFIG: `cfg!(detail_ns)`. A volatile read of that field only, which stops
@@ -116,3 +118,10 @@ pub static ANOMALIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(profiler_
 /// Zeroed scratch value used to insert new THREADS entries without a 200-byte stack copy.
 #[map]
 pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Fault injection (`Config::fault`, tests only): per-CPU count of scheduler events of
+/// task-carrying threads, and the threads whose next switch-in is to be dropped.
+#[map]
+pub static FAULT_TICK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static FAULT_PENDING: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);

@@ -72,7 +72,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
 
     // prev leaves the CPU.
     if prev_tid != 0 && traced_tgid(prev_pid) {
-        if let Some(st) = thread::get(prev_tid) {
+        if let Some(st) = thread::get(prev_tid).filter(|st| st.depth == 0 || !crate::fault::lose_switch_out(prev_tid)) {
             if st.depth > 0 {
                 st.running(prev_pid, prev_tid, ts);
                 // SAFETY: helper without arguments: the running task, prev.
@@ -120,7 +120,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
         return Some(());
     }
     let st = thread::get(next_tid)?;
-    if st.top().is_none() {
+    if st.top().is_none() || crate::fault::lose_switch_in(next_tid) {
         return Some(());
     }
     let start = st.offcpu_since;

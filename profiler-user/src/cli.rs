@@ -96,6 +96,11 @@ pub struct TargetArgs {
     /// Trace only the given processes, not the processes they fork.
     #[arg(long)]
     pub no_follow: bool,
+    /// For tests only: drop scheduler events of task-carrying threads on purpose,
+    /// `lose-switch-in:N` or `lose-switch-pair:N` (one in N per CPU), to prove that tprof
+    /// detects and reports such losses (docs/reliability.md).
+    #[arg(long, hide = true, value_name = "KIND:N")]
+    pub inject_fault: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -308,10 +313,24 @@ impl TargetArgs {
                 slow_ns: parse_duration(&self.slow_request)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
                 uprobe_multi: self.probe_links == ProbeLinks::Auto,
+                fault: self.inject_fault.as_deref().map(parse_fault).transpose()?.unwrap_or((0, 0)),
             },
             filter,
         })
     }
+}
+
+/// `--inject-fault KIND:N` as (`profiler_common::fault` kind, N).
+fn parse_fault(s: &str) -> Result<(u32, u32)> {
+    use profiler_common::fault;
+    let (kind, every) = s.split_once(':').unwrap_or((s, "1"));
+    let kind = match kind {
+        "lose-switch-in" => fault::LOSE_SWITCH_IN,
+        "lose-switch-pair" => fault::LOSE_SWITCH_PAIR,
+        other => bail!("--inject-fault {other}: expected lose-switch-in:N or lose-switch-pair:N"),
+    };
+    let every: u32 = every.parse().ok().filter(|n| *n > 0).with_context(|| format!("--inject-fault {s}: N must be a positive integer"))?;
+    Ok((kind, every))
 }
 
 /// A `--cgroup` as a path from the root of the cgroup v2 hierarchy (`/a/b`), checked to be

@@ -55,6 +55,9 @@ pub struct TraceOptions {
     pub debug_ebpf: bool,
     /// Try uprobe_multi links (else one perf event per probe site).
     pub uprobe_multi: bool,
+    /// Scheduler events dropped on purpose, for tests: (one of `profiler_common::fault`,
+    /// every how many). `(0, 0)` in every real session.
+    pub fault: (u32, u32),
 }
 
 /// What the kernel counted that the session reports: losses and missed events.
@@ -124,6 +127,8 @@ impl Tracer {
             slow_ns: opts.slow_ns,
             follow: u32::from(follow),
             traced_words,
+            fault: opts.fault.0,
+            fault_every: opts.fault.1,
         };
         // aya-log level: 0 disables every log statement at load time; 4 is Debug.
         let log_level: u8 = if opts.debug_ebpf { 4 } else { 0 };

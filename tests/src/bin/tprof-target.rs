@@ -326,6 +326,20 @@ fn main() {
                 print_kernel("short", before);
                 println!("short asleep_ns {}", asleep.as_nanos());
             }
+            "naps" => {
+                // N rounds of a 2 ms sleep then a 1 ms spin (wall clock): a known
+                // mix of blocks and CPU that lost scheduler events would misplace (the
+                // fault-injection tests). The kernel's accounting is read outside the task.
+                let before = schedstat();
+                let t = Task::new("naps");
+                println!("naps task span {:016x} tid {}", t.context().span_id(), gettid());
+                for _ in 0..ms {
+                    std::thread::sleep(Duration::from_millis(2));
+                    spin(Duration::from_millis(1));
+                }
+                drop(t);
+                print_kernel("naps", before);
+            }
             "open" => {
                 // A task still open when tprof stops: N getppid, then it waits for a line.
                 let t = Task::new("open");
