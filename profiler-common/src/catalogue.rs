@@ -338,10 +338,17 @@ pub mod maps {
     pub const FORKED: &str = "FORKED";
     /// Whether FORKED may hold entries.
     pub const ANY_FORKED: &str = "ANY_FORKED";
+    /// Traced processes that exited and userspace has not untraced yet.
+    pub const EXITED: &str = "EXITED";
+    /// Whether EXITED may hold entries.
+    pub const ANY_EXITED: &str = "ANY_EXITED";
+    /// Fault injection (tests only): per-CPU event count, threads whose switch-in is due.
+    pub const FAULT_TICK: &str = "FAULT_TICK";
+    pub const FAULT_PENDING: &str = "FAULT_PENDING";
     /// All of the above.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 17] = [
         EVENTS, THREADS, USDT_SPECS, DROPS, SPAN_DROPS, ANY_SPAN_DROPS, IRQ_DEPTH, STACKS, ANOMALIES, ZERO_THREAD, TRACED_USER,
-        FORKED, ANY_FORKED,
+        FORKED, ANY_FORKED, EXITED, ANY_EXITED, FAULT_TICK, FAULT_PENDING,
     ];
 }
 

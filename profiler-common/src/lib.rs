@@ -263,7 +263,10 @@ pub mod anomaly {
     /// An on-CPU slice of a task-carrying thread disagreed with the kernel's runtime
     /// accounting of the thread: a switch-out/switch-in pair was lost unseen.
     pub const RUNTIME_MISMATCH: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// A traced process exited while the kernel's map of exited processes was full: a new
+    /// process given its pid before userspace read the exit may be traced by mistake.
+    pub const EXITED_FULL: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer

@@ -44,7 +44,13 @@ pub fn traced_bit(tgid: u32) -> (u32, u64) {
 pub fn traced_tgid(tgid: u32) -> bool {
     let (word, mask) = traced_bit(tgid);
     if TRACED_USER.get(word).copied().unwrap_or(0) & mask != 0 {
-        return true;
+        // The bit outlives its process until userspace reads the exit: a new process
+        // given the same pid in between is not the one traced (EXITED). One more array
+        // lookup while nothing traced has exited unseen.
+        // SAFETY: the value is not kept beyond the check.
+        if ANY_EXITED.get(0).copied().unwrap_or(0) == 0 || unsafe { EXITED.get(&tgid).is_none() } {
+            return true;
+        }
     }
     if ANY_FORKED.get(0).copied().unwrap_or(0) == 0 {
         return false;
@@ -72,6 +78,18 @@ pub static FORKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 /// since) costs no hash lookup.
 #[map]
 pub static ANY_FORKED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Traced processes that exited (their last thread), inserted by the exit program, removed
+/// by userspace once it has cleared their TRACED_USER bit: until then their pid may already
+/// be a new process's, which must not be traced by the stale bit. A forked child of a traced
+/// process that gets such a pid leaves this map (it is traced, through FORKED).
+#[map]
+pub static EXITED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Non-zero when EXITED may hold entries (set after an insert, cleared by userspace
+/// before it looks), so that the common case costs no hash lookup.
+#[map]
+pub static ANY_EXITED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Records to userspace. Sized by userspace (`set_max_entries`); no per-event wakeups.
 #[map]

@@ -343,6 +343,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
     if group_dead && traced_tgid(pid) {
         let _ = crate::maps::FORKED.remove(&pid);
+        note_exited(pid);
         emit_proc(proc_event::EXIT, pid, 0);
     }
     0
@@ -396,6 +397,10 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
     if child_pid != child_tgid {
         return None;
     }
+    if crate::maps::ANY_EXITED.get(0).copied().unwrap_or(0) != 0 {
+        // A followed child at the pid of a traced process that just exited.
+        let _ = crate::maps::EXITED.remove(&child_tgid);
+    }
     note_forked(child_tgid);
     emit_proc(proc_event::FORK, child_tgid, parent_tgid);
     Some(())
@@ -409,6 +414,20 @@ fn note_forked(tgid: u32) {
         return;
     }
     if let Some(p) = crate::maps::ANY_FORKED.get_ptr_mut(0) {
+        // SAFETY: a live, aligned map value; every writer stores a whole value.
+        unsafe { core::ptr::write_volatile(p, 1) };
+    }
+}
+
+/// Marks a traced process as exited until userspace untraces it (see `maps::EXITED`); when
+/// the map is full its pid may be traced in a new process until then (counted).
+#[inline(always)]
+fn note_exited(tgid: u32) {
+    if crate::maps::EXITED.insert(&tgid, &1, 0).is_err() {
+        count_anomaly(anomaly::EXITED_FULL);
+        return;
+    }
+    if let Some(p) = crate::maps::ANY_EXITED.get_ptr_mut(0) {
         // SAFETY: a live, aligned map value; every writer stores a whole value.
         unsafe { core::ptr::write_volatile(p, 1) };
     }

@@ -302,3 +302,46 @@ fn what_cannot_be_traced_is_said_clearly() {
     let err = run(&["attach", "--binary", "/nonexistent/tprof-x", "--duration", "1s"]);
     assert!(err.contains("--binary /nonexistent/tprof-x"), "{err}");
 }
+
+/// Starts a target as `who` whose pid is `pid` (free now: its old process was reaped), by
+/// setting the kernel's last-allocated pid just below it; other processes starting at the
+/// same moment may take it first, so this retries.
+fn start_target_at_pid(pid: u32, requests: &[&str], who: RunAs) -> Option<Proc> {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("write ns_last_pid (root, initial pid namespace)");
+        let p = start_target_as(requests, who);
+        if p.pid() == pid {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_pid_reused_after_its_process_exited_is_not_traced() {
+    require_root();
+    // tprof traces A (one request, then it exits) and B (keeps the session open). As soon
+    // as A is reaped, a new process C takes A's pid, before tprof's next poll, and runs a
+    // request of its own: C was never a target, so nothing of it may be reported under A's
+    // name (tprof holds A by a pidfd, and A's probe links belong to A's memory, not to the
+    // number).
+    let mut b = start_target_as(&[], RunAs::NOBODY);
+    let mut a = start_target_as(&["sleep:5"], RunAs::NOBODY);
+    let a_pid = a.pid();
+    let tprof = tprof_ready(&["attach", "--pid", &a_pid.to_string(), "--pid", &b.pid().to_string(), "--format", "json"]);
+    a.send_line("go");
+    a.expect_line("done", &mut Vec::new());
+    assert!(a.wait().success());
+    let Some(mut c) = start_target_at_pid(a_pid, &["spin:5"], RunAs::NOBODY) else {
+        panic!("could not start a process at pid {a_pid} again (50 tries)");
+    };
+    let out = run_then_stop(&mut [&mut c, &mut b], tprof);
+    assert_eq!(summaries(&out, "sleep").len(), 1, "A's request is reported");
+    assert!(summaries(&out, "spin").is_empty(), "C's request, at A's reused pid, is not: {:?}", summaries(&out, "spin"));
+    let sess = session(&out);
+    assert!(sess["processes_gone"].as_u64().unwrap_or(0) >= 1, "A's exit is counted: {sess}");
+    // Both targets run the same binary: the second adds no probe site (its file's links are
+    // made already) and must not be said to have none.
+    let warnings = sess["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(!warnings.iter().any(|w| w.as_str().is_some_and(|w| w.contains("has no tprof probes"))), "{sess}");
+}

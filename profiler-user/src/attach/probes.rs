@@ -46,6 +46,10 @@ pub struct Probes {
     /// Each traced process's executable mappings, with their files open (for the
     /// symbolizer), as of the last scan.
     mapped: HashMap<u32, Vec<MappedFile>>,
+    /// Sites attached per file id, and the file ids each traced process maps: with shared
+    /// links a second process of the same binary adds no site, yet it has them.
+    file_sites: HashMap<u64, usize>,
+    pid_files: HashMap<u32, Vec<u64>>,
     next_cookie: u32,
 }
 
@@ -67,6 +71,8 @@ impl Probes {
             broker: Some(broker),
             files: HashMap::new(),
             mapped: HashMap::new(),
+            file_sites: HashMap::new(),
+            pid_files: HashMap::new(),
             next_cookie: 0,
         };
         if let Some(progs) = multi {
@@ -129,6 +135,12 @@ impl Probes {
     /// Forgets what was kept for process `pid` (it exited).
     pub fn forget(&mut self, pid: u32) {
         self.mapped.remove(&pid);
+        self.pid_files.remove(&pid);
+    }
+
+    /// Whether process `pid` maps a file with attached probe sites (as of its last scan).
+    pub fn has_sites(&self, pid: u32) -> bool {
+        self.pid_files.get(&pid).is_some_and(|ids| ids.iter().any(|id| self.file_sites.get(id).is_some_and(|n| *n > 0)))
     }
 
     /// Attaches to the tprof probes of every file `pid` maps that was not scanned before.
@@ -156,6 +168,7 @@ impl Probes {
             })
             .collect();
         self.mapped.insert(pid, mapped);
+        self.pid_files.insert(pid, scan.mappings.iter().map(|m| m.file).collect());
         let mut attached = 0;
         for file in scan.files.into_iter().filter(|f| f.new) {
             let sites: Vec<ProbeSite> = file
@@ -172,6 +185,7 @@ impl Probes {
                     args_text: d.args,
                 })
                 .collect();
+            let before = attached;
             attached += if self.uses_multi {
                 self.attach_file_multi(pid, file.id, &file.display, sites)
             } else {
@@ -187,6 +201,7 @@ impl Probes {
                 }
                 n
             };
+            *self.file_sites.entry(file.id).or_default() += attached - before;
         }
         Ok(attached)
     }

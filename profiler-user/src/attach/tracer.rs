@@ -239,6 +239,34 @@ impl Tracer {
         Ok(pids)
     }
 
+    /// Forgets the kernel's marks of exited processes whose TRACED_USER bit is clear now
+    /// (`untraced`: userspace no longer traces that pid). Until then the mark keeps a new
+    /// process given the same pid from being traced by the stale bit. The flag first, then
+    /// the map: an exit that lands after the flag was cleared sets it again.
+    pub fn sweep_exited(&mut self, untraced: impl Fn(u32) -> bool) -> Result<()> {
+        let mut flag: Array<&mut MapData, u32> = Array::try_from(self.ebpf.map_mut(maps::ANY_EXITED).ok_or_else(|| anyhow!("no ANY_EXITED map"))?)?;
+        if flag.get(&0, 0)? == 0 {
+            return Ok(());
+        }
+        flag.set(0, 0, 0)?;
+        let map = self.ebpf.map_mut(maps::EXITED).ok_or_else(|| anyhow!("no EXITED map"))?;
+        let mut exited: aya::maps::HashMap<&mut MapData, u32, u32> = aya::maps::HashMap::try_from(map)?;
+        let pids: Vec<u32> = exited.keys().filter_map(|k| k.ok()).collect();
+        let mut left = false;
+        for pid in pids {
+            if untraced(pid) {
+                let _ = exited.remove(&pid);
+            } else {
+                left = true;
+            }
+        }
+        if left {
+            let mut flag: Array<&mut MapData, u32> = Array::try_from(self.ebpf.map_mut(maps::ANY_EXITED).ok_or_else(|| anyhow!("no ANY_EXITED map"))?)?;
+            flag.set(0, 1, 0)?;
+        }
+        Ok(())
+    }
+
     /// Moves the EVENTS ring buffer out, for the session to drain.
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
         let ring = self.ebpf.take_map(maps::EVENTS).ok_or_else(|| anyhow!("eBPF object has no {} ring buffer", maps::EVENTS))?;

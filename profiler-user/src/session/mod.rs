@@ -187,7 +187,7 @@ impl Live {
         let mut sites = 0;
         for ((pid, comm), (_, fd)) in comms.iter().zip(pidfds) {
             let n = live.add(*pid, Origin::Given, Some(fd))?;
-            if n == 0 && !opts.open_ended() {
+            if n == 0 && !live.probes.has_sites(*pid) && !opts.open_ended() {
                 let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
                 live.probes.warnings.push(format!(
                     "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
@@ -285,6 +285,15 @@ impl Live {
             if let Stacks::Live(s) = &mut p.stacks {
                 s.forget(pid);
             }
+        }
+    }
+
+    /// The kernel's marks of exited processes go once their pids are untraced (see
+    /// `Tracer::sweep_exited`).
+    fn sweep_exited(&mut self) {
+        let targets = &self.targets;
+        if let Err(e) = self.tracer.sweep_exited(|pid| !targets.contains(pid)) {
+            log::debug!("{e:#}");
         }
     }
 
@@ -391,6 +400,7 @@ impl Live {
                 _ => {}
             }
         }
+        self.sweep_exited();
         self.tell(p);
     }
 
@@ -425,6 +435,8 @@ impl Live {
             }
             self.tell(p);
         }
+        // Exits whose PROC record was lost (or of children never adopted).
+        self.sweep_exited();
         Ok(())
     }
 
@@ -451,6 +463,12 @@ impl Live {
                 }
                 Ok(_) => {}
                 Err(e) => return output_stop(e),
+            }
+        }
+        // Exits read in the final drain still count (no new process is followed now).
+        for e in std::mem::take(&mut p.procs) {
+            if e.event == proc_event::EXIT {
+                self.gone(e.pid, p);
             }
         }
         match self.tracer.unsent_sums() {
@@ -486,6 +504,14 @@ impl Live {
             r.warnings.push(format!("{full} task begins on threads tprof could not track (its kernel thread map is full)"));
         }
         r.missed_switch_ins = counters.anomaly(anomaly::MISSED_SWITCH_IN);
+        let forked_full = counters.anomaly(anomaly::FORKED_FULL);
+        if forked_full > 0 {
+            r.warnings.push(format!("{forked_full} forked children were followed late (the kernel's map of children awaiting adoption was full): their first events may be missing"));
+        }
+        let exited_full = counters.anomaly(anomaly::EXITED_FULL);
+        if exited_full > 0 {
+            r.warnings.push(format!("{exited_full} traced processes exited while the kernel's map of exited processes was full: a new process given such a pid within a poll may have been traced"));
+        }
         let mismatched = counters.anomaly(anomaly::RUNTIME_MISMATCH);
         if mismatched > 0 {
             r.warnings.push(format!(
