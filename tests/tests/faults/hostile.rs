@@ -306,3 +306,53 @@ fn list_refuses_devices_and_fifos_and_escapes_the_path_it_names() {
     let raw: Vec<char> = err.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202E}').collect();
     assert!(raw.is_empty(), "raw {raw:?} in tprof's stderr: {}", err.escape_debug());
 }
+
+/// A copy of tprof-target whose SDT notes name two tprof probes with terminal escapes and
+/// bidi controls instead of `region_end` and `region_begin` (same lengths, so the notes stay
+/// well-formed): names tprof does not know, which it reports.
+fn build_evil_names(dir: &TempDir) -> PathBuf {
+    let mut bytes = std::fs::read(target_bin()).expect("read tprof-target");
+    for (from, to) in [(&b"region_end"[..], &b"\x1b]0;x\x07\x1b[2J"[..]), (b"region_begin", "\u{202e}\x1b[2Jxyzab".as_bytes())] {
+        assert_eq!(from.len(), to.len());
+        let pat = [&b"tprof\0"[..], from, b"\0"].concat();
+        let at = bytes.windows(pat.len()).position(|w| w == pat).unwrap_or_else(|| panic!("no note for {:?}", String::from_utf8_lossy(from)));
+        bytes[at + 6..at + 6 + to.len()].copy_from_slice(to);
+    }
+    let exe = dir.join("evil-names");
+    std::fs::write(&exe, bytes).expect("write the patched target");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    exe
+}
+
+#[test]
+fn hostile_probe_names_are_escaped_on_stdout_and_stderr() {
+    require_root();
+    let dir = TempDir::new("hostile-names");
+    let exe = build_evil_names(&dir);
+    // `tprof list` names every site, on stdout.
+    let out = Command::new(tprof_bin()).args(["list", "--binary"]).arg(&exe).output().expect("tprof list runs");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // attach -v prints the warnings about them on stderr (and in the session summary).
+    let mut target = start_program_as(&exe, &["sleep:5"], TARGET_USER);
+    let mut tprof = spawn_tprof(&["attach", "-v", "--pid", &target.pid().to_string()]);
+    let mut err = Vec::new();
+    let ready = wait_attached(&tprof, &mut err);
+    target.send_line("go");
+    target_says(&target, "done");
+    assert!(target.wait().success());
+    let status = wait_within(&mut tprof, Duration::from_secs(30)).expect("tprof stops when the target exits");
+    assert!(status.success(), "{status}");
+    let mut stdout = String::new();
+    while let Ok(l) = tprof.stdout.recv_timeout(Duration::from_secs(1)) {
+        stdout.push_str(&l);
+        stdout.push('\n');
+    }
+    let stderr = format!("{ready}\n{}\n{}", err.join("\n"), stderr_text(&tprof));
+    for (what, text) in [("tprof list", &listed), ("attach's stdout", &stdout), ("attach's stderr", &stderr)] {
+        let raw: Vec<char> = text.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}').collect();
+        assert!(raw.is_empty(), "raw {raw:?} in {what}: {}", text.escape_debug());
+        for shown in ["\\u{1b}]0;x\\u{7}\\u{1b}[2J", "\\u{202e}\\u{1b}[2Jxyzab"] {
+            assert!(text.contains(shown), "{what} names the probe {shown:?}, escaped: {text}");
+        }
+    }
+}
