@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crate::model::process::ProcessInfo;
 use crate::model::event::{agg_intervals, agg_syscalls, Meta, Name, Record, TaskKey, Waker};
-use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS};
+use crate::model::critical::{Interval, StepKind};
+use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS, MAX_TIMELINE};
 
 /// Tasks tracked at once. A new task beyond this evicts the open tasks idle longest (a
 /// service that misses `task_end` on an error path leaks them): [`EVICT_BATCH`] at a time,
@@ -19,6 +20,10 @@ pub const MAX_OPEN_TASKS: usize = 100_000;
 /// Open tasks evicted at once when the table is full (a hundredth of it, so a leaking
 /// service costs one scan of the table per hundredth of new tasks, not one per task).
 pub const EVICT_BATCH: usize = MAX_OPEN_TASKS / 100;
+
+/// Intervals of an ended task kept for the critical paths of the tasks it woke (its
+/// latest: a wakee's block ends at the wakeup, near the waker's end in a convoy).
+pub const REMEMBERED_INTERVALS: usize = 64;
 
 /// Hops followed from a blocked task back through its wakers' tasks.
 pub const MAX_CHAIN: usize = 3;
@@ -80,6 +85,9 @@ pub struct Correlator {
     tasks: HashMap<TaskKey, TaskState>,
     names: Remembered<Name>,
     last_blocks: Remembered<LastBlock>,
+    /// The latest intervals of tasks that ended recently, for the critical paths of the
+    /// tasks they woke.
+    timelines: Remembered<(Arc<[Interval]>, Name)>,
     /// What the session learnt of each traced process, given to its tasks.
     processes: HashMap<u32, Arc<ProcessInfo>>,
     /// Tasks evicted recently: a record of one that comes back opens a ledger flagged as
@@ -109,6 +117,17 @@ impl TaskState {
         }
     }
 
+    /// Keeps a streamed interval for the critical path (the oldest go first).
+    fn add_interval(&mut self, iv: Interval) {
+        if iv.end_ns <= iv.start_ns {
+            return;
+        }
+        if self.timeline.len() >= MAX_TIMELINE {
+            self.timeline.drain(..MAX_TIMELINE / 4);
+        }
+        self.timeline.push(iv);
+    }
+
     fn add_block(&mut self, b: Block) {
         let at = self.blocks.iter().position(|x| x.blocked_ns < b.blocked_ns).unwrap_or(self.blocks.len());
         if at < MAX_BLOCKS {
@@ -130,6 +149,7 @@ impl Correlator {
             tasks: HashMap::default(),
             names: Remembered::default(),
             last_blocks: Remembered::default(),
+            timelines: Remembered::default(),
             processes: HashMap::default(),
             evicted: Remembered::default(),
             max_open: max_open.max(1),
@@ -192,9 +212,30 @@ impl Correlator {
                 if done.process.is_none() {
                     done.process = self.processes.get(&done.pid).cloned();
                 }
+                self.trace_critical_path(&mut done);
                 out(Output::Summary(&done));
             }
         }
+    }
+
+    /// Computes the critical path of a task that ended, then keeps its latest intervals
+    /// for the paths of the tasks it woke.
+    fn trace_critical_path(&mut self, done: &mut TaskState) {
+        let (Some(begin), Some(end)) = (done.begin_ns, done.end_ns) else { return };
+        if done.timeline.is_empty() {
+            return;
+        }
+        let (tasks, timelines) = (&self.tasks, &self.timelines);
+        let lookup = |k: &TaskKey| -> Option<critical::Timeline<'_>> {
+            if let Some(t) = tasks.get(k) {
+                return Some(critical::Timeline { intervals: &t.timeline, name: Some(&t.name) });
+            }
+            timelines.get(k).map(|(ivs, name)| critical::Timeline { intervals: ivs, name: Some(name) })
+        };
+        done.critical_path = critical::critical_path(done.key, critical::Timeline { intervals: &done.timeline, name: None }, begin, end, &lookup);
+        let keep = done.timeline.len().saturating_sub(REMEMBERED_INTERVALS);
+        let latest: Arc<[Interval]> = done.timeline.drain(..).skip(keep).collect();
+        self.timelines.insert(done.key, (latest, Name::clone(&done.name)));
     }
 
     /// What is known of process `pid`, for its tasks.
@@ -333,6 +374,7 @@ fn apply(st: &mut TaskState, rec: &Record) {
             }
         }
         Record::OnCpu { meta, start_ns, steal_ns } => {
+            st.add_interval(Interval { tid: meta.tid, start_ns: *start_ns, end_ns: meta.ts_ns, kind: StepKind::OnCpu });
             let slice = meta.ts_ns.saturating_sub(*start_ns);
             let steal = (*steal_ns).min(slice);
             st.on_cpu_ns += slice - steal;
@@ -353,6 +395,11 @@ fn apply(st: &mut TaskState, rec: &Record) {
             };
             st.blocked_ns += blocked;
             st.runq_ns += runq;
+            let wake = end - runq;
+            if blocked > 0 {
+                st.add_interval(Interval { tid: meta.tid, start_ns: wake - blocked, end_ns: wake, kind: StepKind::Blocked { syscall_nr: *syscall_nr, waker: waker.clone() } });
+            }
+            st.add_interval(Interval { tid: meta.tid, start_ns: wake, end_ns: end, kind: StepKind::RunQueue });
             if blocked > 0 {
                 if let Some(nr) = syscall_nr {
                     *st.blocked_in_syscall.entry(*nr).or_default() += blocked;
@@ -414,5 +461,6 @@ fn apply(st: &mut TaskState, rec: &Record) {
     }
 }
 
+pub mod critical;
 #[cfg(test)]
 mod tests;

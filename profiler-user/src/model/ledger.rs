@@ -17,6 +17,8 @@ use super::stack::Stack;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_LOGS: usize = 64;
 pub const MAX_BLOCKS: usize = 3;
+/// Streamed intervals kept per open task for its critical path (the latest ones).
+pub const MAX_TIMELINE: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionSpan {
@@ -112,6 +114,10 @@ pub struct TaskState {
     /// kernel did not track it there, so its on-CPU, run-queue and blocked time on that
     /// thread went to the task it is nested in.
     pub untracked: bool,
+    /// The request's critical path (computed at its end; see `model::critical`).
+    pub critical_path: Vec<super::critical::Step>,
+    /// Its streamed intervals, latest [`MAX_TIMELINE`] (what critical paths are made of).
+    pub(crate) timeline: Vec<super::critical::Interval>,
     pub(crate) open_regions: Vec<usize>,
     /// The correlator's record count when a record of the task last came (idle longest
     /// is evicted first).

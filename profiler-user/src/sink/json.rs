@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde_json::{json, Map, Value};
 
 use super::Sink;
+use crate::model::critical::StepKind;
 use crate::model::event::{agg_syscalls, Record, TaskKey, Waker, OTHER_SYSCALLS};
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
@@ -194,6 +195,7 @@ pub fn summary_json(t: &TaskState) -> Value {
         "summed_intervals": t.summed,
         "runtime_mismatches": t.runtime_mismatches,
         "incomplete": t.incomplete(),
+        "critical_path": critical_path_json(t),
     });
     // Where the process runs, when it is not the host's own namespace.
     if let Some(p) = &t.process {
@@ -204,6 +206,25 @@ pub fn summary_json(t: &TaskState) -> Value {
         }
     }
     v
+}
+
+/// The steps of a task's critical path, in time order, each with its share of the
+/// task's wall time.
+fn critical_path_json(t: &TaskState) -> Vec<Value> {
+    let wall = t.wall_ns().unwrap_or(0).max(1) as f64;
+    t.critical_path
+        .iter()
+        .map(|s| {
+            let mut v = json!({"depth": s.depth, "trace_id": s.task.trace_hex(), "span_id": s.task.span_hex(), "name": s.name,
+                "tid": s.tid, "kind": s.kind.label(), "start_ns": s.start_ns, "dur_ns": s.dur_ns(),
+                "share": (s.dur_ns() as f64 / wall * 1000.0).round() / 1000.0});
+            if let StepKind::Blocked { syscall_nr, waker } = &s.kind {
+                v["syscall"] = syscall_nr.map(syscall_name).into();
+                v["waker"] = waker_json(waker);
+            }
+            v
+        })
+        .collect()
 }
 
 /// The `session` line: the report as serde writes it, with the totals derived from it.

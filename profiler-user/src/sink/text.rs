@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::Sink;
+use crate::model::critical::StepKind;
 use crate::model::event::{agg_syscalls, Record, TaskKey, Waker};
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
@@ -125,6 +126,35 @@ impl<W: Write> TextSink<W> {
     }
 
     /// Prints the task's churn run, if any, as one line.
+    /// The critical path, when it runs through another task (otherwise the ledger above
+    /// says it all): one line per step, indented by depth (a deeper step explains the block
+    /// above it), with its share of the request's wall time.
+    fn critical_path(&mut self, t: &TaskState) -> io::Result<()> {
+        if !t.critical_path.iter().any(|s| s.depth > 0) {
+            return Ok(());
+        }
+        let wall = t.wall_ns().unwrap_or(0).max(1) as f64;
+        writeln!(self.out, "   critical path:")?;
+        for s in &t.critical_path {
+            let who = match &s.name {
+                Some(n) if s.depth > 0 => format!("\"{}\" span {:.8} ", escape(n), s.task.span_hex()),
+                _ => String::new(),
+            };
+            let what = match &s.kind {
+                StepKind::OnCpu => format!("on CPU (tid {})", s.tid),
+                StepKind::RunQueue => format!("in the run queue (tid {})", s.tid),
+                StepKind::Blocked { syscall_nr, waker } => {
+                    let inside = syscall_nr.map(|nr| format!(" in {}", syscall_name(nr))).unwrap_or_default();
+                    format!("blocked{inside} (tid {}), {}", s.tid, describe_waker(waker))
+                }
+                StepKind::Untraced => "no streamed interval (unscheduled, or short intervals summed)".to_string(),
+            };
+            let pad = "  ".repeat(s.depth as usize);
+            writeln!(self.out, "     {pad}{:>8} ms {:>3.0}%  {who}{what}", ms(s.dur_ns()), s.dur_ns() as f64 / wall * 100.0)?;
+        }
+        Ok(())
+    }
+
     fn flush_churn(&mut self, key: &TaskKey, short_id: &str) -> io::Result<()> {
         let Some(c) = self.pending.get_mut(key).and_then(|p| p.churn.take()) else { return Ok(()) };
         let line = c.describe();
@@ -278,6 +308,7 @@ impl<W: Write> Sink for TextSink<W> {
                 }
             }
         }
+        self.critical_path(t)?;
         if !t.waited_on.is_empty() {
             let list: Vec<String> = t
                 .waited_on

@@ -86,6 +86,49 @@ fn mutex_request(ms: u64) {
     let _ = holder.join();
 }
 
+/// `convoy:MS`: three threads take one mutex in turn, each in its own task (`convoy-a`,
+/// `convoy-b`, `convoy-c`) and each holding it MS ms (spinning): c waits for b, which waits
+/// for a. The order is forced: b asks for the lock once a holds it, c once b is blocked on
+/// it (b's thread state is read from /proc until it sleeps).
+fn convoy_request(ms: u64) {
+    let lock = Arc::new(Mutex::new(()));
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (tid_tx, tid_rx) = mpsc::channel::<u32>();
+    let hold = move |name: &'static str, lock: Arc<Mutex<()>>, held: Option<mpsc::Sender<()>>, tids: mpsc::Sender<u32>| {
+        move || {
+            let task = Task::new(name);
+            println!("{name} task span {:016x} tid {}", task.context().span_id(), gettid());
+            let _ = tids.send(gettid() as u32);
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = held {
+                let _ = h.send(());
+            }
+            spin(Duration::from_millis(ms));
+            drop(guard);
+            drop(task);
+        }
+    };
+    let a = std::thread::spawn(hold("convoy-a", Arc::clone(&lock), Some(held_tx), tid_tx.clone()));
+    let _ = tid_rx.recv();
+    let _ = held_rx.recv();
+    let b = std::thread::spawn(hold("convoy-b", Arc::clone(&lock), None, tid_tx.clone()));
+    let b_tid = tid_rx.recv().unwrap_or(0);
+    // c asks only once b sleeps on the lock (state S in /proc), so the futex queue is a, b, c.
+    let stat = format!("/proc/self/task/{b_tid}/stat");
+    for _ in 0..2000 {
+        let state = std::fs::read_to_string(&stat).ok().and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next().map(str::to_string)));
+        if state.as_deref() == Some("S") {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let c = std::thread::spawn(hold("convoy-c", lock, None, tid_tx));
+    let _ = tid_rx.recv();
+    for t in [a, b, c] {
+        let _ = t.join();
+    }
+}
+
 fn pipe_request(ms: u64) {
     // Waits until the child runs, so the request measures only the pipe wait.
     let (mut child, mut to_child, mut from_child) = spawn_writer(ms);
@@ -285,6 +328,7 @@ fn main() {
                 print_kernel("spin", before);
             }
             "mutex" => mutex_request(ms),
+            "convoy" => convoy_request(ms),
             "async" => async_request(ms),
             "pipe" => pipe_request(ms),
             "chain" => chain_request(ms),
