@@ -284,17 +284,18 @@ fn export_to_http_collectors_is_valid() {
 fn perfetto_trace_of_a_traced_target_is_valid() {
     // The published Perfetto protos decode the file with no unknown field; the validator
     // also checks track references, slice balance and flows. The mutex request's wakeup by
-    // the holder thread must appear as a flow, and the requests as their own tracks.
+    // the holder thread must appear as a flow, and the requests as their own tracks; the
+    // convoy's last request has its critical path, down to the first holder's work.
     let dir = tmp("perfetto-e2e");
     let file = dir.join("trace.pftrace");
     let file_arg = file.to_str().expect("utf-8 temp path");
-    traced(&["mutex:10", "regions"], &["--summary-only", "--perfetto", file_arg]);
+    traced(&["mutex:10", "regions", "convoy:5"], &["--summary-only", "--perfetto", file_arg]);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join("validate_perfetto.py");
     let python = std::env::var("TPROF_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(&path)
         .arg(&file)
-        .args(["--min-flows", "1", "--expect-name", "outer", "--expect-name", "inner"])
+        .args(["--min-flows", "1", "--expect-name", "outer", "--expect-name", "inner", "--expect-name", "on cpu (convoy-a)"])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python} ({e}): run `cargo xtask setup`"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -24,6 +24,7 @@ pub(crate) mod proto;
 use proto::{field as f, put_varint, Msg};
 
 use crate::clock::clock_ns;
+use crate::model::critical::StepKind;
 use crate::model::event::{Record, TaskKey, Waker};
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
@@ -43,6 +44,8 @@ enum TrackKey {
     Thread(u32, u32),
     Syscalls(u32, u32),
     Task(TaskKey),
+    /// A request's critical path (when it runs through another task), one track per depth.
+    Critical(TaskKey, u32),
     Session,
 }
 
@@ -195,6 +198,8 @@ impl PerfettoSink {
             }
             TrackKey::Syscalls(p, t) => (self.track(TrackKey::Thread(p, t), p)?, Kind::Custom, format!("syscalls {t}")),
             TrackKey::Task(_) => (self.track(TrackKey::Process(pid), pid)?, Kind::Custom, String::new()),
+            TrackKey::Critical(k, 0) => (self.track(TrackKey::Process(pid), pid)?, Kind::Custom, format!("critical path {:.8}", k.span_hex())),
+            TrackKey::Critical(k, d) => (self.track(TrackKey::Critical(k, d - 1), pid)?, Kind::Custom, format!("woken by (depth {d})")),
             TrackKey::Session => (0, Kind::Custom, "tprof session".into()),
         };
         let uuid = self.tracks.len() as u64 + 1;
@@ -280,6 +285,47 @@ impl PerfettoSink {
             if let Some(old) = self.pending.insert(m.tid, (id, i, end, last)) {
                 self.settle(old);
             }
+        }
+    }
+
+    /// The request's critical path on tracks of its own (named after the request, one
+    /// child track per level of wakers' tasks), and a flow arrow at each hop from a waker's
+    /// work back to the task it woke.
+    fn critical_path(&mut self, t: &TaskState) {
+        if !t.critical_path.iter().any(|s| s.depth > 0) {
+            return;
+        }
+        let key = TrackKey::Critical(t.key, 0);
+        self.track(key, t.pid);
+        if let Some(tr) = self.tracks.get_mut(&key) {
+            tr.name = format!("critical path: {} {:.8}", t.name, t.key.span_hex());
+        }
+        let wall = t.wall_ns().unwrap_or(0).max(1) as f64;
+        let mut prev: Option<(usize, u32)> = None;
+        for st in &t.critical_path {
+            let track = self.track(TrackKey::Critical(t.key, st.depth), t.pid);
+            let who = st.name.as_deref().unwrap_or(&t.name);
+            let what = match &st.kind {
+                StepKind::Blocked { syscall_nr: Some(nr), .. } => format!("blocked in {}", syscall_name(*nr)),
+                k => k.label().replace('_', " "),
+            };
+            let waker = match &st.kind {
+                StepKind::Blocked { waker, .. } => describe_waker(waker),
+                _ => String::new(),
+            };
+            let span = st.task.span_hex();
+            let share = format!("{:.1}%", st.dur_ns() as f64 / wall * 100.0);
+            let args = [("task", S(who)), ("span_id", S(&span)), ("tid", U(u64::from(st.tid))), ("depth", U(u64::from(st.depth))), ("share", S(&share)), ("waker", S(&waker))];
+            let Some(i) = self.push(track, st.start_ns, st.end_ns, false, body(&format!("{what} ({who})"), "critical-path", &args)) else { break };
+            // A hop back up a level: the deeper task's work ended the block, and the path
+            // goes on in the task it woke.
+            if let Some((p, _)) = prev.filter(|(_, depth)| *depth > st.depth) {
+                let id = self.next_flow;
+                self.next_flow += 1;
+                self.slices[p].flow_out = id;
+                self.slices[i].flow_in = id;
+            }
+            prev = Some((i, st.depth));
         }
     }
 
@@ -464,6 +510,7 @@ impl Sink for PerfettoSink {
         args.extend(t.logs.iter().map(|(k, v)| (k.as_str(), S(v))));
         let name = if t.name.is_empty() { "task" } else { &*t.name };
         self.push(track, begin, end, false, body(name, "task", &args));
+        self.critical_path(t);
         for r in &t.regions {
             let b = body(&r.name, "region", &[("depth", U(u64::from(r.depth)))]);
             self.push(track, r.start_ns, r.end_ns.unwrap_or(end), false, b);

@@ -12,6 +12,7 @@ pub fn kernel_span_id(task_span: u64) -> u64 {
 }
 use crate::clock::WallClock;
 use crate::model::origin::Origin;
+use crate::model::critical::StepKind;
 use crate::model::event::{Record, TaskKey, Waker};
 use crate::model::ledger::{TaskState, MAX_LOGS};
 use crate::model::stack::Frame;
@@ -291,6 +292,29 @@ impl SpanBuilder {
             let who = describe_waker(&b.waker);
             let text = format!("blocked {} ms in {} (tid {}), {who}", ms(b.blocked_ns), sys.as_deref().unwrap_or("no syscall"), b.tid);
             events.push(EventData { name: "blocked", unix_ns: unix(b.start_ns.clamp(begin, end)), attrs: a, text });
+        }
+        // The critical path, when it runs through another task: one event per step.
+        if t.critical_path.iter().any(|s| s.depth > 0) {
+            let wall = t.wall_ns().unwrap_or(0).max(1) as f64;
+            for st in &t.critical_path {
+                let mut a = vec![
+                    kv("tprof.critical_path.depth", i(u64::from(st.depth))),
+                    kv("tprof.critical_path.kind", Attr::Str(st.kind.label().into())),
+                    kv("tprof.critical_path.dur_ns", i(st.dur_ns())),
+                    kv("tprof.critical_path.share", Attr::Str(format!("{:.3}", st.dur_ns() as f64 / wall))),
+                    kv("tprof.tid", i(u64::from(st.tid))),
+                    kv("tprof.critical_path.trace_id", Attr::Str(st.task.trace_hex())),
+                    kv("tprof.critical_path.span_id", Attr::Str(st.task.span_hex())),
+                ];
+                if let Some(n) = &st.name {
+                    a.push(kv("tprof.critical_path.task", Attr::Str(n.clone())));
+                }
+                if let StepKind::Blocked { syscall_nr: Some(nr), .. } = &st.kind {
+                    a.push(kv("tprof.syscall", Attr::Str(syscall_name(*nr))));
+                }
+                let text = format!("critical path: {} {} ms (depth {})", st.kind.label(), ms(st.dur_ns()), st.depth);
+                events.push(EventData { name: "critical_path", unix_ns: unix(st.start_ns.clamp(begin, end)), attrs: a, text });
+            }
         }
         let log_ns = seen.map(|s| s.log_ns).unwrap_or_default();
         let mut kind = SPAN_KIND_INTERNAL;
