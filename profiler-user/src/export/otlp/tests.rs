@@ -2,6 +2,7 @@
 //! (`tests/schema/validate_otlp.py`) and by hand.
 
 use super::*;
+use crate::model::critical::{Step, StepKind};
 use crate::model::event::{TaskKey, Waker};
 use crate::model::ledger::{Block, RegionSpan, SyscallStat};
 use std::collections::HashMap;
@@ -65,6 +66,14 @@ pub(crate) fn sample_tasks(base: u64) -> Vec<TaskState> {
         block(base + 27 * MS, MS, Waker::Unknown),
     ];
     done.threads = vec![11, 12];
+    let step = |depth, task, name: Option<&str>, a: u64, b: u64, kind| Step { depth, task, name: name.map(str::to_string), tid: 11, start_ns: base + a, end_ns: base + b, kind };
+    let woken = Waker::Thread { pid: 1, tid: 2, comm: "pool".into(), task: Some(waker_task), via_softirq: false };
+    done.critical_path = vec![
+        step(0, done.key, None, 0, 4 * MS, StepKind::OnCpu),
+        step(0, done.key, None, 4 * MS, 19 * MS, StepKind::Blocked { syscall_nr: Some(202), waker: woken }),
+        step(1, waker_task, Some("pool-job"), 4 * MS, 19 * MS, StepKind::OnCpu),
+        step(0, done.key, None, 19 * MS, 30 * MS, StepKind::Untraced),
+    ];
     done.syscalls.insert(202, SyscallStat { count: 2, total_ns: 19 * MS, errors: 0 });
     done.syscalls.insert(1, SyscallStat { count: 1, total_ns: MS / 100, errors: 0 });
     let mut open = TaskState::default();
@@ -155,6 +164,15 @@ fn export_is_valid_otlp_and_keeps_ids_ledger_regions_and_events() {
     let events = task["events"].as_array().expect("events");
     assert_eq!(events.iter().filter(|e| e["name"] == "blocked").count(), 3);
     assert_eq!(events.iter().filter(|e| e["name"] == "log").count(), 3);
+    // The critical path crosses into the waker's task: one event per step, in time order.
+    let path: Vec<&Value> = events.iter().filter(|e| e["name"] == "critical_path").collect();
+    assert_eq!(path.len(), 4);
+    let depth_of = |e: &Value| attr(e, "tprof.critical_path.depth").map(|d| d["intValue"].clone());
+    assert_eq!(depth_of(path[2]), Some(json!("1")));
+    assert_eq!(attr(path[2], "tprof.critical_path.task").expect("task")["stringValue"], "pool-job");
+    assert_eq!(attr(path[2], "tprof.critical_path.span_id").expect("span")["stringValue"], "0000000000001111");
+    assert_eq!(attr(path[1], "tprof.critical_path.kind").expect("kind")["stringValue"], "blocked");
+    assert_eq!(attr(path[1], "tprof.critical_path.share").expect("share")["stringValue"], "0.500");
     let first_block = events.iter().find(|e| e["name"] == "blocked").expect("block");
     let at: u64 = first_block["timeUnixNano"].as_str().expect("str").parse().expect("int");
     assert_eq!(at - start, 4 * MS);
