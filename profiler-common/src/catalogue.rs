@@ -345,10 +345,19 @@ pub mod maps {
     /// Fault injection (tests only): per-CPU event count, threads whose switch-in is due.
     pub const FAULT_TICK: &str = "FAULT_TICK";
     pub const FAULT_PENDING: &str = "FAULT_PENDING";
+    /// Per process, per CPU: its threads' slices and their time outside tasks
+    /// ([`unattr`](crate::unattr)).
+    pub const UNATTR_CPU: &str = "UNATTR_CPU";
+    /// Per (process, syscall), per CPU: syscalls made outside tasks.
+    pub const UNATTR_SYS: &str = "UNATTR_SYS";
+    /// Per CPU: the traced thread on it, from its switch-in seen.
+    pub const UNATTR_SLICE: &str = "UNATTR_SLICE";
+    /// tid -> the syscall in flight of a thread without a task.
+    pub const UNATTR_SYS_START: &str = "UNATTR_SYS_START";
     /// All of the above.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 21] = [
         EVENTS, THREADS, USDT_SPECS, DROPS, SPAN_DROPS, ANY_SPAN_DROPS, IRQ_DEPTH, STACKS, ANOMALIES, ZERO_THREAD, TRACED_USER,
-        FORKED, ANY_FORKED, EXITED, ANY_EXITED, FAULT_TICK, FAULT_PENDING,
+        FORKED, ANY_FORKED, EXITED, ANY_EXITED, FAULT_TICK, FAULT_PENDING, UNATTR_CPU, UNATTR_SYS, UNATTR_SLICE, UNATTR_SYS_START,
     ];
 }
 

@@ -37,6 +37,7 @@ pub const KSTACK_DEPTH: usize = 48;
 pub const USTACK_DEFERRED: i32 = -2;
 
 mod catalogue;
+pub mod unattr;
 pub use catalogue::{globals, kind, maps, probe, programs, ArgKind, ProbeArg, ProbeDef};
 
 /// Identity of a task (request): W3C trace-id (as two big-endian halves) and span-id.
@@ -266,7 +267,10 @@ pub mod anomaly {
     /// A traced process exited while the kernel's map of exited processes was full: a new
     /// process given its pid before userspace read the exit may be traced by mistake.
     pub const EXITED_FULL: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// The time or a syscall outside tasks of a traced process could not be counted: the
+    /// kernel's per-process (or in-flight syscall) map was full.
+    pub const UNATTR_FULL: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Per-CPU interrupt nesting slots in the `IRQ_DEPTH` map: hard interrupts (and hrtimer
@@ -292,7 +296,10 @@ pub struct KernelOffsets {
     pub se_cfs_rq: u32,
     pub cfs_rq_rq: u32,
     pub rq_steal: u32,
-    pub _pad: u32,
+    /// `task_struct.se.prev_sum_exec_runtime`: `sum_exec_runtime` when the fair scheduler
+    /// last picked the thread (0: not found, slices whose switch-in was not seen are not
+    /// measured; see [`unattr`]).
+    pub task_prev_runtime: u32,
 }
 
 /// `PF_KTHREAD` in `task_struct.flags`.

@@ -21,6 +21,8 @@ mod syscalls;
 #[cfg(target_arch = "bpf")]
 mod thread;
 #[cfg(target_arch = "bpf")]
+mod unattr;
+#[cfg(target_arch = "bpf")]
 mod usdt;
 
 #[cfg(target_arch = "bpf")]

@@ -7,7 +7,7 @@ use profiler_common::{kind, Config, ThreadState, UsdtSpec};
 /// Set by userspace at load time (`EbpfLoader::set_global`): BTF offsets and switches.
 #[unsafe(no_mangle)]
 pub static CONFIG: Config = Config {
-    offsets: profiler_common::KernelOffsets { task_pid: 0, task_tgid: 0, task_flags: 0, task_runtime: 0, se_cfs_rq: 0, cfs_rq_rq: 0, rq_steal: 0, _pad: 0 },
+    offsets: profiler_common::KernelOffsets { task_pid: 0, task_tgid: 0, task_flags: 0, task_runtime: 0, se_cfs_rq: 0, cfs_rq_rq: 0, rq_steal: 0, task_prev_runtime: 0 },
     syscalls: 1,
     stacks: 1,
     detail_ns: 0,

@@ -107,6 +107,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
                 st.in_at = 0;
             }
         }
+        // After the task's last piece of the slice was cut above.
+        crate::unattr::switch_out(prev_pid, prev_tid);
     }
 
     // next comes on the CPU.
@@ -119,6 +121,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Option<()> {
     if next_tid == 0 {
         return Some(());
     }
+    crate::unattr::switch_in(next, next_tid);
     let st = thread::get(next_tid)?;
     if st.top().is_none() || crate::fault::lose_switch_in(next_tid) {
         return Some(());
@@ -339,6 +342,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         st.flush_agg(pid, tid, now());
         let _ = crate::maps::THREADS.remove(tid);
     }
+    crate::unattr::forget(tid);
     // (struct task_struct *p, bool group_dead) since Linux 6.x: the second argument.
     let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
     if group_dead && traced_tgid(pid) {
@@ -362,6 +366,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
             st.flush_agg(pid, t, now());
             let _ = crate::maps::THREADS.remove(t);
         }
+        crate::unattr::forget(t);
     }
     // Userspace attaches the new program's probe sites.
     if traced_tgid(pid) {

@@ -1,5 +1,6 @@
-//! Syscalls of threads that carry a task (raw_syscalls sys_enter/sys_exit, tp_btf). Every
-//! syscall of every process passes here: the first thing done is one THREADS lookup.
+//! Syscalls of threads that carry a task (raw_syscalls sys_enter/sys_exit, tp_btf), and,
+//! summed per process, those of traced threads without one (`unattr`). Every syscall of
+//! every process passes here: the first thing done is the traced-process check.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
@@ -18,20 +19,23 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if let Some(st) = thread::get(tid) {
-        if st.depth > 0 {
-            let ts = now();
-            // A sign of life: an off-CPU interval whose switch-in was missed ends here, not
-            // at the next switch-out.
-            st.running(pid, tid, ts);
-            // Tracked for stacks too: the syscall a long block happened in is where its user
-            // stack is taken.
-            if crate::cfg!(syscalls) != 0 || crate::cfg!(stacks) != 0 {
-                let nr: i64 = ctx.arg(1);
-                st.sys_nr = nr as i32;
-                st.sys_start = ts;
-            }
+    let Some(st) = thread::get(tid).filter(|st| st.depth > 0) else {
+        // Outside any task: counted per process.
+        if crate::cfg!(syscalls) != 0 {
+            crate::unattr::sys_enter(tid, ctx.arg(1));
         }
+        return 0;
+    };
+    let ts = now();
+    // A sign of life: an off-CPU interval whose switch-in was missed ends here, not at the
+    // next switch-out.
+    st.running(pid, tid, ts);
+    // Tracked for stacks too: the syscall a long block happened in is where its user stack
+    // is taken.
+    if crate::cfg!(syscalls) != 0 || crate::cfg!(stacks) != 0 {
+        let nr: i64 = ctx.arg(1);
+        st.sys_nr = nr as i32;
+        st.sys_start = ts;
     }
     0
 }
@@ -43,11 +47,14 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if !traced_tgid(pid) {
         return 0;
     }
-    let Some(st) = thread::get(tid) else { return 0 };
-    let nr = st.sys_nr;
-    if nr < 0 {
+    let Some(st) = thread::get(tid).filter(|st| st.sys_nr >= 0) else {
+        // Not a syscall entered with a task: perhaps one entered without.
+        if crate::cfg!(syscalls) != 0 {
+            crate::unattr::sys_exit(pid, tid, ctx.arg(1));
+        }
         return 0;
-    }
+    };
+    let nr = st.sys_nr;
     st.sys_nr = -1;
     let Some(task) = st.top() else { return 0 };
     let ts = now();

@@ -242,6 +242,7 @@ impl ThreadExt for ThreadState {
             if start != 0 && now > start {
                 let piece = now - start;
                 let steal = if self.steal_mark != 0 { steal_now.saturating_sub(self.steal_mark).min(piece) } else { 0 };
+                crate::unattr::task_piece(tid, piece - steal);
                 if detailed(self, piece, now) {
                     emit::<OnCpuRecord>(kind::ON_CPU, &task, |r| {
                         // SAFETY: `r` is a reserved ring-buffer slot of the right size.

@@ -213,13 +213,17 @@ impl Btf {
     }
 }
 
-/// Reads the offsets tprof needs: task_struct.pid, .tgid, .flags and .se.sum_exec_runtime
-/// (the last optional: without it, slices are not cross-checked with the kernel's
-/// accounting).
+/// Reads the offsets tprof needs: task_struct.pid, .tgid, .flags, .se.sum_exec_runtime and
+/// .se.prev_sum_exec_runtime (the last two optional: without them, slices are not
+/// cross-checked with the kernel's accounting, nor is the time outside tasks measured).
 pub fn kernel_offsets() -> Result<profiler_common::KernelOffsets> {
     let btf = Btf::from_sys_fs()?;
     let se = btf.member_offset("task_struct", "se");
-    let runtime = se.as_ref().ok().and_then(|se| Some(se + btf.member_offset("sched_entity", "sum_exec_runtime").ok()?));
+    let se_field = |f: &str| se.as_ref().ok().and_then(|se| Some(se + btf.member_offset("sched_entity", f).ok()?));
+    let runtime = se_field("sum_exec_runtime");
+    // Set by the fair scheduler when it picks the thread (`set_next_entity`): the runtime
+    // of the current slice is `sum_exec_runtime - prev_sum_exec_runtime`.
+    let prev_runtime = se_field("prev_sum_exec_runtime");
     // The steal chain needs all three (FAIR_GROUP_SCHED, PARAVIRT_TIME_ACCOUNTING kernels).
     let steal = (|| -> Result<(u32, u32, u32)> {
         let cfs_rq = se.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))? + btf.member_offset("sched_entity", "cfs_rq")?;
@@ -234,7 +238,7 @@ pub fn kernel_offsets() -> Result<profiler_common::KernelOffsets> {
         se_cfs_rq,
         cfs_rq_rq,
         rq_steal,
-        _pad: 0,
+        task_prev_runtime: prev_runtime.unwrap_or(0),
     })
 }
 
@@ -422,6 +426,12 @@ mod tests {
         assert!(flags > 0 && flags < pid);
         let k = kernel_offsets().unwrap();
         assert_eq!([k.task_pid, k.task_tgid, k.task_flags], [pid, tgid, flags]);
+        // Both runtimes are u64 fields of the task's sched_entity, prev right after sum
+        // since the CFS days (include/linux/sched.h).
+        let se = btf.member_offset("task_struct", "se").unwrap();
+        let sum = btf.member_offset("sched_entity", "sum_exec_runtime").unwrap();
+        assert_eq!(k.task_runtime, se + sum);
+        assert_eq!(k.task_prev_runtime, k.task_runtime + 8, "prev_sum_exec_runtime follows sum_exec_runtime");
         if let Some(expected) = bpftool_offsets() {
             assert_eq!(
                 [pid, tgid, flags],

@@ -36,8 +36,9 @@ pub enum Command {
     Report(ReportArgs),
     /// List the USDT probes of a process or a binary (any provider).
     List(ListArgs),
-    /// Check what this host supports (kernel, BTF, capabilities, uprobes, eBPF features).
-    Doctor,
+    /// Check what this host supports (kernel, BTF, capabilities, uprobes, eBPF features),
+    /// and with `--pid`, what a target's build allows (frame pointers for user stacks).
+    Doctor(DoctorArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -193,6 +194,13 @@ pub struct ReportArgs {
     pub allow_truncated: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Also check this process's executable (frame pointers, for whole user stacks).
+    #[arg(short, long)]
+    pub pid: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -75,7 +75,7 @@ pub fn format_line(c: &Check) -> String {
 
 /// Runs every check, printing one line each to `out` as it completes, then a verdict.
 /// Ok(true) when every essential check passed.
-pub fn run(out: &mut dyn Write) -> Result<bool> {
+pub fn run(out: &mut dyn Write, pid: Option<u32>) -> Result<bool> {
     writeln!(out, "tprof doctor: what this host supports (tprof {})", env!("CARGO_PKG_VERSION"))?;
     let mut all_ok = true;
     let mut emit = |out: &mut dyn Write, c: Check| -> Result<()> {
@@ -106,6 +106,9 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
     emit(out, check_kptr_restrict(caps_now))?;
     emit(out, check_kallsyms())?;
     emit(out, check_lockdown())?;
+    if let Some(pid) = pid {
+        emit(out, check_frame_pointers(pid))?;
+    }
     if all_ok {
         writeln!(out, "tprof doctor: all essential checks passed: `tprof attach --pid PID` can run here")?;
     } else {
@@ -482,6 +485,41 @@ fn check_lockdown() -> Check {
     }
 }
 
+// ---- the target's frame pointers -----------------------------------------------------
+
+/// The advice for a program built without frame pointers (docs/usage.md says the same).
+pub const FRAME_POINTER_HINT: &str = "rebuild it with RUSTFLAGS=\"-C force-frame-pointers=yes\" (C: -fno-omit-frame-pointer) \
+     for whole user stacks; Rust's std comes prebuilt as the toolchain built it (the Rust std count above) unless \
+     rebuilt with -Zbuild-std, so a stack may still stop inside it: tprof marks such stacks \"likely truncated\"";
+
+/// Whether process `pid`'s executable keeps frame pointers (its functions' prologues).
+fn check_frame_pointers(pid: u32) -> Check {
+    const NAME: &str = "frame pointers";
+    let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+    let fp = match crate::frame_pointers::inspect(&exe) {
+        Ok(fp) => fp,
+        Err(e) => return Check::new(NAME, false, Status::Warn, format!("pid {pid}: {e:#}")).hint("is the pid right, and may tprof read its executable?"),
+    };
+    if fp.own == 0 {
+        return Check::new(NAME, false, Status::Warn, format!("pid {pid}: its executable has no function symbols to inspect (stripped?)"));
+    }
+    frame_pointer_check(pid, &fp)
+}
+
+/// The check's line for what [`crate::frame_pointers::inspect`] found.
+pub fn frame_pointer_check(pid: u32, fp: &crate::frame_pointers::FramePointers) -> Check {
+    use crate::frame_pointers::Verdict;
+    const NAME: &str = "frame pointers";
+    let std = if fp.std > 0 { format!("; Rust std: {} of {}", fp.std_with, fp.std) } else { String::new() };
+    let detail = format!("pid {pid}: {} of {} of its own functions set up a frame pointer{std}", fp.own_with, fp.own);
+    match fp.verdict() {
+        Verdict::Kept => Check::new(NAME, false, Status::Ok, detail),
+        Verdict::Omitted => Check::new(NAME, false, Status::Warn, format!("{detail}: built without them, user stacks will stop after 1-2 frames"))
+            .hint(FRAME_POINTER_HINT),
+        Verdict::Unclear => Check::new(NAME, false, Status::Warn, format!("{detail}: partly, user stacks may stop early")).hint(FRAME_POINTER_HINT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,9 +609,20 @@ mod tests {
     /// The whole run works without privileges too: every line is labelled and the verdict
     /// follows what failed (as root on a supported kernel, everything essential passes).
     #[test]
+    fn frame_pointer_lines() {
+        use crate::frame_pointers::FramePointers;
+        let kept = frame_pointer_check(7, &FramePointers { own: 35, own_with: 33, std: 10, std_with: 2 });
+        assert_eq!((kept.status, kept.hint.is_none()), (Status::Ok, true), "{kept:?}");
+        assert!(kept.detail.contains("33 of 35") && kept.detail.contains("Rust std: 2 of 10"), "{kept:?}");
+        let omitted = frame_pointer_check(7, &FramePointers { own: 34, own_with: 9, std: 0, std_with: 0 });
+        assert_eq!(omitted.status, Status::Warn);
+        assert!(omitted.hint.as_deref().is_some_and(|h| h.contains("RUSTFLAGS=\"-C force-frame-pointers=yes\"") && h.contains("-Zbuild-std")));
+    }
+
+    #[test]
     fn run_prints_labelled_lines() {
         let mut out = Vec::new();
-        let ok = run(&mut out).expect("doctor runs");
+        let ok = run(&mut out, None).expect("doctor runs");
         let text = String::from_utf8(out).expect("utf-8");
         let checks: Vec<&str> = text.lines().filter(|l| !l.starts_with("tprof doctor") && !l.starts_with("        ")).collect();
         assert!(checks.len() >= 11, "{text}");

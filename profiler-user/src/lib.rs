@@ -12,6 +12,7 @@ pub mod decode;
 pub mod discover;
 pub mod doctor;
 pub mod export;
+pub mod frame_pointers;
 pub mod list;
 pub mod model;
 pub mod pipeline;

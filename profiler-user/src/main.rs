@@ -78,8 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tprof::report::run(&args.file, sinks, args.output.filter()?, args.allow_truncated)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
-            let ok = tprof::doctor::run(&mut io::stdout().lock())?;
+        Command::Doctor(args) => {
+            let ok = tprof::doctor::run(&mut io::stdout().lock(), args.pid)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::List(args) => {

@@ -2,7 +2,7 @@
 //! alike: both feed it raw ring-buffer records; only where late strings and stacks come from
 //! differs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 
 use crate::correlate::Correlator;
@@ -84,11 +84,14 @@ fn deliver<S: Sink>(
     sink: &mut Filtered<S>,
     stacks: &mut Stacks,
     stats: &mut Stats,
+    tasks_cpu: &mut BTreeMap<u32, u64>,
     recorder: &mut Option<Recorder>,
     o: Output<'_>,
 ) -> io::Result<()> {
     match o {
         Output::Summary(t) => {
+            // Every task, whatever the filters: the share of its process's CPU.
+            *tasks_cpu.entry(t.pid).or_insert(0) += t.on_cpu_ns;
             // Statistics follow the task and trace filters, but not --min-latency: the
             // percentiles of a task type must include its fast requests.
             if sink.wanted(t) {
@@ -147,10 +150,11 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let tasks_cpu = &mut self.report.tasks_cpu;
         let mut result = Ok(());
         self.corr.push(&rec, &mut |o| {
             if result.is_ok() {
-                result = deliver(sink, stacks, stats, recorder, o);
+                result = deliver(sink, stacks, stats, tasks_cpu, recorder, o);
             }
         });
         result
@@ -159,10 +163,11 @@ impl<S: Sink> Pipeline<S> {
     /// Summaries of the tasks still open, then the final report to the sinks (and the file).
     pub fn finish(&mut self) -> io::Result<()> {
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let tasks_cpu = &mut self.report.tasks_cpu;
         let mut result = Ok(());
         self.corr.finish(&mut |o| {
             if result.is_ok() {
-                result = deliver(sink, stacks, stats, recorder, o);
+                result = deliver(sink, stacks, stats, tasks_cpu, recorder, o);
             }
         });
         result?;
@@ -170,6 +175,7 @@ impl<S: Sink> Pipeline<S> {
         self.report.correlator = self.corr.stats.clone();
         self.report.filtered_events = self.sink.discarded;
         self.report.held_tasks_evicted = self.sink.held_tasks_evicted;
+        self.report.build_process_cpu();
         if let Some(r) = &mut self.recorder {
             r.trailer(&self.report)?;
         }

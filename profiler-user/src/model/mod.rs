@@ -7,7 +7,8 @@
 //! * [`origin`]: the machine and clock a session ran on (what a recording carries);
 //! * [`stack`]: symbolized stacks;
 //! * [`stats`]: per task type latency histograms and average breakdowns;
-//! * [`report`]: the session's report.
+//! * [`report`]: the session's report;
+//! * [`unattributed`]: per process, its CPU, the share its tasks got, and what ran outside them.
 //!
 //! The algorithms that fill these in (`decode`, `correlate`, `stacks`) and the formats that
 //! print them (`sink`, `export`) import this module, never each other's types.
@@ -20,3 +21,4 @@ pub mod process;
 pub mod report;
 pub mod stack;
 pub mod stats;
+pub mod unattributed;

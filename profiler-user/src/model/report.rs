@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::CorrelatorStats;
 use super::stats::Stats;
+use super::unattributed::{self, ProcessCpu};
 
 /// Session-wide figures for the final report. Fields a recording made by an older tprof
 /// lacks read as their defaults.
@@ -55,6 +56,16 @@ pub struct SessionReport {
     pub warnings: Vec<String>,
     /// Why the session stopped.
     pub stop_reason: String,
+    /// Per traced process: its CPU, the share its tasks got, and what ran outside any task
+    /// ([`unattributed::build`] of the two fields below, at the end).
+    pub process_cpu: Vec<ProcessCpu>,
+    /// The kernel's per-process figures, read when a process exits and at the end (a
+    /// replay takes them from `process_cpu`).
+    #[serde(skip)]
+    pub kernel_cpu: BTreeMap<u32, ProcessCpu>,
+    /// On-CPU time of the tasks by pid, from their summaries (counted again on replay).
+    #[serde(skip)]
+    pub tasks_cpu: BTreeMap<u32, u64>,
 }
 
 impl SessionReport {
@@ -83,6 +94,22 @@ impl SessionReport {
         w
     }
 
+    /// Adds the kernel's figures of a process read now (since the last read of it).
+    pub fn add_kernel_cpu(&mut self, p: ProcessCpu) {
+        match self.kernel_cpu.get_mut(&p.pid) {
+            Some(old) => old.merge(&p),
+            None => {
+                self.kernel_cpu.insert(p.pid, p);
+            }
+        }
+    }
+
+    /// Builds `process_cpu` from the kernel's figures and the tasks' (at the end, after
+    /// the last summary).
+    pub fn build_process_cpu(&mut self) {
+        self.process_cpu = unattributed::build(&self.kernel_cpu, &self.tasks_cpu);
+    }
+
     pub fn total_kernel_drops(&self) -> u64 {
         self.kernel_drops.values().sum::<u64>() + self.undrained
     }
@@ -91,7 +118,11 @@ impl SessionReport {
     /// (targets, probe sites, the kernel's counters, warnings, why it stopped), without the
     /// figures the replay counts again.
     pub fn replayed(self) -> SessionReport {
+        let kernel_cpu = self.process_cpu.iter().map(|p| (p.pid, p.clone().kernel_only())).collect();
         SessionReport {
+            process_cpu: Vec::new(),
+            kernel_cpu,
+            tasks_cpu: BTreeMap::new(),
             records: 0,
             undecodable: 0,
             filtered_events: 0,

@@ -45,6 +45,7 @@ use profiler_common::proc_event;
 mod late;
 mod names;
 mod targets;
+mod unattributed;
 use late::LateReads;
 use targets::{Origin, Targets};
 
@@ -518,6 +519,17 @@ impl Live {
                 "{mismatched} on-CPU slices were longer than the kernel's own runtime accounting of their thread \
                  (a switch-out and switch-in lost unseen): their tasks are marked incomplete"
             ));
+        }
+        let unattr_full = counters.anomaly(anomaly::UNATTR_FULL);
+        if unattr_full > 0 {
+            r.warnings.push(format!(
+                "{unattr_full} slices or syscalls outside tasks were not counted (the kernel's per-process map was full): \
+                 the not_attributed figures are low"
+            ));
+        }
+        match unattributed::read(&self.tracer.ebpf) {
+            Ok(list) => list.into_iter().for_each(|p| r.add_kernel_cpu(p)),
+            Err(e) => r.warnings.push(format!("could not read the kernel's per-process CPU outside tasks: {e:#}")),
         }
         r.kernel_drops = counters.drops.iter().enumerate().skip(1).map(|(k, n)| (kind_name(k as u32).to_string(), *n)).collect();
         for (prog, n) in &counters.program_misses {

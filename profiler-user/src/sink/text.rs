@@ -9,6 +9,7 @@ use crate::model::critical::StepKind;
 use crate::model::event::{agg_syscalls, Record, TaskKey, Waker};
 use crate::model::ledger::TaskState;
 use crate::model::report::SessionReport;
+use crate::model::unattributed::ProcessCpu;
 use crate::present::{describe_waker, escape, ms, syscall_name};
 
 /// Most threads a churn line counts by tid (beyond: counted as "more").
@@ -379,6 +380,9 @@ impl<W: Write> Sink for TextSink<W> {
                 r.processes_attached, r.processes_followed, r.processes_gone
             )?;
         }
+        for p in &r.process_cpu {
+            writeln!(self.out, "{}", process_cpu_line(p))?;
+        }
         for (k, n) in r.kernel_drops.iter().filter(|(_, n)| **n > 0) {
             writeln!(self.out, "   lost {n} {k} records (ring buffer full: try a larger --ring-size)")?;
         }
@@ -398,6 +402,38 @@ impl<W: Write> Sink for TextSink<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// Syscalls listed by name in a process's line; the rest are summed.
+const SYSCALLS_LISTED: usize = 4;
+
+/// `   pid N: cpu 12.3 ms in 456 slices, tasks 4.1 ms (33%), not attributed 8.2 ms; outside tasks 120 syscalls: ...`
+fn process_cpu_line(p: &ProcessCpu) -> String {
+    let n = &p.not_attributed;
+    let share = p.tasks_share.map(|s| format!(" ({:.0}%)", s * 100.0)).unwrap_or_default();
+    let mut line = format!(
+        "   pid {}: cpu {} ms in {} slices, tasks {} ms{share}, not attributed {} ms",
+        p.pid,
+        ms(p.cpu_ns),
+        p.slices,
+        ms(p.tasks_cpu_ns),
+        ms(n.cpu_ns)
+    );
+    if p.unseen_start_slices > 0 {
+        line.push_str(&format!(" (+{} ms in {} slices begun before tprof saw them)", ms(p.unseen_start_ns), p.unseen_start_slices));
+    }
+    if n.syscall_count > 0 {
+        let listed: Vec<String> = n
+            .syscalls
+            .iter()
+            .take(SYSCALLS_LISTED)
+            .map(|s| format!("{} {}x {} ms", escape(&s.name), s.count, ms(s.total_ns)))
+            .collect();
+        let more = n.syscalls.len().saturating_sub(SYSCALLS_LISTED);
+        let more = if more > 0 { format!(", {more} more") } else { String::new() };
+        line.push_str(&format!("; outside tasks {} syscalls: {}{more}", n.syscall_count, listed.join(", ")));
+    }
+    line
 }
 
 #[cfg(test)]
