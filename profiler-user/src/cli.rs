@@ -61,6 +61,14 @@ pub struct TargetArgs {
     /// before or after attach.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// Map the USDT probes of another provider onto tasks, regions and logs with a
+    /// built-in mapping (repeatable): `postgres` (PostgreSQL 12+, one task per query).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Vec<String>,
+    /// Map foreign USDT probes with this mapping file (repeatable; the grammar is
+    /// usdt-probes/MAPPING.md).
+    #[arg(long = "probes", value_name = "FILE")]
+    pub probe_files: Vec<PathBuf>,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or the target exits.
     #[arg(short, long)]
     pub duration: Option<String>,
@@ -198,6 +206,12 @@ pub struct ListArgs {
     /// An ELF file.
     #[arg(short, long)]
     pub binary: Option<PathBuf>,
+    /// Show which sites this built-in mapping covers (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Vec<String>,
+    /// Show which sites this mapping file covers (repeatable).
+    #[arg(long = "probes", value_name = "FILE")]
+    pub probe_files: Vec<PathBuf>,
 }
 
 impl OutputArgs {
@@ -288,10 +302,12 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        let mapping = crate::mapping::ProbeMapping::load(&self.preset, &self.probe_files)?.map(std::sync::Arc::new);
         let scope = Scope {
             follow: !self.no_follow,
             cgroup: self.cgroup.as_deref().map(cgroup_rel_path).transpose()?,
             binary: self.binary.as_deref().map(binary_id).transpose()?,
+            foreign: mapping.as_ref().map(|m| m.probe_names()).unwrap_or_default(),
         };
         Ok(AttachOptions {
             pids: self.pids.clone(),
@@ -310,6 +326,7 @@ impl TargetArgs {
                 uprobe_multi: self.probe_links == ProbeLinks::Auto,
             },
             filter,
+            mapping,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod discover;
 pub mod doctor;
 pub mod export;
 pub mod list;
+pub mod mapping;
 pub mod model;
 pub mod pipeline;
 pub mod present;

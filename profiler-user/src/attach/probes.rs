@@ -47,6 +47,10 @@ pub struct Probes {
     /// symbolizer), as of the last scan.
     mapped: HashMap<u32, Vec<MappedFile>>,
     next_cookie: u32,
+    /// Foreign probes mapped onto tprof's events (`--preset`, `--probes`).
+    pub mapping: Option<std::sync::Arc<crate::mapping::ProbeMapping>>,
+    /// The mapped probes (`provider:name`) some site was attached for.
+    pub mapped_seen: std::collections::HashSet<String>,
 }
 
 impl Probes {
@@ -68,6 +72,8 @@ impl Probes {
             files: HashMap::new(),
             mapped: HashMap::new(),
             next_cookie: 0,
+            mapping: None,
+            mapped_seen: std::collections::HashSet::new(),
         };
         if let Some(progs) = multi {
             let mut handed = Ok(());
@@ -158,12 +164,13 @@ impl Probes {
         self.mapped.insert(pid, mapped);
         let mut attached = 0;
         for file in scan.files.into_iter().filter(|f| f.new) {
-            let sites: Vec<ProbeSite> = file
+            let mut sites: Vec<ProbeSite> = file
                 .sites
                 .into_iter()
                 .map(|d| ProbeSite {
-                    provider: TPROF_PROVIDER.to_string(),
+                    provider: d.provider,
                     args: discover::parse_args(&d.args),
+                    each: discover::parse_each(&d.args, None),
                     name: d.name,
                     pc: d.pc,
                     file_offset: d.file_offset,
@@ -172,6 +179,10 @@ impl Probes {
                     args_text: d.args,
                 })
                 .collect();
+            // Symbolic operands (`-4@NBuffers(%rip)`) need the file's symbol tables.
+            if let Some(f) = self.files.get(&file.id) {
+                discover::resolve_symbols(f.as_ref(), &mut sites);
+            }
             attached += if self.uses_multi {
                 self.attach_file_multi(pid, file.id, &file.display, sites)
             } else {
@@ -182,7 +193,7 @@ impl Probes {
                             n += 1;
                             self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
                         }
-                        Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
+                        Err(e) => self.warnings.push(format!("pid {pid}: {} at {}+{:#x}: {e:#}", site.full_name(), file.display, site.file_offset)),
                     }
                 }
                 n
@@ -201,7 +212,7 @@ impl Probes {
                     let d = broker_proto::MultiSiteDesc { offset: site.file_offset, semaphore: site.semaphore_offset, cookie: u64::from(cookie) };
                     groups[usdt_slot(probe) as usize].push((site, d));
                 }
-                Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {display}+{:#x}: {e:#}", site.name, site.file_offset)),
+                Err(e) => self.warnings.push(format!("pid {pid}: {} at {display}+{:#x}: {e:#}", site.full_name(), site.file_offset)),
             }
         }
         let mut attached = 0;
@@ -220,7 +231,7 @@ impl Probes {
                         }
                     }
                     Err(e) => {
-                        let names: Vec<String> = chunk.iter().map(|(s, _)| format!("tprof:{} at +{:#x}", s.name, s.file_offset)).collect();
+                        let names: Vec<String> = chunk.iter().map(|(s, _)| format!("{} at +{:#x}", s.full_name(), s.file_offset)).collect();
                         self.warnings.push(format!("pid {pid}: {display}: {}: {e:#}", names.join(", ")));
                     }
                 }
@@ -232,6 +243,9 @@ impl Probes {
     /// Checks a site's probe and arguments and writes its spec under a new cookie:
     /// (probe id, cookie).
     fn spec_for(&mut self, site: &ProbeSite) -> Result<(u32, u32)> {
+        if site.provider != TPROF_PROVIDER {
+            return self.foreign_spec_for(site);
+        }
         let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
         let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
         let want = discover::tprof_probe_args(probe);
@@ -249,11 +263,33 @@ impl Probes {
         Ok((probe, cookie))
     }
 
+    /// The spec of a foreign site under the session's mapping (`crate::mapping`).
+    fn foreign_spec_for(&mut self, site: &ProbeSite) -> Result<(u32, u32)> {
+        let mapping = self.mapping.clone().ok_or_else(|| anyhow!("not a tprof probe, and no mapping names it"))?;
+        let rule = mapping.rule(&site.provider, &site.name).ok_or_else(|| anyhow!("no rule of {} names this probe", mapping.source))?;
+        let spec = crate::mapping::compile_site(rule, site).map_err(|e| anyhow!("{}: {e}", mapping.source))?;
+        if self.next_cookie >= MAX_SITES {
+            bail!("more than {MAX_SITES} probe sites in one session");
+        }
+        let cookie = self.next_cookie;
+        self.usdt.specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
+        self.next_cookie += 1;
+        self.mapped_seen.insert(site.full_name());
+        Ok((spec.probe, cookie))
+    }
+
+    /// The mapped probes no attached site stands for yet: a mapping that names a probe the
+    /// traced files do not have (a typo, another version), or a preset for another program.
+    pub fn mapped_missing(&self) -> Vec<String> {
+        let Some(m) = &self.mapping else { return Vec::new() };
+        m.probe_names().into_iter().filter(|n| !self.mapped_seen.contains(n)).collect()
+    }
+
     fn attach_site(&mut self, pid: u32, file: u64, site: &ProbeSite) -> Result<()> {
         let (probe, cookie) = self.spec_for(site)?;
         let perf = self.ask(|b| b.attach(pid, file, site.file_offset, site.semaphore_offset))?;
         let prog = self.usdt.perf[usdt_slot(probe) as usize].as_fd();
-        let link = uprobe::link(prog, perf, &format!("tprof:{} at +{:#x}", site.name, site.file_offset), u64::from(cookie))?;
+        let link = uprobe::link(prog, perf, &format!("{} at +{:#x}", site.full_name(), site.file_offset), u64::from(cookie))?;
         self.links.push(link);
         Ok(())
     }
