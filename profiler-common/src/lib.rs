@@ -136,6 +136,10 @@ pub mod strflag {
     /// task was not pushed on its task stack and its time on that thread is not tracked.
     /// Not a property of the string: userspace takes it off the name's flags.
     pub const TASK_UNTRACKED: u32 = 1 << 16;
+    /// Set by the kernel on a foreign log value (`usdt-probes/MAPPING.md`, `int(...)`): the
+    /// bytes are integers, each one byte (1: signed) then 64 bits little-endian; userspace
+    /// shows them in decimal, joined by `/`, and takes the flag off.
+    pub const INTS: u32 = 8;
 }
 
 /// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.
@@ -294,7 +298,8 @@ pub mod foreign {
     pub const CSTR: u8 = 1;
     /// A pointer argument and a length argument.
     pub const STR: u8 = 2;
-    /// Integers (each as declared by its note: signed or not), in decimal, joined by `/`.
+    /// Integers (each as declared by its note: signed or not), in decimal, joined by `/`
+    /// (formatted by userspace: `strflag::INTS`).
     pub const INTS: u8 = 3;
 
     /// Task flag: the name is SQL, normalized by userspace (literals become `$1`...).

@@ -20,8 +20,6 @@ mod syscalls;
 mod thread;
 #[cfg(target_arch = "bpf")]
 mod usdt;
-#[cfg(target_arch = "bpf")]
-mod usdt_foreign;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -140,7 +140,7 @@ fn narrow(v: u64, size: u8, signed: u8) -> u64 {
 
 /// Copies at most `N` bytes of a target string into `dst` and describes it.
 #[inline(always)]
-pub(crate) fn read_str<const N: usize, const SLEEPABLE: bool>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
+fn read_str<const N: usize, const SLEEPABLE: bool>(ptr: u64, len: u64, dst: &mut [u8; N]) -> StrRef {
     let mut flags = 0;
     let n = if len > N as u64 {
         flags |= strflag::TRUNCATED;
@@ -197,10 +197,6 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
     }
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let ts = now();
-    if spec.nactions != 0 {
-        crate::usdt_foreign::run::<SLEEPABLE>(spec, &args, pid, tid, ts);
-        return Some(());
-    }
     match spec.probe {
         probe::TASK_BEGIN | probe::TASK_ATTACH => {
             let task = TaskId { trace_hi: args[0], trace_lo: args[1], span_id: args[2] };
@@ -264,7 +260,7 @@ fn try_usdt<const SLEEPABLE: bool>(ctx: &ProbeContext) -> Option<()> {
 /// The thread starts (or resumes) work for `task`: the outer task's slice ends here.
 /// Returns false when the task could not be pushed (stack full).
 #[inline(always)]
-pub(crate) fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
+fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: TaskId) -> bool {
     st.running(pid, tid, ts);
     st.cut_slice(pid, tid, ts);
     st.flush_agg(pid, tid, ts);
@@ -275,7 +271,7 @@ pub(crate) fn begin(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, task: Tas
 
 /// The thread stops work for `span_id`: its last slice ends here, the outer task resumes.
 #[inline(always)]
-pub(crate) fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
+fn end(st: &mut ThreadState, pid: u32, tid: u32, ts: u64, span_id: u64) {
     st.running(pid, tid, ts);
     if st.top().map(|t| t.span_id) == Some(span_id) {
         st.cut_slice(pid, tid, ts);

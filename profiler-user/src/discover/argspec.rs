@@ -379,8 +379,21 @@ pub fn parse_arg_at(one: &str, syms: Option<&Symbols<'_>>) -> Result<UsdtArg, Ar
             (index.off, scale)
         }
     };
+    let absolute = base.is_none() && index_reg_off == NO_REG;
     let (value, reg_off) = match (disp, base) {
+        // A bare number: an absolute address, meaningful only in a fixed-address executable.
+        (Disp::Num(_), None) if absolute && syms.is_none_or(|s| s.relocatable) => {
+            return Err(ArgSpecError::Unsupported {
+                spec: err_spec(),
+                what: "absolute memory address (only in fixed-address executables, with the file at hand)",
+            })
+        }
         (Disp::Num(n), base) => (n, base.map_or(NO_REG, |b| b.off)),
+        // `sym` alone: its address, relative to the site as for `sym(%rip)`.
+        (Disp::Sym { name, plus }, None) if absolute => {
+            let addr = resolve(spec, name, plus, syms, "symbolic displacement (needs the file's symbol table)")?;
+            (addr.wrapping_sub(syms.map_or(0, |s| s.pc)) as i64, RIP_OFF)
+        }
         // `sym(%rip)`: the symbol's address, whatever the instruction (see the module docs).
         (Disp::Sym { name, plus }, Some(b)) if b.off == RIP_OFF && index_reg_off == NO_REG => {
             let addr = resolve(spec, name, plus, syms, "symbolic displacement (needs the file's symbol table)")?;
@@ -644,8 +657,8 @@ mod tests {
         check(&[
             ("8@(,%rax,8)", arg::MEM, 8, U, 0, N, 80, 8),
             ("-4@16(,%rbx,4)", arg::MEM, 4, S, 16, N, 40, 4),
-            ("4@0x601040", arg::MEM, 4, U, 0x601040, N, N, 0),
         ]);
+        assert_eq!(variant(&parse_arg("4@0x601040").unwrap_err()), "Unsupported", "absolute, file unknown");
     }
 
     /// The symbolic operands of Debian's PostgreSQL 15 (`checkpoint__done`,
@@ -684,7 +697,9 @@ mod tests {
         // Fixed-address executables: absolute forms, with or without registers.
         let exec = Symbols { pc, lookup: &table, relocatable: false };
         check_one(parse_arg_at("4@table(,%rax,4)", Some(&exec)), (arg::MEM, 4, 0x60_1000, N, 80, 4));
-        check_one(parse_arg_at("-4@NBuffers", Some(&exec)), (arg::MEM, 4, 0x88_5010, N, N, 0));
+        check_one(parse_arg_at("4@0x601040", Some(&exec)), (arg::MEM, 4, 0x60_1040, N, N, 0));
+        // `sym` alone is site-relative in any file.
+        check_one(parse_arg_at("-4@NBuffers", Some(&pie)), (arg::MEM, 4, rel(0x88_5010), RIP_OFF, N, 0));
         // ...which a position-independent file cannot have.
         let e = parse_arg_at("4@table(,%rax,4)", Some(&pie)).unwrap_err();
         assert_eq!(variant(&e), "Unsupported", "{e}");

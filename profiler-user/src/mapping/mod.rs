@@ -20,6 +20,19 @@ use std::fmt;
 pub use compile::{compile_site, Coverage};
 pub use parse::parse_mapping;
 
+/// The integers of a foreign log value as the kernel copies them (`strflag::INTS`: per
+/// value one byte, 1 for signed, then 64 bits little-endian), in decimal joined by `/`.
+pub fn format_ints(bytes: &[u8]) -> String {
+    let mut parts = Vec::new();
+    for v in bytes.chunks_exact(9) {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&v[1..9]);
+        let x = u64::from_le_bytes(raw);
+        parts.push(if v[0] != 0 { (x as i64).to_string() } else { x.to_string() });
+    }
+    parts.join("/")
+}
+
 /// What a foreign probe stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -156,3 +169,18 @@ impl fmt::Display for MappingError {
 }
 
 impl std::error::Error for MappingError {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ints_as_the_kernel_copies_them() {
+        let mut b = vec![0u8];
+        b.extend(1663u64.to_le_bytes());
+        b.push(1);
+        b.extend((-5i64 as u64).to_le_bytes());
+        b.push(0);
+        b.extend(u64::MAX.to_le_bytes());
+        assert_eq!(super::format_ints(&b), format!("1663/-5/{}", u64::MAX));
+        assert_eq!(super::format_ints(&b[..12]), "1663", "a cut value is left out");
+    }
+}

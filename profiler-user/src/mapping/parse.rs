@@ -46,6 +46,12 @@ pub fn parse_mapping(text: &str, source: &str) -> Result<ProbeMapping, MappingEr
         let action = parse_action(rest.trim(), line).map_err(err)?;
         match m.rules.iter_mut().find(|r| r.provider == provider && r.name == name) {
             Some(r) => {
+                if action.event != Event::Log {
+                    return Err(err(format!(
+                        "{probe}: {} after its first event: a probe stands for one task or region event, on its first line, then logs",
+                        action.event.keyword()
+                    )));
+                }
                 if r.actions.len() >= MAX_FOREIGN_ACTIONS {
                     return Err(err(format!("{probe}: more than {MAX_FOREIGN_ACTIONS} events for one probe")));
                 }
@@ -244,7 +250,8 @@ mod tests {
             ("tprof:task_begin task-end", 1, "need no mapping"),
             ("a:b-c task-end", 1, "names of letters"),
             ("a:b log \"0123456789012345678901234567890123\" int(arg0)", 1, "longer than 32"),
-            ("a:b task-end\na:b task-end\na:b task-end\na:b task-end\na:b task-end", 5, "more than 4 events"),
+            ("a:b task-end\na:b log \"k\" int(arg0)\na:b log \"k\" int(arg0)\na:b log \"k\" int(arg0)\na:b log \"k\" int(arg0)", 5, "more than 4 events"),
+            ("a:b log \"k\" int(arg0)\na:b task-end", 2, "after its first event"),
         ] {
             let e = parse_mapping(text, "f.map").unwrap_err();
             assert_eq!(e.line, line, "{text}: {e}");

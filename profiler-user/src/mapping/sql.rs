@@ -61,9 +61,8 @@ pub fn normalize(sql: &str) -> String {
                 }
                 i += 1;
                 while i < b.len() {
-                    if b[i] == '\'' && b.get(i + 1) == Some(&'\'') {
-                        i += 2;
-                    } else if b[i] == '\\' {
+                    // `''` (a quote in the string) and `\x` (an escape) skip two.
+                    if (b[i] == '\'' && b.get(i + 1) == Some(&'\'')) || b[i] == '\\' {
                         i += 2;
                     } else if b[i] == '\'' {
                         break;
