@@ -137,6 +137,10 @@ pub mod strflag {
     /// task was not pushed on its task stack and its time on that thread is not tracked.
     /// Not a property of the string: userspace takes it off the name's flags.
     pub const TASK_UNTRACKED: u32 = 1 << 16;
+    /// Set by the kernel on a foreign log value (`usdt-probes/MAPPING.md`, `int(...)`): the
+    /// bytes are integers, each one byte (1: signed) then 64 bits little-endian; userspace
+    /// shows them in decimal, joined by `/`, and takes the flag off.
+    pub const INTS: u32 = 8;
 }
 
 /// `ON_CPU`: the thread ran from `start_ns` to `header.ts_ns` for `header.task`.
@@ -209,7 +213,8 @@ pub struct SyscallRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsdtArg {
-    /// Constant value (`ARG_CONST`) or memory displacement (`ARG_MEM`).
+    /// Constant value (`ARG_CONST`), memory displacement (`ARG_MEM`), or what is added to the
+    /// register (`ARG_REG`: 0 but for `$sym`, the distance of a symbol from the probe site).
     pub value: i64,
     /// One of [`arg`].
     pub kind: u8,
@@ -219,7 +224,8 @@ pub struct UsdtArg {
     pub signed: u8,
     /// Index scale for `disp(%base,%index,scale)`.
     pub scale: u8,
-    /// Offset of the (base) register in `struct pt_regs`.
+    /// Offset of the (base) register in `struct pt_regs` ([`NO_REG`] for a memory operand
+    /// without base: `(,%rax,8)` or an absolute address).
     pub reg_off: u16,
     /// Offset of the index register in `struct pt_regs`, or [`NO_REG`].
     pub index_reg_off: u16,
@@ -242,10 +248,85 @@ pub mod arg {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsdtSpec {
-    /// One of [`probe`].
+    /// One of [`probe`]. For a foreign site, the probe whose program handles it (the first
+    /// action's event: [`probe::TASK_END`] alone goes to the fast program).
     pub probe: u32,
     pub nargs: u32,
+    /// The arguments fetched. For a foreign site, only those its actions use, remapped by
+    /// userspace into the slots the actions name.
     pub args: [UsdtArg; MAX_USDT_ARGS],
+    /// 0 for tprof's own probes; else a foreign site (a mapping, `usdt-probes/MAPPING.md`)
+    /// and how many of `actions` it runs, in order.
+    pub nactions: u32,
+    pub _pad: u32,
+    pub actions: [ForeignAction; MAX_FOREIGN_ACTIONS],
+}
+
+/// Most tprof events one foreign probe site stands for.
+pub const MAX_FOREIGN_ACTIONS: usize = 4;
+/// Longest fixed text (region name, log key) of a [`ForeignAction`].
+pub const FOREIGN_TEXT_LEN: usize = 32;
+
+/// One tprof event a foreign probe site stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForeignAction {
+    /// [`probe::TASK_BEGIN`], [`probe::TASK_END`], [`probe::REGION_BEGIN`],
+    /// [`probe::REGION_END`] or [`probe::LOG`].
+    pub event: u8,
+    /// How the value (task name, log value) is read: one of [`foreign`].
+    pub form: u8,
+    /// The value's argument slot (`args[arg]`).
+    pub arg: u8,
+    /// [`foreign::STR`]: the length's slot; [`foreign::INTS`]: how many consecutive slots
+    /// from `arg` (joined by `/`).
+    pub arg2: u8,
+    /// Task begin: [`foreign::TASK_SQL`] and friends, carried in the generated trace-id.
+    pub flags: u8,
+    /// Bytes of `text` used.
+    pub text_len: u8,
+    pub _pad: [u8; 2],
+    /// Region name or log key.
+    pub text: [u8; FOREIGN_TEXT_LEN],
+}
+
+/// Value forms and task flags of [`ForeignAction`], and the generated ids of foreign tasks.
+pub mod foreign {
+    /// No value (task end, regions: their name is the action's text).
+    pub const NONE: u8 = 0;
+    /// A NUL-terminated C string at the argument's address (bounded read; a string that
+    /// fills the buffer is flagged truncated).
+    pub const CSTR: u8 = 1;
+    /// A pointer argument and a length argument.
+    pub const STR: u8 = 2;
+    /// Integers (each as declared by its note: signed or not), in decimal, joined by `/`
+    /// (formatted by userspace: `strflag::INTS`).
+    pub const INTS: u8 = 3;
+
+    /// Task flag: the name is SQL, normalized by userspace (literals become `$1`...).
+    pub const TASK_SQL: u8 = 1;
+    /// Task flag: the SQL may carry a sqlcommenter `traceparent` (userspace re-keys the task).
+    pub const TASK_SQLCOMMENTER: u8 = 2;
+
+    /// The trace-ids the kernel generates for foreign tasks (which carry none) are
+    /// `GENERATED_TRACE_HI | flags` (high half: tprof's marker, then the task's flags) and a
+    /// random low half; their span-ids are random. A valid W3C trace-id: exports need no
+    /// special case, and userspace tells them apart by the marker.
+    pub const GENERATED_TRACE_HI: u64 = 0x7470_726f_6667_0000;
+    /// Mask of the marker in a trace-id's high half.
+    pub const GENERATED_MASK: u64 = 0xffff_ffff_ffff_0000;
+
+    /// Whether a trace-id high half is one the kernel generated.
+    pub const fn is_generated(trace_hi: u64) -> bool {
+        trace_hi & GENERATED_MASK == GENERATED_TRACE_HI
+    }
+    /// The task flags of a generated trace-id high half.
+    pub const fn flags(trace_hi: u64) -> u8 {
+        (trace_hi & 0xff) as u8
+    }
+    /// Key of the log the kernel adds to a generated task that a new one replaced on its
+    /// thread before its own end probe fired (the program errored out of it).
+    pub const IMPLICIT_END_KEY: &[u8] = b"tprof.implicit_end";
 }
 
 /// Slots of the per-CPU `ANOMALIES` counters: scheduler events the programs expected
@@ -500,7 +581,8 @@ const _: () = assert!(core::mem::size_of::<OnCpuRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 48 + 40 + COMM_LEN + 24 + 8);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<UsdtArg>() == 16);
-const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS);
+const _: () = assert!(core::mem::size_of::<ForeignAction>() == 8 + FOREIGN_TEXT_LEN);
+const _: () = assert!(core::mem::size_of::<UsdtSpec>() == 8 + 16 * MAX_USDT_ARGS + 8 + (8 + FOREIGN_TEXT_LEN) * MAX_FOREIGN_ACTIONS);
 const _: () = assert!(core::mem::size_of::<Config>() == 80);
 const _: () = assert!(core::mem::size_of::<ProcRecord>() == 48 + 16);
 const _: () = assert!(core::mem::size_of::<AggSyscall>() == 32);

@@ -99,9 +99,16 @@ fn read_user_sized(addr: u64, size: u8) -> Option<u64> {
 fn fetch(ctx: &ProbeContext, a: &UsdtArg) -> u64 {
     let raw = match a.kind {
         arg::CONST => a.value as u64,
-        arg::REG => read_reg(ctx, a.reg_off).unwrap_or(0),
+        // `value` is 0 but for `$sym` (an address: %rip plus the symbol's distance).
+        arg::REG => read_reg(ctx, a.reg_off).unwrap_or(0).wrapping_add(a.value as u64),
         arg::MEM => {
-            let Some(base) = read_reg(ctx, a.reg_off) else { return 0 };
+            // No base register: `(,%index,scale)` or an absolute address.
+            let base = if a.reg_off == NO_REG {
+                0
+            } else {
+                let Some(base) = read_reg(ctx, a.reg_off) else { return 0 };
+                base
+            };
             let index = if a.index_reg_off == NO_REG {
                 0
             } else {

@@ -26,6 +26,8 @@ pub struct Cli {
     pub verbose: u8,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach to running processes and stream each request's kernel story.
@@ -62,6 +64,14 @@ pub struct TargetArgs {
     /// before or after attach.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// Map the USDT probes of another provider onto tasks, regions and logs with a
+    /// built-in mapping (repeatable): `postgres` (PostgreSQL 12+, one task per query).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Vec<String>,
+    /// Map foreign USDT probes with this mapping file (repeatable; the grammar is
+    /// usdt-probes/MAPPING.md).
+    #[arg(long = "probes", value_name = "FILE")]
+    pub probe_files: Vec<PathBuf>,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or the target exits.
     #[arg(short, long)]
     pub duration: Option<String>,
@@ -211,6 +221,12 @@ pub struct ListArgs {
     /// An ELF file.
     #[arg(short, long)]
     pub binary: Option<PathBuf>,
+    /// Show which sites this built-in mapping covers (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Vec<String>,
+    /// Show which sites this mapping file covers (repeatable).
+    #[arg(long = "probes", value_name = "FILE")]
+    pub probe_files: Vec<PathBuf>,
 }
 
 impl OutputArgs {
@@ -301,10 +317,12 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        let mapping = crate::mapping::ProbeMapping::load(&self.preset, &self.probe_files)?.map(std::sync::Arc::new);
         let scope = Scope {
             follow: !self.no_follow,
             cgroup: self.cgroup.as_deref().map(cgroup_rel_path).transpose()?,
             binary: self.binary.as_deref().map(binary_id).transpose()?,
+            foreign: mapping.as_ref().map(|m| m.probe_names()).unwrap_or_default(),
         };
         Ok(AttachOptions {
             pids: self.pids.clone(),
@@ -324,6 +342,7 @@ impl TargetArgs {
                 fault: self.inject_fault.as_deref().map(parse_fault).transpose()?.unwrap_or((0, 0)),
             },
             filter,
+            mapping,
         })
     }
 }

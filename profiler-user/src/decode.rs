@@ -51,6 +51,9 @@ pub type LateReader<'a> = &'a mut dyn FnMut(u32, u64, usize) -> Option<Vec<u8>>;
 /// A target string: the copied bytes, or a late read when the kernel could not copy them.
 fn text(pid: u32, s: &StrRef, buf: &[u8], late: LateReader<'_>) -> (String, u32) {
     let n = (s.len as usize).min(buf.len());
+    if s.flags & strflag::INTS != 0 {
+        return (crate::mapping::format_ints(&buf[..n]), s.flags & !strflag::INTS);
+    }
     if s.flags & strflag::UNREADABLE != 0 && n > 0 {
         if let Some(bytes) = late(pid, s.ptr, n) {
             let flags = (s.flags & !strflag::UNREADABLE) | strflag::LATE;

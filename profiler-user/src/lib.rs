@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod export;
 pub mod frame_pointers;
 pub mod list;
+pub mod mapping;
 pub mod model;
 pub mod pipeline;
 pub mod present;

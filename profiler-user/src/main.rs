@@ -84,7 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::List(args) => {
             let mut out = io::stdout().lock();
-            let n = tprof::list::run(args.pid, args.binary.as_deref(), &mut out)?;
+            let mapping = tprof::mapping::ProbeMapping::load(&args.preset, &args.probe_files)?;
+            let n = tprof::list::run(args.pid, args.binary.as_deref(), mapping.as_ref(), &mut out)?;
             if n == 0 {
                 let _ = writeln!(io::stderr(), "tprof: no USDT probes found");
                 return Ok(ExitCode::from(2));

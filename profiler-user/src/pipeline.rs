@@ -7,6 +7,7 @@ use std::io;
 
 use crate::correlate::Correlator;
 use crate::decode::{decode_with, LateReader};
+use crate::mapping::rekey::Rekey;
 use crate::model::event::Record;
 use crate::model::ledger::{Output, TaskState};
 use crate::model::report::SessionReport;
@@ -68,6 +69,8 @@ pub struct Pipeline<S: Sink> {
     /// The lives of traced processes since the session last took them (a live session
     /// adopts followed children, rescans exec'ed ones, forgets exited ones).
     pub procs: Vec<ProcEvent>,
+    /// Foreign tasks renamed and re-keyed (`mapping::rekey`) before the correlator.
+    pub rekey: Rekey,
 }
 
 /// A PROC record: `event` (`profiler_common::proc_event`) of process `pid`.
@@ -118,7 +121,7 @@ fn deliver<S: Sink>(
 
 impl<S: Sink> Pipeline<S> {
     pub fn new(sink: S, filter: Filter, stacks: Stacks, recorder: Option<Recorder>) -> Self {
-        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder, procs: Vec::new() }
+        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder, procs: Vec::new(), rekey: Rekey::default() }
     }
 
     /// One raw ring-buffer record. Err only for output (sink or recording) errors.
@@ -149,19 +152,32 @@ impl<S: Sink> Pipeline<S> {
             self.procs.push(ProcEvent { event, pid, parent });
             return Ok(());
         }
-        let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let (sink, stacks, stats, recorder, corr) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder, &mut self.corr);
         let tasks_cpu = &mut self.report.tasks_cpu;
         let mut result = Ok(());
-        self.corr.push(&rec, &mut |o| {
-            if result.is_ok() {
-                result = deliver(sink, stacks, stats, tasks_cpu, recorder, o);
-            }
+        self.rekey.push(rec, &mut |rec| {
+            corr.push(&rec, &mut |o| {
+                if result.is_ok() {
+                    result = deliver(sink, stacks, stats, tasks_cpu, recorder, o);
+                }
+            });
         });
         result
     }
 
     /// Summaries of the tasks still open, then the final report to the sinks (and the file).
     pub fn finish(&mut self) -> io::Result<()> {
+        let (sink, stacks, stats, recorder, corr) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder, &mut self.corr);
+        let tasks_cpu = &mut self.report.tasks_cpu;
+        let mut result = Ok(());
+        self.rekey.flush(&mut |rec| {
+            corr.push(&rec, &mut |o| {
+                if result.is_ok() {
+                    result = deliver(sink, stacks, stats, tasks_cpu, recorder, o);
+                }
+            });
+        });
+        result?;
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
         let tasks_cpu = &mut self.report.tasks_cpu;
         let mut result = Ok(());

@@ -299,7 +299,7 @@ impl Broker {
                 ids.push(None);
                 continue;
             }
-            let (sites, warnings) = tprof_sites(&f.file, &f.display);
+            let (sites, warnings) = tprof_sites(&f.file, &f.display, &self.scope.foreign);
             let id = self.files.len() as u64;
             let fd = f.file.as_fd().try_clone_to_owned().map_err(|e| format!("dup of {}: {e}", f.display))?;
             out.extend(warnings.into_iter().map(|message| Outgoing::plain(Reply::Warning { message })));
@@ -307,6 +307,7 @@ impl Broker {
             let descs: Vec<SiteDesc> = sites
                 .iter()
                 .map(|s| SiteDesc {
+                    provider: s.provider.clone(),
                     name: s.name.clone(),
                     pc: s.pc,
                     file_offset: s.file_offset,
@@ -439,15 +440,17 @@ fn alive(t: &Target) -> bool {
     t.pidfd.as_ref().is_some_and(super::pidfd::alive)
 }
 
-/// The tprof probe sites of a file whose text fits the protocol, and warnings for the rest.
-fn tprof_sites(file: &File, display: &str) -> (Vec<ProbeSite>, Vec<String>) {
+/// The tprof probe sites of a file whose text fits the protocol, and warnings for the rest;
+/// with them the sites of the foreign probes (`provider:name`) the session maps
+/// ([`Scope::foreign`], fixed on the helper's command line).
+fn tprof_sites(file: &File, display: &str, foreign: &[String]) -> (Vec<ProbeSite>, Vec<String>) {
     let report = match discover::mapped::read_file_notes(file, display) {
         Ok(r) => r,
         Err(e) => return (Vec::new(), vec![format!("{e:#}")]),
     };
     let mut warnings: Vec<String> = report.skipped.iter().map(|s| format!("{display}: skipped a probe note: {s}")).collect();
     let mut sites = Vec::new();
-    for s in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER) {
+    for s in report.sites.into_iter().filter(|s| s.provider == TPROF_PROVIDER || foreign.iter().any(|f| *f == s.full_name())) {
         if s.name.len() > MAX_SITE_TEXT || s.args_text.len() > MAX_SITE_TEXT {
             warnings.push(format!("{display}: skipped a tprof probe note with a name or argument spec over {MAX_SITE_TEXT} bytes"));
             continue;

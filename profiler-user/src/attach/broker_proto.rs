@@ -87,6 +87,8 @@ pub const MAX_MULTI_SITES: usize = 256;
 /// A tprof probe site as the helper read it from a file's notes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteDesc {
+    /// `tprof`, or the provider of a foreign probe the session maps.
+    pub provider: String,
     pub name: String,
     pub pc: u64,
     pub file_offset: u64,
@@ -371,7 +373,7 @@ mod tests {
     #[test]
     fn long_lists_are_chunked_under_the_limit() {
         let sites: Vec<SiteDesc> = (0..5000)
-            .map(|i| SiteDesc { name: "task_begin".into(), pc: i, file_offset: i, semaphore: 0, semaphore_offset: 0, args: "8@%rdi ".repeat(6) })
+            .map(|i| SiteDesc { provider: "tprof".into(), name: "task_begin".into(), pc: i, file_offset: i, semaphore: 0, semaphore_offset: 0, args: "8@%rdi ".repeat(6) })
             .collect();
         let parts = chunks(sites);
         assert!(parts.len() > 1);

@@ -19,6 +19,10 @@ use super::uprobe;
 use crate::discover::mapped::MappedFile;
 use crate::discover::{self, Mapping, ProbeSite, TPROF_PROVIDER};
 
+/// Whether the eBPF USDT programs run the actions of foreign sites (`UsdtSpec::nactions`).
+/// Not yet: see docs/limitations.md.
+const KERNEL_RUNS_FOREIGN_ACTIONS: bool = false;
+
 /// A probe site tprof attached to.
 #[derive(Clone, Debug)]
 pub struct AttachedSite {
@@ -51,6 +55,10 @@ pub struct Probes {
     file_sites: HashMap<u64, usize>,
     pid_files: HashMap<u32, Vec<u64>>,
     next_cookie: u32,
+    /// Foreign probes mapped onto tprof's events (`--preset`, `--probes`).
+    pub mapping: Option<std::sync::Arc<crate::mapping::ProbeMapping>>,
+    /// The mapped probes (`provider:name`) some site was attached for.
+    pub mapped_seen: std::collections::HashSet<String>,
 }
 
 impl Probes {
@@ -74,6 +82,8 @@ impl Probes {
             file_sites: HashMap::new(),
             pid_files: HashMap::new(),
             next_cookie: 0,
+            mapping: None,
+            mapped_seen: std::collections::HashSet::new(),
         };
         if let Some(progs) = multi {
             let mut handed = Ok(());
@@ -171,12 +181,13 @@ impl Probes {
         self.pid_files.insert(pid, scan.mappings.iter().map(|m| m.file).collect());
         let mut attached = 0;
         for file in scan.files.into_iter().filter(|f| f.new) {
-            let sites: Vec<ProbeSite> = file
+            let mut sites: Vec<ProbeSite> = file
                 .sites
                 .into_iter()
                 .map(|d| ProbeSite {
-                    provider: TPROF_PROVIDER.to_string(),
+                    provider: d.provider,
                     args: discover::parse_args(&d.args),
+                    each: discover::parse_each(&d.args, None),
                     name: d.name,
                     pc: d.pc,
                     file_offset: d.file_offset,
@@ -186,6 +197,10 @@ impl Probes {
                 })
                 .collect();
             let before = attached;
+            // Symbolic operands (`-4@NBuffers(%rip)`) need the file's symbol tables.
+            if let Some(f) = self.files.get(&file.id) {
+                discover::resolve_symbols(f.as_ref(), &mut sites);
+            }
             attached += if self.uses_multi {
                 self.attach_file_multi(pid, file.id, &file.display, sites)
             } else {
@@ -196,7 +211,7 @@ impl Probes {
                             n += 1;
                             self.sites.push(AttachedSite { pid, path: PathBuf::from(&file.display), site });
                         }
-                        Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {}+{:#x}: {e:#}", site.name, file.display, site.file_offset)),
+                        Err(e) => self.warnings.push(format!("pid {pid}: {} at {}+{:#x}: {e:#}", site.full_name(), file.display, site.file_offset)),
                     }
                 }
                 n
@@ -216,7 +231,7 @@ impl Probes {
                     let d = broker_proto::MultiSiteDesc { offset: site.file_offset, semaphore: site.semaphore_offset, cookie: u64::from(cookie) };
                     groups[usdt_slot(probe) as usize].push((site, d));
                 }
-                Err(e) => self.warnings.push(format!("pid {pid}: tprof:{} at {display}+{:#x}: {e:#}", site.name, site.file_offset)),
+                Err(e) => self.warnings.push(format!("pid {pid}: {} at {display}+{:#x}: {e:#}", site.full_name(), site.file_offset)),
             }
         }
         let mut attached = 0;
@@ -235,7 +250,7 @@ impl Probes {
                         }
                     }
                     Err(e) => {
-                        let names: Vec<String> = chunk.iter().map(|(s, _)| format!("tprof:{} at +{:#x}", s.name, s.file_offset)).collect();
+                        let names: Vec<String> = chunk.iter().map(|(s, _)| format!("{} at +{:#x}", s.full_name(), s.file_offset)).collect();
                         self.warnings.push(format!("pid {pid}: {display}: {}: {e:#}", names.join(", ")));
                     }
                 }
@@ -247,6 +262,9 @@ impl Probes {
     /// Checks a site's probe and arguments and writes its spec under a new cookie:
     /// (probe id, cookie).
     fn spec_for(&mut self, site: &ProbeSite) -> Result<(u32, u32)> {
+        if site.provider != TPROF_PROVIDER {
+            return self.foreign_spec_for(site);
+        }
         let probe = discover::tprof_probe_id(&site.name).ok_or_else(|| anyhow!("unknown tprof probe name (newer ABI?)"))?;
         let args = site.args.as_ref().map_err(|e| anyhow!("unsupported argument spec {:?}: {e}", site.args_text))?;
         let want = discover::tprof_probe_args(probe);
@@ -264,11 +282,39 @@ impl Probes {
         Ok((probe, cookie))
     }
 
+    /// The spec of a foreign site under the session's mapping (`crate::mapping`).
+    fn foreign_spec_for(&mut self, site: &ProbeSite) -> Result<(u32, u32)> {
+        let mapping = self.mapping.clone().ok_or_else(|| anyhow!("not a tprof probe, and no mapping names it"))?;
+        let rule = mapping.rule(&site.provider, &site.name).ok_or_else(|| anyhow!("no rule of {} names this probe", mapping.source))?;
+        let spec = crate::mapping::compile_site(rule, site).map_err(|e| anyhow!("{}: {e}", mapping.source))?;
+        // The kernel programs do not run foreign actions yet (docs/limitations.md): a site
+        // attached now would fire with a spec they read as a tprof probe. Refused, checked.
+        if spec.nactions != 0 && !KERNEL_RUNS_FOREIGN_ACTIONS {
+            self.mapped_seen.insert(site.full_name());
+            bail!("mapped and checked, but not attached: tprof's kernel programs do not run foreign probes yet");
+        }
+        if self.next_cookie >= MAX_SITES {
+            bail!("more than {MAX_SITES} probe sites in one session");
+        }
+        let cookie = self.next_cookie;
+        self.usdt.specs.set(cookie, spec, 0).context("writing the USDT spec map")?;
+        self.next_cookie += 1;
+        self.mapped_seen.insert(site.full_name());
+        Ok((spec.probe, cookie))
+    }
+
+    /// The mapped probes no attached site stands for yet: a mapping that names a probe the
+    /// traced files do not have (a typo, another version), or a preset for another program.
+    pub fn mapped_missing(&self) -> Vec<String> {
+        let Some(m) = &self.mapping else { return Vec::new() };
+        m.probe_names().into_iter().filter(|n| !self.mapped_seen.contains(n)).collect()
+    }
+
     fn attach_site(&mut self, pid: u32, file: u64, site: &ProbeSite) -> Result<()> {
         let (probe, cookie) = self.spec_for(site)?;
         let perf = self.ask(|b| b.attach(pid, file, site.file_offset, site.semaphore_offset))?;
         let prog = self.usdt.perf[usdt_slot(probe) as usize].as_fd();
-        let link = uprobe::link(prog, perf, &format!("tprof:{} at +{:#x}", site.name, site.file_offset), u64::from(cookie))?;
+        let link = uprobe::link(prog, perf, &format!("{} at +{:#x}", site.full_name(), site.file_offset), u64::from(cookie))?;
         self.links.push(link);
         Ok(())
     }

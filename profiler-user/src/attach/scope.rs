@@ -16,6 +16,9 @@ pub struct Scope {
     pub cgroup: Option<String>,
     /// `(st_dev, st_ino)` of a file: every process that maps it.
     pub binary: Option<(u64, u64)>,
+    /// Foreign probes (`provider:name`) a mapping names: the helper attaches their sites
+    /// too (`usdt-probes/MAPPING.md`), and no other foreign probe.
+    pub foreign: Vec<String>,
 }
 
 impl Scope {
@@ -37,6 +40,9 @@ impl Scope {
         if let Some((dev, ino)) = self.binary {
             a.extend(["--binary".to_string(), format!("{dev}:{ino}")]);
         }
+        for f in &self.foreign {
+            a.extend(["--foreign".to_string(), f.clone()]);
+        }
         a
     }
 
@@ -54,6 +60,13 @@ impl Scope {
                 let (d, i) = value.split_once(':').ok_or_else(|| format!("--binary {value}: expected DEV:INO"))?;
                 let num = |s: &str| s.parse::<u64>().map_err(|e| format!("--binary {value}: {e}"));
                 self.binary = Some((num(d)?, num(i)?));
+            }
+            "--foreign" => {
+                let ok = value.split_once(':').is_some_and(|(p, n)| !p.is_empty() && !n.is_empty() && !value.contains(char::is_whitespace));
+                if !ok {
+                    return Err(format!("--foreign {value}: expected PROVIDER:PROBE"));
+                }
+                self.foreign.push(value.to_string());
             }
             _ => return Ok(false),
         }
@@ -213,7 +226,7 @@ mod tests {
 
     #[test]
     fn args_round_trip() {
-        let s = Scope { follow: true, cgroup: Some("/a/b".into()), binary: Some((2049, 77)) };
+        let s = Scope { follow: true, cgroup: Some("/a/b".into()), binary: Some((2049, 77)), foreign: vec!["postgresql:query__start".into()] };
         let args = s.to_args();
         let mut back = Scope::default();
         for pair in args.chunks(2) {

@@ -81,6 +81,10 @@ pub struct Section {
     offset: u64,
     size: u64,
     align: u64,
+    /// `sh_link`: for a symbol table, the index of its string table.
+    pub link: u32,
+    /// `sh_entsize`.
+    pub entsize: u64,
 }
 
 /// An ELF file's headers, read with bounded reads from `src`.
@@ -90,6 +94,8 @@ pub struct Elf<'a, S: Source + ?Sized> {
     pub sections: Vec<Section>,
     /// (offset, size) of the section name table.
     names: Option<(u64, u64)>,
+    /// `e_type`: 2 = `ET_EXEC` (fixed addresses), 3 = `ET_DYN` (PIE or shared library).
+    pub e_type: u16,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -126,7 +132,9 @@ fn section_at(b: &[u8]) -> Section {
         addr: u64_at(b, 16),
         offset: u64_at(b, 24),
         size: u64_at(b, 32),
+        link: u32_at(b, 40),
         align: u64_at(b, 48),
+        entsize: u64_at(b, 56),
     }
 }
 
@@ -184,7 +192,7 @@ impl<'a, S: Source + ?Sized> Elf<'a, S> {
                 names = Some((s.offset, s.size));
             }
         }
-        Ok(Elf { src, segments, sections, names })
+        Ok(Elf { src, segments, sections, names, e_type: u16_at(&h, 16) })
     }
 
     /// A section's name (at most [`MAX_NAME`] bytes are looked at); None if unreadable.

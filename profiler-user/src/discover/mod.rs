@@ -17,11 +17,12 @@ pub mod mapped;
 pub mod maps;
 pub mod notes;
 pub mod process;
+pub mod symbols;
 pub mod target_file;
 
-pub use argspec::{parse_arg, parse_args, ArgSpecError};
+pub use argspec::{parse_arg, parse_args, parse_args_at, parse_each, ArgSpecError, Symbols};
 pub use maps::{executable_files, parse_maps, Mapping};
-pub use notes::{read_notes, read_notes_from, read_notes_from_path, NotesError, NotesReport, ProbeSite};
+pub use notes::{read_notes, read_notes_from, read_notes_from_path, resolve_symbols, NotesError, NotesReport, ProbeSite};
 
 use profiler_common::{probe, ProbeDef};
 

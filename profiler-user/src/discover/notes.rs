@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use profiler_common::UsdtArg;
 
-use super::argspec::{parse_args, ArgSpecError};
+use super::argspec::{parse_args, parse_args_at, parse_each, ArgSpecError, Symbols};
 pub use super::elf::Source;
 use super::elf::{is_note, note_align, Elf, Notes, Segment, MAX_NOTE_SECTION};
 
@@ -63,7 +63,47 @@ pub struct ProbeSite {
     pub args_text: String,
     /// `args_text` parsed. An unsupported spec does not drop the site: callers decide.
     pub args: Result<Vec<UsdtArg>, ArgSpecError>,
+    /// Each argument parsed on its own, however many (a foreign probe may have more than
+    /// `MAX_USDT_ARGS`; a mapping picks the ones it uses).
+    pub each: Vec<Result<UsdtArg, ArgSpecError>>,
 }
+
+impl ProbeSite {
+    /// `provider:name`.
+    pub fn full_name(&self) -> String {
+        format!("{}:{}", self.provider, self.name)
+    }
+}
+
+/// Parses the arguments of `sites` again, resolving symbolic operands
+/// (`-4@NBuffers(%rip)`) with the symbol tables of the file `src` (see
+/// [`super::argspec`]). Sites without symbolic operands are left as they are.
+pub fn resolve_symbols<S: Source + ?Sized>(src: &S, sites: &mut [ProbeSite]) {
+    if !sites.iter().any(|s| super::argspec::is_symbolic(&s.args_text)) {
+        return;
+    }
+    if let Ok(elf) = Elf::parse(src) {
+        resolve_with(&elf, sites);
+    }
+}
+
+fn resolve_with<S: Source + ?Sized>(elf: &Elf<'_, S>, sites: &mut [ProbeSite]) {
+    let wanted: std::collections::HashSet<String> =
+        sites.iter().filter(|s| super::argspec::is_symbolic(&s.args_text)).flat_map(|s| super::symbols::names_in(&s.args_text).collect::<Vec<_>>()).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let table = super::symbols::lookup(elf, &wanted);
+    let lookup = |name: &str| table.get(name).copied();
+    for site in sites.iter_mut().filter(|s| super::argspec::is_symbolic(&s.args_text)) {
+        let syms = Symbols { pc: site.pc, lookup: &lookup, relocatable: elf.e_type != ET_EXEC };
+        site.args = parse_args_at(&site.args_text, Some(&syms));
+        site.each = parse_each(&site.args_text, Some(&syms));
+    }
+}
+
+/// `e_type` of a fixed-address executable.
+const ET_EXEC: u16 = 2;
 
 /// What [`read_notes`] found: the usable sites and a message per skipped note.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,6 +254,7 @@ fn read_notes_capped<S: Source + ?Sized>(src: &S, max_notes: usize) -> Result<No
     }
     report.summarize_skipped(more);
     dedup_sites(&mut report);
+    resolve_with(&elf, &mut report.sites);
     Ok(report)
 }
 
@@ -382,7 +423,9 @@ fn parse_desc(
         }
     };
     let args = parse_args(&args_text);
+    let each = parse_each(&args_text, None);
     Ok(ProbeSite {
+        each,
         provider,
         name,
         pc,
@@ -738,6 +781,7 @@ int sem_fn(int x) {
             semaphore_offset: sema,
             args_text: "8@%rdi".into(),
             args: parse_args("8@%rdi"),
+            each: parse_each("8@%rdi", None),
         }
     }
 

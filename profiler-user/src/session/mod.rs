@@ -72,6 +72,8 @@ pub struct AttachOptions {
     pub duration: Option<Duration>,
     pub trace: TraceOptions,
     pub filter: Filter,
+    /// Foreign probes mapped onto tprof's events (`--preset`, `--probes`).
+    pub mapping: Option<std::sync::Arc<crate::mapping::ProbeMapping>>,
 }
 
 impl AttachOptions {
@@ -148,6 +150,7 @@ impl Live {
         let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
         let mut probes = Probes::new(broker, usdt);
+        probes.mapping = opts.mapping.clone();
         // What the rest of the session needs and the drop takes away: the kernel's symbols.
         let kallsyms = if opts.trace.stacks {
             match crate::stacks::snapshot_kallsyms() {
@@ -190,8 +193,12 @@ impl Live {
             let n = live.add(*pid, Origin::Given, Some(fd))?;
             if n == 0 && !live.probes.has_sites(*pid) && !opts.open_ended() {
                 let why = live.probes.warnings.iter().filter(|w| w.starts_with(&format!("pid {pid}:"))).cloned().collect::<Vec<_>>();
+                let mapped = match &opts.mapping {
+                    Some(m) => format!(" nor any probe {} maps ({})", m.source, m.probe_names().join(", ")),
+                    None => String::new(),
+                };
                 live.probes.warnings.push(format!(
-                    "pid {pid} ({comm}) has no tprof probes in its executable or loaded libraries{}: \
+                    "pid {pid} ({comm}) has no tprof probes{mapped} in its executable or loaded libraries{}: \
                      link the usdt-probes crate (Rust) or include tprof.h (C) and mark requests as tasks",
                     if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
                 ));
@@ -203,6 +210,12 @@ impl Live {
         sites += live.discover(false);
         if sites == 0 && !opts.open_ended() {
             bail!("{}", live.probes.warnings.join("\n"));
+        }
+        let missing = live.probes.mapped_missing();
+        if let (Some(m), false) = (&opts.mapping, missing.is_empty()) {
+            let msg = format!("{}: {} mapped probe(s) are in none of the traced files (not attached): {}", m.source, missing.len(), missing.join(", "));
+            eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
+            live.probes.warnings.push(msg);
         }
         // Readiness line (stderr, so it never mixes with the data on stdout): tests and
         // scripts wait for it before driving the target.

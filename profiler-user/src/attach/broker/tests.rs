@@ -24,6 +24,7 @@ fn broker_with_a_site() -> Broker {
         semaphore_offset: 0x20,
         args_text: "8@%rdi 8@%rsi 8@%rdx".into(),
         args: Ok(Vec::new()),
+        each: Vec::new(),
     };
     b.files.push(BrokerFile { pid: me(), dev: meta.dev(), ino: meta.ino(), display: exe.display().to_string(), file, sites: vec![site], attached: HashSet::new() });
     b
@@ -118,7 +119,7 @@ fn command_line() {
     assert_eq!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:12"])).unwrap().pids, [(7, Some(12))]);
     assert!(parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "7:x"])).is_err());
     let a = parse_args(&s(&["--fd", "5", "--parent", "9", "--pid", "1", "--follow", "1", "--cgroup", "/x"])).unwrap();
-    assert_eq!(a.scope, Scope { follow: true, cgroup: Some("/x".into()), binary: None });
+    assert_eq!(a.scope, Scope { follow: true, cgroup: Some("/x".into()), binary: None, foreign: Vec::new() });
     assert!(parse_args(&s(&["--fd", "5"])).is_err(), "--parent is required");
     assert!(parse_args(&s(&["--fd", "x", "--parent", "1"])).is_err());
     assert!(parse_args(&s(&["--pid"])).is_err());
