@@ -13,10 +13,7 @@ use crate::model::event::{agg_intervals, agg_syscalls, Meta, Name, Record, TaskK
 use crate::model::critical::{Interval, StepKind};
 use crate::model::ledger::{Block, ChainLink, CorrelatorStats, Output, RegionSpan, TaskState, MAX_BLOCKS, MAX_LOGS, MAX_REGIONS, MAX_TIMELINE};
 
-/// Tasks tracked at once. A new task beyond this evicts the open tasks idle longest (a
-/// service that misses `task_end` on an error path leaks them): [`EVICT_BATCH`] at a time,
-/// each reported as an incomplete summary and counted, and new tasks are traced on.
-pub const MAX_OPEN_TASKS: usize = 100_000;
+pub use crate::model::ledger::MAX_OPEN_TASKS;
 /// Open tasks evicted at once when the table is full (a hundredth of it, so a leaking
 /// service costs one scan of the table per hundredth of new tasks, not one per task).
 pub const EVICT_BATCH: usize = MAX_OPEN_TASKS / 100;

@@ -10,7 +10,8 @@
 use std::fs::File;
 use std::io;
 
-use super::notes::NotesError;
+use std::fmt;
+use std::path::PathBuf;
 
 /// Largest program or section header table read (65535 section headers fit).
 pub const MAX_TABLE_BYTES: u64 = 4 << 20;
@@ -281,4 +282,47 @@ impl<'d> Notes<'d> {
 /// Whether `s` is a note section.
 pub fn is_note(s: &Section) -> bool {
     s.sh_type == SHT_NOTE
+}
+
+/// Why a file's notes could not be read at all.
+#[derive(Debug)]
+pub enum NotesError {
+    /// The bytes do not start with the ELF magic.
+    NotElf,
+    /// An ELF file of a kind tprof does not read (32-bit, big-endian).
+    Unsupported(String),
+    /// The ELF headers themselves are malformed.
+    Malformed(String),
+    /// The file could not be read.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Any of the above, for the named file.
+    InFile {
+        path: PathBuf,
+        source: Box<NotesError>,
+    },
+}
+
+impl fmt::Display for NotesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotElf => write!(f, "not an ELF file"),
+            Self::Unsupported(what) => write!(f, "unsupported ELF file: {what}"),
+            Self::Malformed(what) => write!(f, "malformed ELF file: {what}"),
+            Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            Self::InFile { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for NotesError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::InFile { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
 }

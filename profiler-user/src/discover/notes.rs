@@ -22,8 +22,7 @@
 //! [`dedup_sites`]). At most [`MAX_NOTES`] notes are looked at, to bound memory on hostile
 //! files.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use profiler_common::UsdtArg;
 
@@ -137,48 +136,7 @@ impl NotesReport {
     }
 }
 
-/// Why a file's notes could not be read at all.
-#[derive(Debug)]
-pub enum NotesError {
-    /// The bytes do not start with the ELF magic.
-    NotElf,
-    /// An ELF file of a kind tprof does not read (32-bit, big-endian).
-    Unsupported(String),
-    /// The ELF headers themselves are malformed.
-    Malformed(String),
-    /// The file could not be read.
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Any of the above, for the named file.
-    InFile {
-        path: PathBuf,
-        source: Box<NotesError>,
-    },
-}
-
-impl fmt::Display for NotesError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotElf => write!(f, "not an ELF file"),
-            Self::Unsupported(what) => write!(f, "unsupported ELF file: {what}"),
-            Self::Malformed(what) => write!(f, "malformed ELF file: {what}"),
-            Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            Self::InFile { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for NotesError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            Self::InFile { source, .. } => Some(source.as_ref()),
-            _ => None,
-        }
-    }
-}
+pub use super::elf::NotesError;
 
 /// Reads the SDT notes of the ELF file at `path` (bounded reads: see [`read_notes_from`]).
 /// Errors name the path.

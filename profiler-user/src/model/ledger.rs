@@ -17,6 +17,16 @@ use super::stack::Stack;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_LOGS: usize = 64;
 pub const MAX_BLOCKS: usize = 3;
+/// Tasks tracked at once (by the correlator). A new task beyond this evicts the open tasks
+/// idle longest (a service that misses `task_end` on an error path leaks them):
+/// `correlate::EVICT_BATCH` at a time, each reported as an incomplete summary and counted,
+/// and new tasks are traced on.
+pub const MAX_OPEN_TASKS: usize = 100_000;
+/// Most memory the events held back by `--min-latency` take across all open tasks (in the
+/// sinks). Past it, the held events of the task holding them longest are discarded (counted
+/// in `filtered_events`; the task is counted in `held_tasks_evicted`), and its later events
+/// are not held: its summary is still reported if it turns out slow.
+pub const MAX_HELD_BYTES: usize = 128 << 20;
 /// Streamed intervals kept per open task for its critical path (the latest ones).
 pub const MAX_TIMELINE: usize = 1024;
 

@@ -51,7 +51,7 @@ pub struct SessionReport {
     /// Events held back by --min-latency and discarded (task was fast, or buffer full).
     pub filtered_events: u64,
     /// Tasks whose events held by --min-latency were discarded to stay within its memory
-    /// budget (`sink::MAX_HELD_BYTES`), longest held first.
+    /// budget (`ledger::MAX_HELD_BYTES`), longest held first.
     pub held_tasks_evicted: u64,
     pub warnings: Vec<String>,
     /// Why the session stopped.
@@ -78,7 +78,7 @@ impl SessionReport {
             w.push(format!(
                 "{} open tasks evicted, idle longest first, to keep tracing new ones (over {} open at once: does the service miss task_end on some path?); they are reported incomplete",
                 c.tasks_evicted,
-                crate::correlate::MAX_OPEN_TASKS
+                super::ledger::MAX_OPEN_TASKS
             ));
         }
         if c.zero_trace_id_tasks > 0 {
@@ -88,7 +88,7 @@ impl SessionReport {
             w.push(format!(
                 "--min-latency: the held events of {} tasks were discarded to stay within {} MiB (their summaries are still reported)",
                 self.held_tasks_evicted,
-                crate::sink::MAX_HELD_BYTES >> 20
+                super::ledger::MAX_HELD_BYTES >> 20
             ));
         }
         w

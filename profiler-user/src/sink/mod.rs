@@ -36,11 +36,7 @@ pub struct Filter {
 
 /// Most events held back per task while waiting to learn its latency.
 pub const MAX_HELD_EVENTS: usize = 4096;
-/// Most memory the events held back by `--min-latency` take across all open tasks. Past it,
-/// the held events of the task holding them longest are discarded (counted in
-/// `filtered_events`; the task is counted in `held_tasks_evicted`), and its later events
-/// are not held: its summary is still reported if it turns out slow.
-pub const MAX_HELD_BYTES: usize = 128 << 20;
+pub use crate::model::ledger::MAX_HELD_BYTES;
 
 /// The events held back for one task.
 #[derive(Default)]
