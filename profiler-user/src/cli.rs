@@ -130,6 +130,10 @@ pub struct OutputArgs {
     /// Write a Perfetto trace (open it in ui.perfetto.dev) at the end of the session.
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
+    /// Write a self-contained HTML report (task types, latency histograms, the slowest
+    /// requests as waterfalls; no network needed to view it) at the end of the session.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Write OTLP/JSON spans (one ExportTraceServiceRequest per line).
     #[arg(long, value_name = "FILE")]
     pub otlp_file: Option<PathBuf>,
@@ -182,6 +186,28 @@ pub struct RecordArgs {
     /// The recording to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Also write a self-contained HTML report of the session at its end (as `tprof
+    /// report FILE --html` would).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+impl RecordArgs {
+    /// What `tprof record` streams to: nothing, or the HTML report.
+    pub fn sinks(&self) -> Result<Tee> {
+        let mut tee = Tee::new(Box::new(crate::sink::NullSink), false);
+        if let Some(p) = &self.html {
+            tee.add(&format!("HTML report to {}", p.display()), Box::new(html_sink(p, true)?));
+            crate::attach::privileges::give_to_invoking_user(p);
+        }
+        Ok(tee)
+    }
+}
+
+/// The `--html` sink (`live`: thread names may be read from this machine's /proc).
+fn html_sink(p: &std::path::Path, live: bool) -> Result<crate::export::html::HtmlSink> {
+    let s = crate::export::html::HtmlSink::create(p).with_context(|| format!("--html {}", p.display()))?;
+    Ok(if live { s } else { s.offline() })
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +234,7 @@ pub struct ListArgs {
 impl OutputArgs {
     fn exports(&self) -> bool {
         self.perfetto.is_some()
+            || self.html.is_some()
             || self.otlp_file.is_some()
             || self.otlp_endpoint().is_some()
             || self.zipkin_file.is_some()
@@ -252,6 +279,9 @@ impl OutputArgs {
             }
             tee.add(&name, Box::new(s));
         }
+        if let Some(p) = &self.html {
+            tee.add(&format!("HTML report to {}", p.display()), Box::new(html_sink(p, live)?));
+        }
         let otlp_endpoint = self.otlp_endpoint();
         if self.otlp_file.is_some() || otlp_endpoint.is_some() {
             let env = |k: &str| std::env::var(k).ok();
@@ -281,7 +311,7 @@ impl OutputArgs {
             let to = self.zipkin_file.as_deref().map(|p| p.display().to_string()).or(self.zipkin_endpoint.clone()).unwrap_or_default();
             tee.add(&format!("Zipkin export to {to}"), Box::new(s));
         }
-        for p in [&self.perfetto, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
+        for p in [&self.perfetto, &self.html, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
             give_to_invoking_user(p);
         }
         Ok(tee)
