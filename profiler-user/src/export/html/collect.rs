@@ -213,11 +213,13 @@ impl Collector {
     }
 
     /// Requests kept now (for tests of the bounds).
+    #[cfg(test)]
     pub fn kept_len(&self) -> usize {
         self.kept.len()
     }
 
     /// Intervals held for open tasks now.
+    #[cfg(test)]
     pub fn open_pieces(&self) -> usize {
         self.open_pieces
     }

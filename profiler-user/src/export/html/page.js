@@ -46,10 +46,13 @@
   }
   function dur(ns) {
     if (ns === null || ns === undefined) return "?";
-    if (ns < 1e3) return ns + " ns";
-    if (ns < 1e6) return (ns / 1e3).toFixed(1) + " µs";
-    if (ns < 1e9) return (ns / 1e6).toFixed(ns < 1e7 ? 3 : 1) + " ms";
-    return (ns / 1e9).toFixed(2) + " s";
+    if (ns < 1e3) return Math.round(ns) + " ns";
+    if (ns < 1e6) return +(ns / 1e3).toPrecision(3) + " µs";
+    if (ns < 1e9) return +(ns / 1e6).toPrecision(3) + " ms";
+    return +(ns / 1e9).toPrecision(3) + " s";
+  }
+  function plural(n, what) {
+    return n + " " + what + (n === 1 ? "" : "s");
   }
 
   function header(d, root) {
@@ -103,27 +106,28 @@
   }
 
   function histogram(ty) {
-    var W = 640, H = 150, pad = 30, bins = ty.hist;
-    var s = svg("svg", { width: W, height: H + 40, class: "hist", viewBox: "0 0 " + W + " " + (H + 40) });
+    var W = 420, H = 80, pad = 24, bins = ty.hist;
+    var s = svg("svg", { width: W, height: H + 36, class: "hist", viewBox: "0 0 " + W + " " + (H + 36) });
     if (!bins.length) return s;
     var max = Math.max.apply(null, bins.map(function (b) { return b[2]; }));
-    var lo = Math.log2(Math.max(bins[0][0], 1)), hi = Math.log2(bins[bins.length - 1][1] + 1);
-    var span = Math.max(hi - lo, 1), plot = W - 2 * pad;
+    // One power of two of room on each side, so a lone bucket is not the whole width.
+    var lo = Math.log2(Math.max(bins[0][0], 1)) - 1, hi = Math.log2(bins[bins.length - 1][1] + 1) + 1;
+    var span = hi - lo, plot = W - 2 * pad;
+    function X(v) { return pad + (Math.log2(Math.max(v, 1)) - lo) / span * plot; }
     s.appendChild(svg("line", { x1: pad, y1: H, x2: W - pad, y2: H, class: "axis" }));
     bins.forEach(function (b) {
-      var x0 = pad + (Math.log2(Math.max(b[0], 1)) - lo) / span * plot;
-      var x1 = pad + (Math.log2(b[1] + 1) - lo) / span * plot;
-      var h = Math.max(1, b[2] / max * (H - 10));
+      var x0 = X(b[0]), x1 = X(b[1] + 1), h = Math.max(1, b[2] / max * (H - 14));
       s.appendChild(svg("rect", { x: x0 + 1, y: H - h, width: Math.max(1, x1 - x0 - 2), height: h, class: "bar" },
-        dur(b[0]) + " – " + dur(b[1]) + ": " + b[2] + " requests"));
+        dur(b[0]) + " – " + dur(b[1]) + ": " + plural(b[2], "request")));
       s.appendChild(text((x0 + x1) / 2, H - h - 3, String(b[2]), "middle"));
     });
-    for (var k = Math.ceil(lo); k <= Math.floor(hi); k += Math.max(1, Math.round(span / 6))) {
+    var step = Math.max(1, Math.round(span / 5));
+    for (var k = Math.ceil(lo); k <= Math.floor(hi); k += step) {
       var x = pad + (k - lo) / span * plot;
       s.appendChild(svg("line", { x1: x, y1: H, x2: x, y2: H + 4, class: "axis" }));
-      s.appendChild(text(x, H + 16, dur(Math.pow(2, k)), "middle"));
+      s.appendChild(text(x, H + 15, dur(Math.pow(2, k)), "middle"));
     }
-    s.appendChild(text(W / 2, H + 34, "latency (log scale, power-of-two buckets)", "middle"));
+    s.appendChild(text(W / 2, H + 31, "latency (log scale, power-of-two buckets)", "middle"));
     return s;
   }
 
@@ -134,10 +138,11 @@
   }
 
   function types(d, root) {
-    root.appendChild(el("h2", {}, ["Per task type"]));
+    root.appendChild(el("h2", {}, ["Latency per task type"]));
+    var cards = el("div", { class: "cards" });
     d.types.forEach(function (ty, i) {
       var sec = el("section", { id: "type-" + i, class: "type", "data-type": ty.name });
-      sec.appendChild(el("h3", {}, [ty.name + " — " + ty.count + " requests"]));
+      sec.appendChild(el("h3", {}, [ty.name + " — " + plural(ty.count, "request")]));
       sec.appendChild(histogram(ty));
       if (ty.slowest.length) {
         var ul = el("ul", { class: "slowest" });
@@ -145,19 +150,33 @@
           var r = d.requests.filter(function (q) { return q.span_id === span; })[0];
           ul.appendChild(el("li", {}, [el("a", { href: "#req-" + span }, ["span " + span]), r ? " — " + ms(r.wall_ns) + " ms" : ""]));
         });
-        sec.appendChild(el("div", {}, ["Slowest requests:", ul]));
+        sec.appendChild(el("div", {}, ["Slowest:", ul]));
       }
+      var n = d.extras.filter(function (e) { return e.task_type === ty.name; }).length;
+      sec.appendChild(el("div", { class: "note" }, [n ? el("a", { href: "#flame-" + i }, ["flame graphs (" + n + ")"]) : "no flame graph of this type in this report"]));
+      cards.appendChild(sec);
+    });
+    root.appendChild(cards);
+  }
+
+  // Flame graphs and other images other parts of tprof add, per task type, then the
+  // session-wide ones.
+  function flamegraphs(d, root) {
+    root.appendChild(el("h2", {}, ["Flame graphs"]));
+    if (!d.extras.length) { root.appendChild(el("p", { class: "note", id: "no-flamegraphs" }, ["No flame graph in this report."])); return; }
+    d.types.forEach(function (ty, i) {
       var mine = d.extras.filter(function (e) { return e.task_type === ty.name; });
-      var fl = el("div", { class: "flamegraphs" }, [el("h4", {}, ["Flame graphs"])]);
-      if (mine.length) mine.forEach(function (e) { fl.appendChild(frame(e)); });
-      else fl.appendChild(el("p", { class: "note" }, ["No flame graph of this task type in this report."]));
-      sec.appendChild(fl);
+      var sec = el("section", { id: "flame-" + i, class: "flamegraphs", "data-type": ty.name }, [el("h3", {}, [ty.name])]);
+      if (mine.length) mine.forEach(function (e) { sec.appendChild(frame(e)); });
+      else sec.appendChild(el("p", { class: "note" }, ["None for this task type."]));
       root.appendChild(sec);
     });
-    var general = d.extras.filter(function (e) { return e.task_type === null; });
+    var known = d.types.map(function (t) { return t.name; });
+    var general = d.extras.filter(function (e) { return e.task_type === null || known.indexOf(e.task_type) < 0; });
     if (general.length) {
-      root.appendChild(el("h2", {}, ["Session profiles"]));
-      general.forEach(function (e) { root.appendChild(frame(e)); });
+      var sec = el("section", { class: "flamegraphs", id: "flame-session" }, [el("h3", {}, ["Whole session"])]);
+      general.forEach(function (e) { sec.appendChild(frame(e)); });
+      root.appendChild(sec);
     }
   }
 
@@ -267,6 +286,7 @@
     typeTable(d, root);
     types(d, root);
     requests(d, root);
+    flamegraphs(d, root);
     document.body.setAttribute("data-rendered", "1");
   } catch (e) {
     noteError("render: " + (e && e.stack ? e.stack : e));
