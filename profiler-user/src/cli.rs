@@ -475,5 +475,11 @@ mod tests {
         let cli = Cli::try_parse_from(["tprof", "report", "/tmp/x", "--summary-only", "--perfetto", "/tmp/y"]).unwrap();
         let Command::Report(r) = cli.command else { panic!("report") };
         assert!(r.output.filter().unwrap().events, "exports keep events flowing under --summary-only");
+        let cli = Cli::try_parse_from(["tprof", "report", "/tmp/x", "--summary-only", "--html", "/tmp/y.html"]).unwrap();
+        let Command::Report(r) = cli.command else { panic!("report") };
+        assert!(r.output.filter().unwrap().events, "the HTML report's waterfalls need the events");
+        let cli = Cli::try_parse_from(["tprof", "record", "--pid", "1", "-o", "/tmp/x", "--html", "/tmp/y.html"]).unwrap();
+        let Command::Record(r) = cli.command else { panic!("record") };
+        assert_eq!(r.html.as_deref(), Some(std::path::Path::new("/tmp/y.html")));
     }
 }

@@ -80,6 +80,9 @@ impl Piece {
     }
 }
 
+/// Each task type's slowest requests, slowest first.
+pub type Slowest = BTreeMap<Name, Vec<TaskKey>>;
+
 /// A slow request kept for the page.
 #[derive(Clone, Debug)]
 pub struct Kept {
@@ -197,7 +200,7 @@ impl Collector {
 
     /// The kept requests, slowest first; the slowest overall flagged, and each type's
     /// slowest requests (span ids), slowest first. Counts what was still open.
-    pub fn finish(&mut self) -> (Vec<(bool, Kept)>, BTreeMap<Name, Vec<TaskKey>>) {
+    pub fn finish(&mut self) -> (Vec<(bool, Kept)>, Slowest) {
         self.left.orphan_pieces += self.open.values().map(|o| o.pieces.len() as u64 + o.left_out).sum::<u64>();
         self.open.clear();
         self.open_pieces = 0;

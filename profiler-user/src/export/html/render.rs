@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::collect::{Kept, Left, Piece, MAX_PIECES_PER_TASK, MAX_TYPES_WITH_REQUESTS, TOP_OVERALL, TOP_PER_TYPE};
+use super::collect::{Kept, Left, Piece, Slowest, MAX_PIECES_PER_TASK, MAX_TYPES_WITH_REQUESTS, TOP_OVERALL, TOP_PER_TYPE};
 use super::{Extra, MAX_CRITICAL_STEPS, MAX_EXTRA_BYTES};
-use crate::model::event::{Name, TaskKey, Waker};
+use crate::model::event::{TaskKey, Waker};
 use crate::model::ledger::TaskState;
 use crate::model::process::ProcessInfo;
 use crate::model::report::SessionReport;
@@ -31,7 +31,7 @@ pub struct Input<'a> {
     pub left: &'a Left,
     /// Kept requests, slowest first, flagged when among the slowest overall.
     pub requests: &'a [(bool, Kept)],
-    pub slowest: &'a BTreeMap<Name, Vec<TaskKey>>,
+    pub slowest: &'a Slowest,
     pub extras: &'a [Extra],
     pub processes: &'a BTreeMap<u32, Arc<ProcessInfo>>,
     pub more_processes: u64,
