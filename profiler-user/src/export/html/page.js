@@ -249,7 +249,7 @@
   }
 
   function request(r) {
-    var sec = el("section", { class: "request", id: "req-" + r.span_id, "data-span": r.span_id, "data-type": r.name });
+    var sec = el("section", { class: "request", id: "req-" + r.span_id, "data-span": r.span_id, "data-type": r.name, "data-wall-ns": String(r.wall_ns) });
     sec.appendChild(el("h3", {}, ["\"" + r.name + "\" — " + ms(r.wall_ns) + " ms" + (r.top ? "" : " (among its type's slowest)")]));
     sec.appendChild(el("div", { class: "mono note" }, ["trace " + r.trace_id + " span " + r.span_id + " parent " + r.parent_span_id + " · " + (r.process || "pid " + r.pid)]));
     sec.appendChild(el("div", {}, ["on CPU " + ms(r.on_cpu_ns) + " ms · run queue " + ms(r.runq_ns) + " ms · blocked " + ms(r.blocked_ns) +
