@@ -141,6 +141,10 @@ pub struct OutputArgs {
     /// Write a Perfetto trace (open it in ui.perfetto.dev) at the end of the session.
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
+    /// Write a self-contained HTML report (task types, latency histograms, the slowest
+    /// requests as waterfalls; no network needed to view it) at the end of the session.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Write OTLP/JSON spans (one ExportTraceServiceRequest per line).
     #[arg(long, value_name = "FILE")]
     pub otlp_file: Option<PathBuf>,
@@ -193,6 +197,44 @@ pub struct RecordArgs {
     /// The recording to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Also write a self-contained HTML report of the session at its end (as `tprof
+    /// report FILE --html` would).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+impl RecordArgs {
+    /// What `tprof record` streams to: nothing, or the HTML report.
+    pub fn sinks(&self) -> Result<Tee> {
+        let mut tee = Tee::new(Box::new(crate::sink::NullSink), false);
+        if let Some(p) = &self.html {
+            tee.add(&format!("HTML report to {}", p.display()), Box::new(html_sink(p, true)?));
+            crate::attach::privileges::give_to_invoking_user(p);
+        }
+        Ok(tee)
+    }
+}
+
+/// The `--html` sink (`live`: thread names may be read from this machine's /proc).
+fn html_sink(p: &std::path::Path, live: bool) -> Result<crate::export::html::HtmlSink> {
+    use crate::export::html::CriticalStep;
+    use crate::model::critical::StepKind;
+    let s = crate::export::html::HtmlSink::create(p).with_context(|| format!("--html {}", p.display()))?;
+    // The request's critical path, as computed by the correlator (model::critical).
+    let s = s.with_critical_path(Box::new(|t: &crate::model::ledger::TaskState| {
+        t.critical_path
+            .iter()
+            .map(|st| {
+                let what = match &st.kind {
+                    StepKind::Blocked { syscall_nr: Some(nr), .. } => format!("blocked in {}", crate::present::syscall_name(*nr)),
+                    k => k.label().replace('_', " "),
+                };
+                let who = st.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+                CriticalStep { tid: st.tid, start_ns: st.start_ns, end_ns: st.end_ns, label: format!("{}{what}{who}", "› ".repeat(st.depth as usize)) }
+            })
+            .collect()
+    }));
+    Ok(if live { s } else { s.offline() })
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +274,7 @@ pub struct ListArgs {
 impl OutputArgs {
     fn exports(&self) -> bool {
         self.perfetto.is_some()
+            || self.html.is_some()
             || self.otlp_file.is_some()
             || self.otlp_endpoint().is_some()
             || self.zipkin_file.is_some()
@@ -276,6 +319,9 @@ impl OutputArgs {
             }
             tee.add(&name, Box::new(s));
         }
+        if let Some(p) = &self.html {
+            tee.add(&format!("HTML report to {}", p.display()), Box::new(html_sink(p, live)?));
+        }
         let otlp_endpoint = self.otlp_endpoint();
         if self.otlp_file.is_some() || otlp_endpoint.is_some() {
             let env = |k: &str| std::env::var(k).ok();
@@ -305,7 +351,7 @@ impl OutputArgs {
             let to = self.zipkin_file.as_deref().map(|p| p.display().to_string()).or(self.zipkin_endpoint.clone()).unwrap_or_default();
             tee.add(&format!("Zipkin export to {to}"), Box::new(s));
         }
-        for p in [&self.perfetto, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
+        for p in [&self.perfetto, &self.html, &self.otlp_file, &self.zipkin_file].into_iter().flatten() {
             give_to_invoking_user(p);
         }
         Ok(tee)
@@ -472,5 +518,11 @@ mod tests {
         let cli = Cli::try_parse_from(["tprof", "report", "/tmp/x", "--summary-only", "--perfetto", "/tmp/y"]).unwrap();
         let Command::Report(r) = cli.command else { panic!("report") };
         assert!(r.output.filter().unwrap().events, "exports keep events flowing under --summary-only");
+        let cli = Cli::try_parse_from(["tprof", "report", "/tmp/x", "--summary-only", "--html", "/tmp/y.html"]).unwrap();
+        let Command::Report(r) = cli.command else { panic!("report") };
+        assert!(r.output.filter().unwrap().events, "the HTML report's waterfalls need the events");
+        let cli = Cli::try_parse_from(["tprof", "record", "--pid", "1", "-o", "/tmp/x", "--html", "/tmp/y.html"]).unwrap();
+        let Command::Record(r) = cli.command else { panic!("record") };
+        assert_eq!(r.html.as_deref(), Some(std::path::Path::new("/tmp/y.html")));
     }
 }

@@ -55,10 +55,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Record(args) => {
-            let opts = args.target.to_options(tprof::sink::Filter { events: false, ..Default::default() })?;
+            // Events flow only to an HTML report, if one is asked for.
+            let opts = args.target.to_options(tprof::sink::Filter { events: args.html.is_some(), ..Default::default() })?;
             let origin = tprof::model::origin::Origin::here();
+            let sinks = args.sinks()?;
             let recorder = tprof::record::Recorder::create(&args.output, &args.target.pids, &origin)?;
-            let report = session::run(opts, tprof::sink::NullSink, Some(recorder))?;
+            let report = session::run(opts, sinks, Some(recorder))?;
             let _ = writeln!(
                 io::stderr(),
                 "tprof: recorded {} records, {} tasks, {} kernel records lost, to {} ({}); read it with `tprof report {}`",

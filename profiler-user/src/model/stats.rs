@@ -77,6 +77,15 @@ impl Histogram {
         self.max_ns
     }
 
+    /// The non-empty buckets, lowest first: (lowest value, highest value, count). Each
+    /// lies within one power of two (`[2^k, 2^(k+1))`, or a single value below 16).
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| {
+            let low = if i == 0 { 0 } else { bucket_high(i - 1) + 1 };
+            (low, bucket_high(i), *c)
+        })
+    }
+
     pub fn mean(&self) -> u64 {
         if self.count == 0 {
             0
@@ -166,6 +175,24 @@ mod tests {
         assert_eq!(h.quantile(1.0), 100_000_000);
         assert_eq!(h.mean(), 50_500_000);
         assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn buckets_cover_what_was_recorded() {
+        let mut h = Histogram::default();
+        for v in [3, 3, 17, 1_000, 1_000_000, 1 << 45] {
+            h.record(v);
+        }
+        let b: Vec<_> = h.buckets().collect();
+        assert_eq!(b.iter().map(|x| x.2).sum::<u64>(), 6);
+        assert_eq!(b[0], (3, 3, 2));
+        for v in [17, 1_000, 1_000_000] {
+            assert!(b.iter().any(|&(lo, hi, _)| (lo..=hi).contains(&v)), "{v} in {b:?}");
+        }
+        for &(lo, hi, _) in &b[1..] {
+            assert_eq!(63 - lo.leading_zeros(), 63 - hi.leading_zeros(), "[{lo}, {hi}] within one power of two");
+        }
+        assert_eq!(b.last().map(|x| x.1), Some(bucket_high((POW * SUB) as usize - 1)), "longer values in the last bucket");
     }
 
     #[test]
