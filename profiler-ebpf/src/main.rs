@@ -13,6 +13,8 @@ mod emit;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod sample;
+#[cfg(target_arch = "bpf")]
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod syscalls;

@@ -96,6 +96,11 @@ pub struct TargetArgs {
     /// Trace only the given processes, not the processes they fork.
     #[arg(long)]
     pub no_follow: bool,
+    /// On-CPU samples per second on each CPU, attributed to the request the sampled thread
+    /// works for (each summary's `top_stacks`, each task type's on-CPU profile); 0 turns
+    /// sampling off.
+    #[arg(long, default_value_t = crate::attach::sampler::DEFAULT_HZ, value_name = "N")]
+    pub sample_hz: u64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -160,6 +165,18 @@ pub struct OutputArgs {
     /// Send Zipkin v2 JSON spans to this server (e.g. http://127.0.0.1:9411).
     #[arg(long, value_name = "URL")]
     pub zipkin_endpoint: Option<String>,
+    /// Write the on-CPU and off-CPU profiles in pprof's format (profile.proto, gzipped), with
+    /// trace_id, span_id and task labels: for `go tool pprof`, Pyroscope, Grafana.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Write the on-CPU profile as folded stacks (flame graph tools' input), and the off-CPU
+    /// one to FILE.offcpu.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write SVG flame graphs per task type into this directory: on-CPU, off-CPU, and the
+    /// slowest requests against the typical ones.
+    #[arg(long, value_name = "DIR")]
+    pub flamegraph: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +234,11 @@ impl OutputArgs {
             // Exporters need every event even when the terminal shows summaries only.
             events: !self.summary_only || self.exports(),
         })
+    }
+
+    /// The profile files asked for.
+    pub fn profile_outputs(&self) -> crate::profile::ProfileOutputs {
+        crate::profile::ProfileOutputs { pprof: self.pprof.clone(), folded: self.folded.clone(), flamegraph: self.flamegraph.clone() }
     }
 
     /// The OTLP endpoint: `--otlp-endpoint`, else the standard environment variables.
@@ -288,6 +310,9 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        if self.sample_hz > crate::attach::sampler::MAX_HZ {
+            bail!("--sample-hz {} is above the most tprof takes, {} (0 turns sampling off)", self.sample_hz, crate::attach::sampler::MAX_HZ);
+        }
         let scope = Scope {
             follow: !self.no_follow,
             cgroup: self.cgroup.as_deref().map(cgroup_rel_path).transpose()?,
@@ -308,8 +333,10 @@ impl TargetArgs {
                 slow_ns: parse_duration(&self.slow_request)?.as_nanos() as u64,
                 debug_ebpf: self.debug_ebpf,
                 uprobe_multi: self.probe_links == ProbeLinks::Auto,
+                sample_hz: self.sample_hz,
             },
             filter,
+            profile: Default::default(),
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod list;
 pub mod model;
 pub mod pipeline;
 pub mod present;
+pub mod profile;
 pub mod record;
 pub mod report;
 pub mod session;

@@ -12,6 +12,7 @@ use crate::model::ledger::{Output, TaskState};
 use crate::model::report::SessionReport;
 use crate::model::stack::Stack;
 use crate::model::stats::Stats;
+use crate::profile::{ProfileOutputs, Profiler, SampleEntry};
 use crate::record::Recorder;
 use crate::sink::{Filter, Filtered, Sink};
 use crate::stacks::Symbolizer;
@@ -68,6 +69,12 @@ pub struct Pipeline<S: Sink> {
     /// The lives of traced processes since the session last took them (a live session
     /// adopts followed children, rescans exec'ed ones, forgets exited ones).
     pub procs: Vec<ProcEvent>,
+    /// On-CPU samples and off-CPU stacks: per request, task type and process.
+    pub profile: Profiler,
+    /// Profile files written at the end.
+    pub profile_out: ProfileOutputs,
+    /// At the end of the session: summaries go out at once (the last samples are in).
+    finishing: bool,
 }
 
 /// A PROC record: `event` (`profiler_common::proc_event`) of process `pid`.
@@ -79,12 +86,15 @@ pub struct ProcEvent {
 }
 
 /// Symbolizes a finished task's long blocks (off the event path), records them, feeds the
-/// statistics, then hands the task to the sinks.
+/// statistics, then hands the task to the sinks, or, while on-CPU samples may still come
+/// for it, to the profiler to hold ([`Pipeline::samples`] sends it on).
 fn deliver<S: Sink>(
     sink: &mut Filtered<S>,
     stacks: &mut Stacks,
     stats: &mut Stats,
     recorder: &mut Option<Recorder>,
+    profile: &mut Profiler,
+    finishing: bool,
     o: Output<'_>,
 ) -> io::Result<()> {
     match o {
@@ -94,9 +104,17 @@ fn deliver<S: Sink>(
             if sink.wanted(t) {
                 stats.add(t);
             }
-            // Clone the ledger only when a stack is to be filled in (long blocks).
-            if !stacks.wants(t) {
-                return sink.output(Output::Summary(t));
+            let hold = profile.holds_summaries() && !finishing;
+            // Clone the ledger only when a stack is to be filled in (long blocks), or the
+            // summary waits for its samples.
+            if !stacks.wants(t) && !hold {
+                if !profile.has_samples(&t.key) {
+                    profile.account(t, Default::default());
+                    return sink.output(Output::Summary(t));
+                }
+                let mut t = t.clone();
+                profile.attach(&mut t);
+                return sink.output(Output::Summary(&t));
             }
             let mut t = t.clone();
             stacks.resolve(&mut t);
@@ -107,6 +125,11 @@ fn deliver<S: Sink>(
                     }
                 }
             }
+            if hold {
+                profile.defer(t);
+                return Ok(());
+            }
+            profile.attach(&mut t);
             sink.output(Output::Summary(&t))
         }
         other => sink.output(other),
@@ -115,7 +138,46 @@ fn deliver<S: Sink>(
 
 impl<S: Sink> Pipeline<S> {
     pub fn new(sink: S, filter: Filter, stacks: Stacks, recorder: Option<Recorder>) -> Self {
-        Pipeline { corr: Correlator::new(), sink: Filtered::new(sink, filter), report: SessionReport::default(), stacks, recorder, procs: Vec::new() }
+        Pipeline {
+            corr: Correlator::new(),
+            sink: Filtered::new(sink, filter),
+            report: SessionReport::default(),
+            stacks,
+            recorder,
+            procs: Vec::new(),
+            profile: Profiler::default(),
+            profile_out: ProfileOutputs::default(),
+            finishing: false,
+        }
+    }
+
+    /// A ring-buffer drain ended (see [`Profiler::drained`]).
+    pub fn drained(&mut self) -> io::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.drained()?;
+        }
+        self.profile.drained();
+        Ok(())
+    }
+
+    /// On-CPU samples drained from the kernel: attributed, and the summaries whose samples
+    /// are now all in are sent on.
+    pub fn samples(&mut self, entries: Vec<SampleEntry>) -> io::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            // Empty ones too: a replay releases summaries exactly where the session did.
+            r.samples(&entries)?;
+        }
+        self.profile.add_samples(entries);
+        let ready = self.profile.ready();
+        self.send_held(ready)
+    }
+
+    fn send_held(&mut self, ready: Vec<crate::model::ledger::TaskState>) -> io::Result<()> {
+        for mut t in ready {
+            self.profile.attach(&mut t);
+            self.sink.output(Output::Summary(&t))?;
+        }
+        Ok(())
     }
 
     /// One raw ring-buffer record. Err only for output (sink or recording) errors.
@@ -147,10 +209,11 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let (profile, finishing) = (&mut self.profile, self.finishing);
         let mut result = Ok(());
         self.corr.push(&rec, &mut |o| {
             if result.is_ok() {
-                result = deliver(sink, stacks, stats, recorder, o);
+                result = deliver(sink, stacks, stats, recorder, profile, finishing, o);
             }
         });
         result
@@ -158,14 +221,21 @@ impl<S: Sink> Pipeline<S> {
 
     /// Summaries of the tasks still open, then the final report to the sinks (and the file).
     pub fn finish(&mut self) -> io::Result<()> {
+        // The last samples are in: held summaries go out, and open tasks' at once.
+        self.finishing = true;
+        let held = self.profile.release_all();
+        self.send_held(held)?;
         let (sink, stacks, stats, recorder) = (&mut self.sink, &mut self.stacks, &mut self.report.stats, &mut self.recorder);
+        let profile = &mut self.profile;
         let mut result = Ok(());
         self.corr.finish(&mut |o| {
             if result.is_ok() {
-                result = deliver(sink, stacks, stats, recorder, o);
+                result = deliver(sink, stacks, stats, recorder, profile, true, o);
             }
         });
         result?;
+        self.profile.finish(&mut self.report.profile);
+        let written = self.write_profiles();
         self.report.records = self.corr.stats.records;
         self.report.correlator = self.corr.stats.clone();
         self.report.filtered_events = self.sink.discarded;
@@ -176,7 +246,35 @@ impl<S: Sink> Pipeline<S> {
         // After the trailer: a replay counts these again and makes its own.
         let counted = self.report.counted_warnings();
         self.report.warnings.extend(counted);
-        self.sink.inner.finish(&self.report)
+        self.sink.inner.finish(&self.report)?;
+        written
+    }
+
+    /// `--pprof`, `--folded`, `--flamegraph`: a failure is a warning of the report and an
+    /// error of the command (after every other output is complete).
+    fn write_profiles(&mut self) -> io::Result<()> {
+        let out = self.profile_out.clone();
+        let mut errors = Vec::new();
+        if let Some(path) = &out.pprof {
+            if let Err(e) = crate::profile::pprof::write(&self.profile, path, self.report.duration_ns, 0) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(path) = &out.folded {
+            if let Err(e) = crate::profile::folded::write(&self.profile, path) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(dir) = &out.flamegraph {
+            if let Err(e) = crate::profile::flamegraph::write(&self.profile, &self.report.stats, dir) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        self.report.warnings.extend(errors.iter().cloned());
+        Err(io::Error::other(errors.join("; ")))
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

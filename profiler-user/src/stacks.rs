@@ -116,6 +116,17 @@ impl Symbolizer {
         }
     }
 
+    /// Symbolizes user addresses of process `pid` (an on-CPU sample's stack), through the
+    /// files it maps.
+    pub fn user_frames_of(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        self.symbolize_files(self.maps.get(&pid).map(Vec::as_slice).unwrap_or_default(), addrs)
+    }
+
+    /// Symbolizes kernel addresses (cached).
+    pub fn kernel_frames_cached(&mut self, addrs: Vec<u64>) -> Vec<Frame> {
+        self.kernel_frames_of(addrs)
+    }
+
     fn addrs(&mut self, id: u32) -> Vec<u64> {
         let Some(map) = self.map.as_ref() else { return Vec::new() };
         match map.get(&id, 0) {
@@ -219,6 +230,12 @@ impl Symbolizer {
             })
             .collect()
     }
+}
+
+/// Whether a symbolized user stack (innermost first) likely misses frames: it does not reach
+/// a thread or process entry point.
+pub fn user_truncated(user: &[Frame]) -> bool {
+    !user.is_empty() && !user.iter().any(|f| f.func.as_deref().is_some_and(|n| ENTRY_POINTS.iter().any(|e| n.ends_with(e))))
 }
 
 /// A sealed in-memory copy of `/proc/kallsyms`, taken now: tprof gives up `CAP_SYSLOG`

@@ -71,6 +71,8 @@ pub struct AttachOptions {
     pub duration: Option<Duration>,
     pub trace: TraceOptions,
     pub filter: Filter,
+    /// `--pprof`, `--folded`, `--flamegraph`.
+    pub profile: crate::profile::ProfileOutputs,
 }
 
 impl AttachOptions {
@@ -95,6 +97,9 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
 pub struct Live {
     // Field order is drop order: links and programs go before the runtime.
     probes: Probes,
+    /// The on-CPU sampler (`--sample-hz`), when on and attached.
+    sampler: Option<crate::attach::sampler::Sampler>,
+    samples: crate::profile::live::LiveSamples,
     tracer: Tracer,
     ring: RingBuf<MapData>,
     kallsyms: Option<File>,
@@ -147,8 +152,21 @@ impl Live {
         let mut tracer = Tracer::load(&opts.trace, opts.scope.follow)?;
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
         let mut probes = Probes::new(broker, usdt);
+        // Perf events need CAP_PERFMON: opened before the drop below.
+        let sampler = match opts.trace.sample_hz {
+            0 => None,
+            hz => match crate::attach::sampler::Sampler::attach(&mut tracer.ebpf, hz) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let msg = format!("on-CPU sampling is off: {e:#}");
+                    eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
+                    probes.warnings.push(msg);
+                    None
+                }
+            },
+        };
         // What the rest of the session needs and the drop takes away: the kernel's symbols.
-        let kallsyms = if opts.trace.stacks {
+        let kallsyms = if opts.trace.stacks || sampler.is_some() {
             match crate::stacks::snapshot_kallsyms() {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -171,6 +189,8 @@ impl Live {
         let ring = tracer.take_ring()?;
         let mut live = Live {
             probes,
+            sampler,
+            samples: Default::default(),
             tracer,
             ring,
             kallsyms,
@@ -281,6 +301,7 @@ impl Live {
                 log::debug!("{e:#}");
             }
             self.probes.forget(pid);
+            self.samples.forget(pid);
             p.corr.forget_process(pid);
             if let Stacks::Live(s) = &mut p.stacks {
                 s.forget(pid);
@@ -312,6 +333,9 @@ impl Live {
         let stack_map = if opts.trace.stacks { self.tracer.take_stacks() } else { None };
         let symbolizer = Symbolizer::new(stack_map, opts.trace.stack_ns, self.kallsyms.take());
         let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
+        let hz = self.sampler.as_ref().map_or(0, |s| s.hz);
+        p.profile = crate::profile::Profiler::new(hz);
+        p.profile_out = opts.profile.clone();
         for pid in self.targets.pids() {
             self.update_maps(pid, &mut p);
         }
@@ -344,6 +368,9 @@ impl Live {
             if let Err(e) = drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 return output_stop(e);
             }
+            if let Err(e) = self.drain_samples(p) {
+                return output_stop(e);
+            }
             self.tracer.flush_log();
             self.follow(p);
             if opts.duration.is_some_and(|d| self.start.elapsed() >= d) {
@@ -359,6 +386,27 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// After a ring drain: the on-CPU samples of the map the sampler retired a poll ago, and
+    /// the summaries whose samples are now all in (see `profile::aggregate`). Err only for
+    /// output errors.
+    fn drain_samples<S: Sink>(&mut self, p: &mut Pipeline<S>) -> io::Result<()> {
+        let Some(sampler) = self.sampler.as_mut() else { return Ok(()) };
+        p.drained()?;
+        let raw = match sampler.drain() {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("draining the on-CPU samples: {e:#}");
+                Vec::new()
+            }
+        };
+        let sym = match &mut p.stacks {
+            Stacks::Live(s) => Some(&mut **s),
+            _ => None,
+        };
+        let entries = self.samples.entries(sampler, sym, raw);
+        p.samples(entries)
     }
 
     /// After each drain: the children the kernel followed are adopted, exec'ed images get
@@ -453,6 +501,12 @@ impl Live {
                 Err(e) => return output_stop(e),
             }
         }
+        // Both sample maps: the one retired a poll ago, then the one written until now.
+        for _ in 0..2 {
+            if let Err(e) = self.drain_samples(p) {
+                return output_stop(e);
+            }
+        }
         match self.tracer.unsent_sums() {
             Ok(sums) => {
                 let ts = monotonic_ns();
@@ -498,6 +552,25 @@ impl Live {
             r.warnings.push(format!(
                 "the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"
             ));
+        }
+        if let Some(s) = &self.sampler {
+            match s.counts() {
+                Ok(c) => {
+                    r.profile.kernel_samples = c.taken;
+                    r.profile.samples_lost = c.map_full;
+                    r.profile.sample_stacks_lost = c.ustack_lost + c.kstack_lost + s.stacks_unreadable;
+                    if c.map_full > 0 {
+                        r.warnings.push(format!("{} on-CPU samples lost: the kernel's sample map was full", c.map_full));
+                    }
+                    if r.profile.sample_stacks_lost > 0 {
+                        r.warnings.push(format!(
+                            "{} stacks of on-CPU samples could not be stored or read (their samples count with the stack missing)",
+                            r.profile.sample_stacks_lost
+                        ));
+                    }
+                }
+                Err(e) => r.warnings.push(format!("could not read the sampler's counters: {e:#}")),
+            }
         }
         r.sites = self.probes.sites.len();
         r.processes_attached = self.targets.attached;
