@@ -236,9 +236,16 @@ impl OutputArgs {
         })
     }
 
-    /// The profile files asked for.
-    pub fn profile_outputs(&self) -> crate::profile::ProfileOutputs {
-        crate::profile::ProfileOutputs { pprof: self.pprof.clone(), folded: self.folded.clone(), flamegraph: self.flamegraph.clone() }
+    /// The profile files asked for, created now (`live`: the flame graph directory is given
+    /// to the user tprof becomes when it drops its privileges).
+    pub fn profile_outputs(&self, live: bool) -> Result<crate::profile::ProfileOutputs> {
+        let mut o = crate::profile::ProfileOutputs::default();
+        o.pprof = self.pprof.clone();
+        o.folded = self.folded.clone();
+        o.flamegraph = self.flamegraph.clone();
+        let owner = if live { crate::attach::drop_privs::DropOptions::for_tprof().user } else { None };
+        o.open(owner)?;
+        Ok(o)
     }
 
     /// The OTLP endpoint: `--otlp-endpoint`, else the standard environment variables.

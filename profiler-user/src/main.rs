@@ -46,7 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => {
             let mut opts = args.target.to_options(args.output.filter()?)?;
-            opts.profile = args.output.profile_outputs();
+            opts.profile = args.output.profile_outputs(true)?;
             let origin = tprof::model::origin::Origin::here();
             let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &args.target.pids, &origin, true)?;
             let report = session::run(opts, sinks, None)?;
@@ -76,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The recording machine's host and clock, never this one's.
             let origin = tprof::report::origin(&args.file)?;
             let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &[], &origin, false)?;
-            tprof::report::run_with(&args.file, sinks, args.output.filter()?, args.allow_truncated, args.output.profile_outputs())?;
+            tprof::report::run_with(&args.file, sinks, args.output.filter()?, args.allow_truncated, args.output.profile_outputs(false)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {

@@ -255,13 +255,13 @@ impl<S: Sink> Pipeline<S> {
     fn write_profiles(&mut self) -> io::Result<()> {
         let out = self.profile_out.clone();
         let mut errors = Vec::new();
-        if let Some(path) = &out.pprof {
-            if let Err(e) = crate::profile::pprof::write(&self.profile, path, self.report.duration_ns, 0) {
+        if let (Some(path), Some(file)) = (&out.pprof, out.pprof_file()) {
+            if let Err(e) = crate::profile::pprof::write(&self.profile, path, file, self.report.duration_ns, 0) {
                 errors.push(e.to_string());
             }
         }
-        if let Some(path) = &out.folded {
-            if let Err(e) = crate::profile::folded::write(&self.profile, path) {
+        if let (Some(path), Some((on, off))) = (&out.folded, out.folded_files()) {
+            if let Err(e) = crate::profile::folded::write(&self.profile, path, on, off) {
                 errors.push(e.to_string());
             }
         }

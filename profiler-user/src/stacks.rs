@@ -277,6 +277,21 @@ mod tests {
         let name = frames[0].func.clone().unwrap_or_default();
         assert!(name.contains("symbolizes_this_process_from_its_open_files"), "{frames:?}");
         assert_eq!(frames[1].func, None, "an unmapped address stays unknown");
+        let again = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(again[0].func, frames[0].func, "a second lookup of the same address");
+        let s = Symbolizer::new(None, 0, snapshot_kallsyms().ok());
+        let first = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(first[0].func, frames[0].func, "with kallsyms");
+        let k = s.kernel_addrs(&[0xffffffff81000000]);
+        let _ = k;
+        let third = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(third[0].func, frames[0].func, "after a kernel lookup");
+        drop(maps);
+        drop(scan);
+        let scan2 = crate::discover::mapped::exec_files(std::process::id()).unwrap();
+        let maps2 = scan2.mapped_files();
+        let fourth = s.symbolize_files(&maps2, &[addr]);
+        assert_eq!(fourth[0].func, frames[0].func, "after a rescan: {:?}", maps2.iter().map(|m| fd_path(&m.file)).collect::<Vec<_>>());
     }
 
     #[test]

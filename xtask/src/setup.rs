@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::status;
 
-const APT_PACKAGES: [&str; 9] = [
+const APT_PACKAGES: [&str; 10] = [
     "rustc-web",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
@@ -21,6 +21,8 @@ const APT_PACKAGES: [&str; 9] = [
     "bpftrace",
     // `cargo xtask bench e2e` drives the example service with it.
     "wrk",
+    // `go tool pprof` reads tprof's --pprof files in tests/tests/profile.rs.
+    "golang-go",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Python packages the export tests validate against (published schemas, offline), with a

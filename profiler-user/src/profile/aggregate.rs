@@ -133,6 +133,19 @@ pub fn top(map: &HashMap<u32, u64>, n: usize) -> Vec<(u32, u64)> {
     v
 }
 
+/// A stack as profiles group it: by function (and file), not by instruction. Symbolized
+/// frames lose their address and line (samples of one loop land on many addresses and
+/// lines; they are one stack of a profile); unsymbolized ones keep their address.
+pub fn by_function(mut s: Stack) -> Stack {
+    for f in s.kernel.iter_mut().chain(s.user.iter_mut()) {
+        if f.func.is_some() {
+            f.addr = 0;
+            f.line = None;
+        }
+    }
+    s
+}
+
 /// A stack's frames as the report lists them (innermost first, kernel frames first).
 pub fn frame_names(s: &Stack) -> (Vec<String>, usize) {
     (s.kernel.iter().chain(&s.user).map(|f| f.display()).collect(), s.kernel.len())
@@ -154,7 +167,7 @@ impl Profiler {
         for e in entries {
             let task = e.task();
             let (pid, count) = (e.pid, e.count);
-            let idx = self.stacks.intern(e.stack);
+            let idx = self.stacks.intern(by_function(e.stack));
             self.samples += count;
             match task {
                 None => {
@@ -225,7 +238,7 @@ impl Profiler {
         let mut off = HashMap::new();
         for b in &t.blocks {
             if let Some(s) = &b.stack {
-                let i = self.stacks.intern(s.clone());
+                let i = self.stacks.intern(by_function(s.clone()));
                 add(&mut off, i, b.blocked_ns);
             }
         }

@@ -55,8 +55,8 @@ fn diff_svg(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, title
 /// Writes the flame graphs into `dir` (created if missing); returns the files written.
 pub fn write(p: &Profiler, stats: &Stats, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let named = |e: io::Error, what: &Path| io::Error::new(e.kind(), format!("--flamegraph {}: {e}", what.display()));
+    // Created (and given to the user tprof runs as) beforehand by ProfileOutputs::open.
     std::fs::create_dir_all(dir).map_err(|e| named(e, dir))?;
-    crate::attach::privileges::give_to_invoking_user(dir);
     let mut written = Vec::new();
     let mut stems = HashSet::new();
     let hz = p.sample_hz;

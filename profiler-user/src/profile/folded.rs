@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+
 use super::aggregate::{Profiler, StackTable};
 use crate::model::stack::{Frame, Stack};
 
@@ -80,12 +81,12 @@ pub fn off_cpu_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Writes `--folded FILE` (and `FILE.offcpu`).
-pub fn write(p: &Profiler, path: &Path) -> io::Result<()> {
-    for (to, lines) in [(path.to_path_buf(), on_cpu(p)), (off_cpu_path(path), off_cpu(p))] {
-        let mut f = std::fs::File::create(&to).map_err(|e| io::Error::new(e.kind(), format!("--folded {}: {e}", to.display())))?;
-        f.write_all(render(&lines).as_bytes())?;
-        crate::attach::privileges::give_to_invoking_user(&to);
-    }
+/// Writes `--folded FILE` (and `FILE.offcpu`) into `on` and `off` (created beforehand).
+pub fn write(p: &Profiler, path: &Path, on: &std::fs::File, off: &std::fs::File) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("--folded {}: {e}", path.display()));
+    let mut on = on;
+    on.write_all(render(&on_cpu(p)).as_bytes()).map_err(named)?;
+    let mut off = off;
+    off.write_all(render(&off_cpu(p)).as_bytes()).map_err(named)?;
     Ok(())
 }

@@ -296,13 +296,11 @@ fn sorted(m: &HashMap<u32, u64>) -> Vec<(u32, u64)> {
     v
 }
 
-/// Writes `--pprof FILE`: the encoded profile, gzipped.
-pub fn write(p: &Profiler, path: &Path, duration_ns: u64, time_ns: u64) -> io::Result<()> {
+/// Writes `--pprof FILE` into `file` (created beforehand): the encoded profile, gzipped.
+pub fn write(p: &Profiler, path: &Path, file: &std::fs::File, duration_ns: u64, time_ns: u64) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("--pprof {}: {e}", path.display()));
-    let file = std::fs::File::create(path).map_err(named)?;
     let mut gz = flate2::write::GzEncoder::new(io::BufWriter::new(file), flate2::Compression::default());
     gz.write_all(&encode(p, duration_ns, time_ns)).map_err(named)?;
     gz.finish().and_then(|mut w| w.flush()).map_err(named)?;
-    crate::attach::privileges::give_to_invoking_user(path);
     Ok(())
 }

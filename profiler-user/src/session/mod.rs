@@ -296,6 +296,15 @@ impl Live {
 
     /// Process `pid` exited: no longer traced, and forgotten.
     fn gone<S: Sink>(&mut self, pid: u32, p: &mut Pipeline<S>) {
+        if self.targets.contains(pid) && self.sampler.is_some() {
+            // Its last samples (in both sample maps) are symbolized while its files are
+            // still known.
+            for _ in 0..2 {
+                if let Err(e) = self.drain_samples(p) {
+                    log::debug!("draining samples of exited pid {pid}: {e}");
+                }
+            }
+        }
         if self.targets.remove(pid) {
             if let Err(e) = self.tracer.trace_pid(pid, false) {
                 log::debug!("{e:#}");

@@ -51,6 +51,24 @@ fn a_summary_waits_two_drains_for_its_samples() {
 }
 
 #[test]
+fn samples_at_two_addresses_of_one_function_are_one_stack() {
+    let mut p = Profiler::new(99);
+    let mut s1 = stack(&["spin_a", "main"], &[]);
+    let mut s2 = s1.clone();
+    s1.user[0].addr = 0x1000;
+    s1.user[0].line = Some(10);
+    s2.user[0].addr = 0x1008;
+    s2.user[0].line = Some(11);
+    let mut unknown = stack(&[], &[]);
+    unknown.user.push(Frame { addr: 0x77, func: None, file: None, line: None });
+    p.add_samples(vec![entry(1, 1, 1, s1), entry(1, 1, 2, s2), entry(1, 1, 1, unknown)]);
+    let mut t = task(1, "a", 10);
+    p.attach(&mut t);
+    assert_eq!(t.top_stacks.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(t.top_stacks[1].0.user[0].name(), "0x77", "an unsymbolized frame keeps its address");
+}
+
+#[test]
 fn samples_go_to_their_request_type_and_process() {
     let mut p = Profiler::new(1000);
     let a = stack(&["spin_a", "main"], &[]);
@@ -82,10 +100,10 @@ fn samples_go_to_their_request_type_and_process() {
     p.finish(&mut r);
     assert_eq!((r.samples, r.samples_in_tasks, r.samples_outside_tasks, r.samples_unknown_task), (15, 11, 3, 1));
     assert_eq!(r.task_types["A"].cpu_samples, 7);
-    assert_eq!(r.task_types["A"].top_stacks[0].frames, ["spin_a (x.rs:3)", "main (x.rs:3)"]);
+    assert_eq!(r.task_types["A"].top_stacks[0].frames, ["spin_a (x.rs)", "main (x.rs)"], "grouped by function");
     assert_eq!((r.task_types["A"].blocked_ns, r.task_types["A"].off_cpu_stack_ns), (5_000, 4_000));
     assert_eq!(r.task_types["A"].off_cpu_top_stacks[0].kernel_frames, 1);
-    assert_eq!(r.task_types["B"].top_stacks[0].frames[0], "do_syscall_64 (x.rs:3)", "kernel frames first");
+    assert_eq!(r.task_types["B"].top_stacks[0].frames[0], "do_syscall_64 (x.rs)", "kernel frames first");
     assert_eq!(r.processes[&9].samples, 3);
     assert_eq!(r.processes[&9].top_stacks[0].samples, 3);
 
@@ -237,6 +255,7 @@ fn flame_graphs_and_the_slow_against_typical_split() {
     assert!(before.keys().all(|k| k.ends_with(";fast")), "{before:?}");
     assert_eq!(after.keys().collect::<Vec<_>>(), ["GET /x;main;slow_path"]);
     let dir = std::env::temp_dir().join(format!("tprof-flame-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
     let written = flamegraph::write(&p, &stats, &dir).expect("written");
     let names: Vec<String> = written.iter().map(|w| w.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["GET__x.on-cpu.svg", "GET__x.diff.svg"]);
