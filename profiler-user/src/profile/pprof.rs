@@ -207,7 +207,7 @@ pub fn encode(p: &Profiler, duration_ns: u64, time_ns: u64) -> Vec<u8> {
     let mut b = Builder::new(&p.stacks);
     let types = [value_type(&mut b, "samples", "count"), value_type(&mut b, "cpu", "nanoseconds"), value_type(&mut b, "off_cpu", "nanoseconds")];
     // What the kept requests account for, per type: the rest of a type goes unlabelled.
-    let mut kept: HashMap<&str, (HashMap<u32, u64>, HashMap<u32, u64>)> = HashMap::new();
+    let mut kept: HashMap<&str, (Counts, Counts)> = HashMap::new();
     for r in &p.requests {
         let labels = [
             Label::Str("trace_id", format!("{:032x}", r.key.trace_id)),
@@ -289,6 +289,9 @@ pub fn encode(p: &Profiler, duration_ns: u64, time_ns: u64) -> Vec<u8> {
         .varint(f::DEFAULT_SAMPLE_TYPE, default_type as u64);
     out.0
 }
+
+/// Stack index -> samples or nanoseconds.
+type Counts = HashMap<u32, u64>;
 
 fn sorted(m: &HashMap<u32, u64>) -> Vec<(u32, u64)> {
     let mut v: Vec<(u32, u64)> = m.iter().map(|(k, v)| (*k, *v)).collect();

@@ -94,7 +94,7 @@ fn samples_go_to_their_request_type_and_process() {
     p.attach(&mut t1);
     p.attach(&mut t2);
     assert_eq!(t1.cpu_samples, 7);
-    assert_eq!(t1.top_stacks.iter().map(|(s, n)| (s.clone(), *n)).collect::<Vec<_>>(), vec![(a.clone(), 5), (b.clone(), 2)], "most samples first");
+    assert_eq!(t1.top_stacks.iter().map(|(s, n)| (s.clone(), *n)).collect::<Vec<_>>(), vec![(by_function(a.clone()), 5), (by_function(b.clone()), 2)], "most samples first");
     assert_eq!(t2.cpu_samples, 4);
     let mut r = ProfileReport::default();
     p.finish(&mut r);
