@@ -354,10 +354,20 @@ pub mod maps {
     pub const UNATTR_SLICE: &str = "UNATTR_SLICE";
     /// tid -> the syscall in flight of a thread without a task.
     pub const UNATTR_SYS_START: &str = "UNATTR_SYS_START";
+    /// On-CPU samples, (task, stacks) -> count: two maps, written in turn (see SAMPLE_SLOT).
+    pub const SAMPLES_0: &str = "SAMPLES_0";
+    pub const SAMPLES_1: &str = "SAMPLES_1";
+    /// Which SAMPLES map the sampler writes (0 or 1), flipped by userspace.
+    pub const SAMPLE_SLOT: &str = "SAMPLE_SLOT";
+    /// Stacks of on-CPU samples.
+    pub const SAMPLE_STACKS: &str = "SAMPLE_STACKS";
+    /// Per-CPU counters of the sampler (`sample_count`).
+    pub const SAMPLE_COUNTS: &str = "SAMPLE_COUNTS";
     /// All of the above.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 26] = [
         EVENTS, THREADS, USDT_SPECS, DROPS, SPAN_DROPS, ANY_SPAN_DROPS, IRQ_DEPTH, STACKS, ANOMALIES, ZERO_THREAD, TRACED_USER,
         FORKED, ANY_FORKED, EXITED, ANY_EXITED, FAULT_TICK, FAULT_PENDING, UNATTR_CPU, UNATTR_SYS, UNATTR_SLICE, UNATTR_SYS_START,
+        SAMPLES_0, SAMPLES_1, SAMPLE_SLOT, SAMPLE_STACKS, SAMPLE_COUNTS,
     ];
 }
 
@@ -377,6 +387,8 @@ pub mod programs {
     pub const USDT: &str = "tprof_usdt";
     /// The USDT program of the other probes (not sleepable: cheaper per hit).
     pub const USDT_FAST: &str = "tprof_usdt_fast";
+    /// The perf_event program of the on-CPU sampler (`--sample-hz`).
+    pub const SAMPLE: &str = "tprof_sample";
     /// The tp_btf programs, each named after its tracepoint. Interrupt exits come before
     /// their entries: attached in this order, no entry is ever counted without its exit.
     pub const TRACEPOINTS: [&str; 13] = [

@@ -569,6 +569,33 @@ pub struct ThreadState {
     pub steal_at_in: u64,
 }
 
+/// Key of the on-CPU sample maps (`SAMPLES_0`/`SAMPLES_1`, value: samples): the sampled
+/// thread's current task (all zero: none) in process `pid`, and its stacks in the
+/// `SAMPLE_STACKS` map (-1: none, e.g. no kernel stack for a sample taken in user mode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub task: TaskId,
+    pub pid: u32,
+    pub ustack_id: i32,
+    pub kstack_id: i32,
+    pub _pad: u32,
+}
+
+/// Slots of the per-CPU `SAMPLE_COUNTS` counters of the on-CPU sampler.
+pub mod sample_count {
+    /// Samples of threads of traced processes (counted in a SAMPLES map, or lost below).
+    pub const TAKEN: u32 = 0;
+    /// Samples not counted: the SAMPLES map was full.
+    pub const MAP_FULL: u32 = 1;
+    /// Samples whose user stack could not be stored (SAMPLE_STACKS full, or a collision).
+    pub const USTACK_LOST: u32 = 2;
+    /// Samples whose kernel stack could not be stored (a sample in user mode has none: not
+    /// counted).
+    pub const KSTACK_LOST: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
 // Sizes are part of the ABI: both sides compile these.
 const _: () = assert!(core::mem::size_of::<TaskId>() == 24);
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
@@ -590,6 +617,7 @@ const _: () = assert!(core::mem::size_of::<Agg>() == 48 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<AggRecord>() == 48 + 48 + 32 * AGG_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<KStackRecord>() == 48 + 16 + 8 * KSTACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<UStackRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<SampleKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 176 + 32 * TASK_STACK_DEPTH + 64 + COMM_LEN + 24 + 8 + 32);
 
 #[cfg(feature = "user")]
@@ -603,4 +631,6 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SampleKey {}
 }

@@ -2,7 +2,7 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace};
-use profiler_common::{kind, Config, ThreadState, UsdtSpec};
+use profiler_common::{kind, Config, SampleKey, ThreadState, UsdtSpec};
 
 /// Set by userspace at load time (`EbpfLoader::set_global`): BTF offsets and switches.
 #[unsafe(no_mangle)]
@@ -143,3 +143,23 @@ pub static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries
 pub static FAULT_TICK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static FAULT_PENDING: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// On-CPU samples (see `sample.rs`): (task, stacks) -> count, written in turn with
+/// SAMPLES_1 as SAMPLE_SLOT says; userspace reads and clears the one not being written.
+#[map]
+pub static SAMPLES_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(16384, 0);
+#[map]
+pub static SAMPLES_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Which SAMPLES map the sampler writes (0 or 1); written only by userspace.
+#[map]
+pub static SAMPLE_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// User and kernel stacks of on-CPU samples (apart from STACKS, so that sampling never
+/// takes the blocking stacks' room).
+#[map]
+pub static SAMPLE_STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Per-CPU counters of the sampler (`profiler_common::sample_count`).
+#[map]
+pub static SAMPLE_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(profiler_common::sample_count::COUNT, 0);

@@ -107,6 +107,11 @@ pub struct TargetArgs {
     /// Trace only the given processes, not the processes they fork.
     #[arg(long)]
     pub no_follow: bool,
+    /// On-CPU samples per second on each CPU (99 is a good rate), attributed to the request
+    /// the sampled thread works for (each summary's `top_stacks`, each task type's on-CPU
+    /// profile); 0, the default, turns sampling off.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub sample_hz: u64,
     /// For tests only: drop scheduler events of task-carrying threads on purpose,
     /// `lose-switch-in:N` or `lose-switch-pair:N` (one in N per CPU), to prove that tprof
     /// detects and reports such losses (docs/reliability.md).
@@ -180,6 +185,18 @@ pub struct OutputArgs {
     /// Send Zipkin v2 JSON spans to this server (e.g. http://127.0.0.1:9411).
     #[arg(long, value_name = "URL")]
     pub zipkin_endpoint: Option<String>,
+    /// Write the on-CPU and off-CPU profiles in pprof's format (profile.proto, gzipped), with
+    /// trace_id, span_id and task labels: for `go tool pprof`, Pyroscope, Grafana.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Write the on-CPU profile as folded stacks (flame graph tools' input), and the off-CPU
+    /// one to FILE.offcpu.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write SVG flame graphs per task type into this directory: on-CPU, off-CPU, and the
+    /// slowest requests against the typical ones.
+    #[arg(long, value_name = "DIR")]
+    pub flamegraph: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +308,18 @@ impl OutputArgs {
         })
     }
 
+    /// The profile files asked for, created now (`live`: the flame graph directory is given
+    /// to the user tprof becomes when it drops its privileges).
+    pub fn profile_outputs(&self, live: bool) -> Result<crate::profile::ProfileOutputs> {
+        let mut o = crate::profile::ProfileOutputs::default();
+        o.pprof = self.pprof.clone();
+        o.folded = self.folded.clone();
+        o.flamegraph = self.flamegraph.clone();
+        let owner = if live { crate::attach::drop_privs::DropOptions::for_tprof().user } else { None };
+        o.open(owner)?;
+        Ok(o)
+    }
+
     /// The OTLP endpoint: `--otlp-endpoint`, else the standard environment variables.
     pub fn otlp_endpoint(&self) -> Option<String> {
         otlp_env::endpoint(self.otlp_endpoint.as_deref(), &|k| std::env::var(k).ok())
@@ -363,6 +392,9 @@ impl TargetArgs {
         if !self.ring_size.is_power_of_two() || self.ring_size > 1024 {
             bail!("--ring-size must be a power of two between 1 and 1024 MiB");
         }
+        if self.sample_hz > crate::attach::sampler::MAX_HZ {
+            bail!("--sample-hz {} is above the most tprof takes, {} (0 turns sampling off)", self.sample_hz, crate::attach::sampler::MAX_HZ);
+        }
         let mapping = crate::mapping::ProbeMapping::load(&self.preset, &self.probe_files)?.map(std::sync::Arc::new);
         let scope = Scope {
             follow: !self.no_follow,
@@ -386,9 +418,11 @@ impl TargetArgs {
                 debug_ebpf: self.debug_ebpf,
                 uprobe_multi: self.probe_links == ProbeLinks::Auto,
                 fault: self.inject_fault.as_deref().map(parse_fault).transpose()?.unwrap_or((0, 0)),
+                sample_hz: self.sample_hz,
             },
             filter,
             mapping,
+            profile: Default::default(),
         })
     }
 }

@@ -285,7 +285,7 @@ fn check_ebpf_load(privileged: bool) -> Vec<Check> {
         };
         return vec![skip(RING), skip(TP_BTF), skip(SLEEPABLE), skip(MULTI)];
     }
-    let opts = TraceOptions { ring_bytes: 1 << 20, syscalls: true, stacks: true, stack_ns: 1_000_000, detail_ns: 100_000, slow_ns: 10_000_000, debug_ebpf: false, uprobe_multi: true, fault: (0, 0) };
+    let opts = TraceOptions { ring_bytes: 1 << 20, syscalls: true, stacks: true, stack_ns: 1_000_000, detail_ns: 100_000, slow_ns: 10_000_000, debug_ebpf: false, uprobe_multi: true, fault: (0, 0), sample_hz: 0 };
     match Tracer::load(&opts, true) {
         Ok(tracer) => {
             let tp = tracer.ebpf.programs().filter(|(_, p)| matches!(p, aya::programs::Program::BtfTracePoint(_))).count();

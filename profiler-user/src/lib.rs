@@ -18,6 +18,7 @@ pub mod mapping;
 pub mod model;
 pub mod pipeline;
 pub mod present;
+pub mod profile;
 pub mod record;
 pub mod report;
 pub mod session;

@@ -45,7 +45,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => {
-            let opts = args.target.to_options(args.output.filter()?)?;
+            let mut opts = args.target.to_options(args.output.filter()?)?;
+            opts.profile = args.output.profile_outputs(true)?;
             let origin = tprof::model::origin::Origin::here();
             let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &args.target.pids, &origin, true)?;
             let report = session::run(opts, sinks, None)?;
@@ -77,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The recording machine's host and clock, never this one's.
             let origin = tprof::report::origin(&args.file)?;
             let sinks = args.output.sinks(io::BufWriter::new(io::stdout()), &[], &origin, false)?;
-            tprof::report::run(&args.file, sinks, args.output.filter()?, args.allow_truncated)?;
+            tprof::report::run_with(&args.file, sinks, args.output.filter()?, args.allow_truncated, args.output.profile_outputs(false)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(args) => {

@@ -9,7 +9,10 @@
 //! 4 = the live session's report (JSON), 5 = the header (JSON: pids, tprof version, and the
 //! recording machine's [`Origin`]: host name, boot id, wall-clock anchor), 6 = a traced
 //! process's [`ProcessInfo`] (JSON: names, command line, `OTEL_SERVICE_NAME`, container),
-//! written when the session adds the process, before its records.
+//! written when the session adds the process, before its records; 7 = on-CPU samples
+//! drained from the kernel, symbolized (JSON array of `profile::SampleEntry`), 8 = the end of
+//! a ring-buffer drain (empty), so that a replay attributes samples to requests exactly as
+//! the live session did.
 //!
 //! A recording therefore carries all a report needs: stacks and late strings are resolved
 //! while recording, processes are named, and wall times come from the recording machine's
@@ -43,6 +46,11 @@ pub mod tag {
     pub const REPORT: u8 = 4;
     pub const HEADER: u8 = 5;
     pub const PROCESS: u8 = 6;
+    /// On-CPU samples drained from the kernel (JSON array of `profile::SampleEntry`).
+    pub const SAMPLES: u8 = 7;
+    /// A ring-buffer drain ended (empty): summaries wait for the samples of the drain after
+    /// the next one (`profile::Profiler::drained`), on replay as live.
+    pub const DRAINED: u8 = 8;
 }
 
 /// The first frame of a recording.
@@ -119,6 +127,17 @@ impl Recorder {
     pub fn process(&mut self, info: &ProcessInfo) -> io::Result<()> {
         let bytes = serde_json::to_vec(info).map_err(io::Error::other)?;
         self.frame(tag::PROCESS, &bytes)
+    }
+
+    /// Samples drained from the kernel, symbolized.
+    pub fn samples(&mut self, entries: &[crate::profile::SampleEntry]) -> io::Result<()> {
+        let bytes = serde_json::to_vec(entries).map_err(io::Error::other)?;
+        self.frame(tag::SAMPLES, &bytes)
+    }
+
+    /// The end of a ring-buffer drain.
+    pub fn drained(&mut self) -> io::Result<()> {
+        self.frame(tag::DRAINED, &[])
     }
 
     pub fn stack(&mut self, span_id: u64, start_ns: u64, stack: &Stack) -> io::Result<()> {
@@ -206,6 +225,8 @@ pub struct Tables {
     pub processes: Vec<ProcessInfo>,
     /// Why the first pass stopped early, if it did.
     pub truncated: Option<String>,
+    /// Frames of on-CPU samples.
+    pub sample_frames: u64,
 }
 
 /// First pass over a recording.
@@ -235,6 +256,7 @@ pub fn read_tables(path: &Path) -> Result<Tables> {
             tag::REPORT => t.report = serde_json::from_slice(&bytes).ok(),
             tag::HEADER => t.header = serde_json::from_slice(&bytes).ok(),
             tag::PROCESS => t.processes.extend(serde_json::from_slice::<ProcessInfo>(&bytes).ok()),
+            tag::SAMPLES => t.sample_frames += 1,
             _ => {}
         }
     }

@@ -35,8 +35,23 @@ pub fn origin(path: &Path) -> Result<Origin> {
 /// after writing it, an error when the recording is incomplete and `allow_truncated` is
 /// false.
 pub fn run<S: Sink>(path: &Path, sink: S, filter: Filter, allow_truncated: bool) -> Result<SessionReport> {
+    run_with(path, sink, filter, allow_truncated, crate::profile::ProfileOutputs::default())
+}
+
+/// [`run`], also writing the profile files `profile_out` asks for.
+pub fn run_with<S: Sink>(
+    path: &Path,
+    sink: S,
+    filter: Filter,
+    allow_truncated: bool,
+    profile_out: crate::profile::ProfileOutputs,
+) -> Result<SessionReport> {
     let tables = read_tables(path)?;
     let mut p = Pipeline::new(sink, filter, Stacks::Recorded(tables.stacks), None);
+    p.profile_out = profile_out;
+    // Summaries wait for their samples as they did live (an older recording has none).
+    let hz = tables.report.as_ref().map_or(0, |r| r.profile.sample_hz);
+    p.profile = crate::profile::Profiler::new(if tables.sample_frames > 0 { hz.max(1) } else { hz });
     let has_report = tables.report.is_some();
     match tables.report {
         Some(live) => p.report = live.replayed(),
@@ -62,6 +77,11 @@ pub fn run<S: Sink>(path: &Path, sink: S, filter: Filter, allow_truncated: bool)
                     p.corr.set_process(Arc::new(info));
                 }
             }
+            tag::DRAINED => p.drained().context("writing the report")?,
+            tag::SAMPLES => match serde_json::from_slice(&bytes) {
+                Ok(entries) => p.samples(entries).context("writing the report")?,
+                Err(e) => p.report.warnings.push(format!("a damaged frame of on-CPU samples was skipped: {e}")),
+            },
             _ => {}
         }
     }

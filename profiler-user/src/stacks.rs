@@ -116,6 +116,17 @@ impl Symbolizer {
         }
     }
 
+    /// Symbolizes user addresses of process `pid` (an on-CPU sample's stack), through the
+    /// files it maps.
+    pub fn user_frames_of(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        self.symbolize_files(self.maps.get(&pid).map(Vec::as_slice).unwrap_or_default(), addrs)
+    }
+
+    /// Symbolizes kernel addresses (cached).
+    pub fn kernel_frames_cached(&mut self, addrs: Vec<u64>) -> Vec<Frame> {
+        self.kernel_frames_of(addrs)
+    }
+
     fn addrs(&mut self, id: u32) -> Vec<u64> {
         let Some(map) = self.map.as_ref() else { return Vec::new() };
         match map.get(&id, 0) {
@@ -221,6 +232,12 @@ impl Symbolizer {
     }
 }
 
+/// Whether a symbolized user stack (innermost first) likely misses frames: it does not reach
+/// a thread or process entry point.
+pub fn user_truncated(user: &[Frame]) -> bool {
+    !user.is_empty() && !user.iter().any(|f| f.func.as_deref().is_some_and(|n| ENTRY_POINTS.iter().any(|e| n.ends_with(e))))
+}
+
 /// A sealed in-memory copy of `/proc/kallsyms`, taken now: tprof gives up `CAP_SYSLOG`
 /// after attaching, and without it the kernel shows every address as 0 (unless
 /// `kptr_restrict` is 0 and `perf_event_paranoid` at most 1). About 5 MB and 50 ms.
@@ -260,6 +277,21 @@ mod tests {
         let name = frames[0].func.clone().unwrap_or_default();
         assert!(name.contains("symbolizes_this_process_from_its_open_files"), "{frames:?}");
         assert_eq!(frames[1].func, None, "an unmapped address stays unknown");
+        let again = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(again[0].func, frames[0].func, "a second lookup of the same address");
+        let s = Symbolizer::new(None, 0, snapshot_kallsyms().ok());
+        let first = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(first[0].func, frames[0].func, "with kallsyms");
+        let k = s.kernel_addrs(&[0xffffffff81000000]);
+        let _ = k;
+        let third = s.symbolize_files(&maps, &[addr]);
+        assert_eq!(third[0].func, frames[0].func, "after a kernel lookup");
+        drop(maps);
+        drop(scan);
+        let scan2 = crate::discover::mapped::exec_files(std::process::id()).unwrap();
+        let maps2 = scan2.mapped_files();
+        let fourth = s.symbolize_files(&maps2, &[addr]);
+        assert_eq!(fourth[0].func, frames[0].func, "after a rescan: {:?}", maps2.iter().map(|m| fd_path(&m.file)).collect::<Vec<_>>());
     }
 
     #[test]

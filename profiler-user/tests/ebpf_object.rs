@@ -34,7 +34,7 @@ fn every_program_name_is_a_program_of_the_object() {
     let obj = parse();
     let in_object: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
     let mut expected: BTreeSet<&str> = programs::TRACEPOINTS.into_iter().collect();
-    expected.extend([programs::USDT, programs::USDT_FAST]);
+    expected.extend([programs::USDT, programs::USDT_FAST, programs::SAMPLE]);
     assert_eq!(in_object, expected, "the eBPF object's programs differ from profiler_common::programs");
 }
 

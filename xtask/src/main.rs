@@ -7,7 +7,7 @@
 //! - `demo`: start the bundled example service under load and attach tprof to it.
 //! - `dist`: one optimized, static `tprof` with man pages and completions, in `target/dist/`.
 //! - `install [--prefix DIR]`: `dist`, then copy it into `/usr/local` (or DIR).
-//! - `bench [probes|kernel|e2e|throughput|joined|all|soak]`: what tprof costs (default `all`);
+//! - `bench [probes|kernel|e2e|throughput|joined|all|soak|sampling]`: what tprof costs (default `all`);
 //!   the driver is the tests crate's `tprof-bench` binary (`tests/src/bench/`), run from here.
 //!
 //! The other commands run `setup` first when something is missing, and say what they install.
@@ -51,6 +51,7 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|dist|install|benc
     joined           delay from a process's start to tprof tracing it (--binary)
     all              the five above (about 5 minutes)
     soak [--minutes N]  tprof's memory over a long run (default 10 minutes; not in all)
+    sampling         what on-CPU sampling costs the saturated example service (not in all)
     (cargo xtask bench --help: every option)";
 
 fn run(args: &[String]) -> Result<()> {

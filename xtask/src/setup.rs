@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::status;
 
-const APT_PACKAGES: [&str; 10] = [
+const APT_PACKAGES: [&str; 11] = [
     "rustc-web",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
@@ -23,6 +23,8 @@ const APT_PACKAGES: [&str; 10] = [
     "wrk",
     // tests/tests/html.rs opens the HTML report in it, headless.
     "chromium",
+    // `go tool pprof` reads tprof's --pprof files in tests/tests/profile.rs.
+    "golang-go",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Python packages the export tests validate against (published schemas, offline), with a

@@ -16,6 +16,7 @@ pub mod multi;
 pub mod pidfd;
 pub mod privileges;
 pub mod probes;
+pub mod sampler;
 pub mod scope;
 pub mod tracer;
 pub mod uprobe;

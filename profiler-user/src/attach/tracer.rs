@@ -34,6 +34,9 @@ pub fn usdt_program(probe: u32) -> &'static str {
     programs::usdt_for(probe)
 }
 
+/// Size of the SAMPLE_STACKS map with sampling on (distinct sampled stacks a session keeps).
+const SAMPLE_STACKS: u32 = 16384;
+
 /// Size of the USDT_SPECS map: the most probe sites one session can attach.
 pub const MAX_SITES: u32 = 4096;
 
@@ -58,6 +61,8 @@ pub struct TraceOptions {
     /// Scheduler events dropped on purpose, for tests: (one of `profiler_common::fault`,
     /// every how many). `(0, 0)` in every real session.
     pub fault: (u32, u32),
+    /// On-CPU samples per second per CPU (0: no sampling; see `attach::sampler`).
+    pub sample_hz: u64,
 }
 
 /// What the kernel counted that the session reports: losses and missed events.
@@ -138,6 +143,8 @@ impl Tracer {
             .map_max_entries(maps::EVENTS, opts.ring_bytes)
             .map_max_entries(maps::USDT_SPECS, MAX_SITES)
             .map_max_entries(maps::TRACED_USER, traced_words)
+            // Without sampling, its stack map (~1 KiB per entry, preallocated) stays tiny.
+            .map_max_entries(maps::SAMPLE_STACKS, if opts.sample_hz > 0 { SAMPLE_STACKS } else { 1 })
             .load(obj)
             .context("loading tprof's eBPF object into the kernel")?;
         let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux (tp_btf programs need kernel BTF)")?;

@@ -117,6 +117,10 @@ pub struct TaskState {
     /// instead of streaming (AGG records): in the totals, not in `blocks` nor the stream.
     pub summed: u64,
     pub threads: Vec<u32>,
+    /// On-CPU samples taken while one of its threads worked for it (`--sample-hz`), and
+    /// the stacks most of them were taken in, most samples first (`crate::profile`).
+    pub cpu_samples: u64,
+    pub top_stacks: Vec<(Stack, u64)>,
     /// Closed early to make room (more than `correlate::MAX_OPEN_TASKS` were open), or a
     /// record of it came after it was: its ledger lacks the records on the other side.
     pub evicted: bool,

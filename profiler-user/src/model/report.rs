@@ -53,6 +53,10 @@ pub struct SessionReport {
     /// Tasks whose events held by --min-latency were discarded to stay within its memory
     /// budget (`ledger::MAX_HELD_BYTES`), longest held first.
     pub held_tasks_evicted: u64,
+    /// On-CPU samples and off-CPU time by stack, per task type and process
+    /// (`crate::profile`): made again when a recording is replayed, except the kernel's
+    /// counts of the sampler, which only the live session knew.
+    pub profile: crate::profile::ProfileReport,
     pub warnings: Vec<String>,
     /// Why the session stopped.
     pub stop_reason: String,

@@ -1,7 +1,7 @@
 //! Symbolized stacks, as the sinks show them and recordings keep them.
 
 /// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub addr: u64,
     pub func: Option<String>,
@@ -10,6 +10,11 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The function's name, or the address: what profiles group by.
+    pub fn name(&self) -> String {
+        self.func.clone().unwrap_or_else(|| format!("{:#x}", self.addr))
+    }
+
     /// `func (file:line)`, or the address.
     pub fn display(&self) -> String {
         let mut s = self.func.clone().unwrap_or_else(|| format!("{:#x}", self.addr));
@@ -25,7 +30,7 @@ impl Frame {
 }
 
 /// A blocked thread's stacks, innermost frame first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Stack {
     pub kernel: Vec<Frame>,
     pub user: Vec<Frame>,

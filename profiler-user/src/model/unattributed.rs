@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use profiler_common::unattr::{UnattrCpu, UnattrSys};
 use serde::{Deserialize, Serialize};
 
-use super::stack::Stack;
 
 /// One process.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -49,8 +48,6 @@ pub struct NotAttributed {
     pub syscall_count: u64,
     /// By syscall, the longest total first.
     pub syscalls: Vec<SyscallSum>,
-    /// The most sampled stacks outside tasks, when on-CPU sampling ran (empty otherwise).
-    pub top_stacks: Vec<SampledStack>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,14 +59,6 @@ pub struct SyscallSum {
     pub errors: u64,
     /// Entry to exit, blocked time included.
     pub total_ns: u64,
-}
-
-/// A stack and how many on-CPU samples landed on it (filled by on-CPU sampling).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SampledStack {
-    pub samples: u64,
-    pub stack: Stack,
 }
 
 impl ProcessCpu {
@@ -101,7 +90,6 @@ impl ProcessCpu {
                 excess_task_ns: c.over_ns,
                 syscall_count: syscalls.iter().map(|s| s.count).sum(),
                 syscalls,
-                top_stacks: Vec::new(),
             },
             ..ProcessCpu::default()
         }

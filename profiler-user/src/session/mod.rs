@@ -74,6 +74,8 @@ pub struct AttachOptions {
     pub filter: Filter,
     /// Foreign probes mapped onto tprof's events (`--preset`, `--probes`).
     pub mapping: Option<std::sync::Arc<crate::mapping::ProbeMapping>>,
+    /// `--pprof`, `--folded`, `--flamegraph`.
+    pub profile: crate::profile::ProfileOutputs,
 }
 
 impl AttachOptions {
@@ -98,6 +100,9 @@ pub fn run<S: Sink>(opts: AttachOptions, sink: S, recorder: Option<Recorder>) ->
 pub struct Live {
     // Field order is drop order: links and programs go before the runtime.
     probes: Probes,
+    /// The on-CPU sampler (`--sample-hz`), when on and attached.
+    sampler: Option<crate::attach::sampler::Sampler>,
+    samples: crate::profile::live::LiveSamples,
     tracer: Tracer,
     ring: RingBuf<MapData>,
     kallsyms: Option<File>,
@@ -151,8 +156,21 @@ impl Live {
         let usdt = tracer.take_usdt().context("the USDT programs were not loaded")?;
         let mut probes = Probes::new(broker, usdt);
         probes.mapping = opts.mapping.clone();
+        // Perf events need CAP_PERFMON: opened before the drop below.
+        let sampler = match opts.trace.sample_hz {
+            0 => None,
+            hz => match crate::attach::sampler::Sampler::attach(&mut tracer.ebpf, hz) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let msg = format!("on-CPU sampling is off: {e:#}");
+                    eprintln!("tprof: warning: {}", crate::present::escape_lines(&msg));
+                    probes.warnings.push(msg);
+                    None
+                }
+            },
+        };
         // What the rest of the session needs and the drop takes away: the kernel's symbols.
-        let kallsyms = if opts.trace.stacks {
+        let kallsyms = if opts.trace.stacks || sampler.is_some() {
             match crate::stacks::snapshot_kallsyms() {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -175,6 +193,8 @@ impl Live {
         let ring = tracer.take_ring()?;
         let mut live = Live {
             probes,
+            sampler,
+            samples: Default::default(),
             tracer,
             ring,
             kallsyms,
@@ -290,11 +310,21 @@ impl Live {
 
     /// Process `pid` exited: no longer traced, and forgotten.
     fn gone<S: Sink>(&mut self, pid: u32, p: &mut Pipeline<S>) {
+        if self.targets.contains(pid) && self.sampler.is_some() {
+            // Its last samples (in both sample maps) are symbolized while its files are
+            // still known.
+            for _ in 0..2 {
+                if let Err(e) = self.drain_samples(p) {
+                    log::debug!("draining samples of exited pid {pid}: {e}");
+                }
+            }
+        }
         if self.targets.remove(pid) {
             if let Err(e) = self.tracer.trace_pid(pid, false) {
                 log::debug!("{e:#}");
             }
             self.probes.forget(pid);
+            self.samples.forget(pid);
             p.corr.forget_process(pid);
             if let Stacks::Live(s) = &mut p.stacks {
                 s.forget(pid);
@@ -335,6 +365,9 @@ impl Live {
         let stack_map = if opts.trace.stacks { self.tracer.take_stacks() } else { None };
         let symbolizer = Symbolizer::new(stack_map, opts.trace.stack_ns, self.kallsyms.take());
         let mut p = Pipeline::new(sink, opts.filter.clone(), Stacks::Live(Box::new(symbolizer)), recorder);
+        let hz = self.sampler.as_ref().map_or(0, |s| s.hz);
+        p.profile = crate::profile::Profiler::new(hz);
+        p.profile_out = opts.profile.clone();
         for pid in self.targets.pids() {
             self.update_maps(pid, &mut p);
         }
@@ -367,6 +400,9 @@ impl Live {
             if let Err(e) = drain(&mut self.ring, &mut self.probes, &mut self.late, p) {
                 return output_stop(e);
             }
+            if let Err(e) = self.drain_samples(p) {
+                return output_stop(e);
+            }
             self.tracer.flush_log();
             self.follow(p);
             if opts.duration.is_some_and(|d| self.start.elapsed() >= d) {
@@ -382,6 +418,27 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// After a ring drain: the on-CPU samples of the map the sampler retired a poll ago, and
+    /// the summaries whose samples are now all in (see `profile::aggregate`). Err only for
+    /// output errors.
+    fn drain_samples<S: Sink>(&mut self, p: &mut Pipeline<S>) -> io::Result<()> {
+        let Some(sampler) = self.sampler.as_mut() else { return Ok(()) };
+        p.drained()?;
+        let raw = match sampler.drain() {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("draining the on-CPU samples: {e:#}");
+                Vec::new()
+            }
+        };
+        let sym = match &mut p.stacks {
+            Stacks::Live(s) => Some(&mut **s),
+            _ => None,
+        };
+        let entries = self.samples.entries(sampler, sym, raw);
+        p.samples(entries)
     }
 
     /// After each drain: the children the kernel followed are adopted, exec'ed images get
@@ -479,7 +536,14 @@ impl Live {
                 Err(e) => return output_stop(e),
             }
         }
-        // Exits read in the final drain still count (no new process is followed now).
+        // Both sample maps: the one retired a poll ago, then the one written until now.
+        for _ in 0..2 {
+            if let Err(e) = self.drain_samples(p) {
+                return output_stop(e);
+            }
+        }
+        // Exits read in the final drain still count (no new process is followed now); after
+        // the samples, which want their processes' symbols.
         for e in std::mem::take(&mut p.procs) {
             if e.event == proc_event::EXIT {
                 self.gone(e.pid, p);
@@ -549,6 +613,25 @@ impl Live {
             r.warnings.push(format!(
                 "the kernel skipped {n} runs of tprof's {prog} program (another BPF program was running on that CPU): their events are missing"
             ));
+        }
+        if let Some(s) = &self.sampler {
+            match s.counts() {
+                Ok(c) => {
+                    r.profile.kernel_samples = c.taken;
+                    r.profile.samples_lost = c.map_full;
+                    r.profile.sample_stacks_lost = c.ustack_lost + c.kstack_lost + s.stacks_unreadable;
+                    if c.map_full > 0 {
+                        r.warnings.push(format!("{} on-CPU samples lost: the kernel's sample map was full", c.map_full));
+                    }
+                    if r.profile.sample_stacks_lost > 0 {
+                        r.warnings.push(format!(
+                            "{} stacks of on-CPU samples could not be stored or read (their samples count with the stack missing)",
+                            r.profile.sample_stacks_lost
+                        ));
+                    }
+                }
+                Err(e) => r.warnings.push(format!("could not read the sampler's counters: {e:#}")),
+            }
         }
         r.sites = self.probes.sites.len();
         r.processes_attached = self.targets.attached;

@@ -193,6 +193,11 @@ pub fn summary_json(t: &TaskState) -> Value {
         "blocks": blocks, "logs": logs,
         "waited_on": t.waited_on.iter().map(|(k, n, ns)| json!({"trace_id": k.trace_hex(), "span_id": k.span_hex(), "name": n, "blocked_ns": ns})).collect::<Vec<_>>(), "dropped": t.dropped, "truncated": t.truncated,
         "summed_intervals": t.summed,
+        "cpu_samples": t.cpu_samples,
+        "top_stacks": t.top_stacks.iter().map(|(st, n)| {
+            let (frames, kernel_frames) = crate::profile::aggregate::frame_names(st);
+            json!({"frames": frames, "kernel_frames": kernel_frames, "user_truncated": st.user_truncated, "samples": n})
+        }).collect::<Vec<_>>(),
         "runtime_mismatches": t.runtime_mismatches,
         "incomplete": t.incomplete(),
         "critical_path": critical_path_json(t),

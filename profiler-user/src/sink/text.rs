@@ -266,6 +266,19 @@ impl<W: Write> Sink for TextSink<W> {
                 top.iter().take(5).map(|(nr, s)| format!("{} {}x {} ms", syscall_name(**nr), s.count, ms(s.total_ns))).collect();
             writeln!(self.out, "   top syscalls: {}", list.join(", "))?;
         }
+        if t.cpu_samples > 0 {
+            // Each top stack by its innermost user frame (the code that ran), else kernel.
+            let list: Vec<String> = t
+                .top_stacks
+                .iter()
+                .take(3)
+                .map(|(st, n)| {
+                    let leaf = st.user.first().or(st.kernel.first()).map(|f| escape(&f.name())).unwrap_or_else(|| "?".into());
+                    format!("{leaf} {}%", n * 100 / t.cpu_samples)
+                })
+                .collect();
+            writeln!(self.out, "   on-cpu samples: {} ({})", t.cpu_samples, list.join(", "))?;
+        }
         if t.summed > 0 {
             let where_ = if summed_listed { "in the totals and the \"summed short intervals\" lines above" } else { "in the totals, not listed" };
             writeln!(self.out, "   {} short intervals summed in the kernel ({where_})", t.summed)?;

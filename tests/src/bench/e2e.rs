@@ -38,10 +38,10 @@ const GOAL_THROUGHPUT_MIN: f64 = 0.97;
 const GOAL_P99_MAX: f64 = 1.05;
 const GOAL_CPU_NS_PER_EVENT: f64 = 50.0;
 
-struct Load {
-    key: &'static str,
-    label: &'static str,
-    path: &'static str,
+pub(super) struct Load {
+    pub(super) key: &'static str,
+    pub(super) label: &'static str,
+    pub(super) path: &'static str,
     conns: u32,
     /// Pause of each connection between its requests (wrk Lua `delay`), ms.
     think_ms: u32,
@@ -49,7 +49,7 @@ struct Load {
     judge_latency: bool,
 }
 
-const LOADS: &[Load] = &[
+pub(super) const LOADS: &[Load] = &[
     Load {
         key: "fast-saturated",
         label: "/missing saturated",
@@ -80,9 +80,9 @@ const LOADS: &[Load] = &[
 ];
 
 #[derive(Clone, Debug, Default, Serialize)]
-struct Wrk {
+pub(super) struct Wrk {
     #[serde(rename = "requests_per_s")]
-    rps: f64,
+    pub(super) rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     requests: u64,
@@ -92,16 +92,16 @@ struct Wrk {
 
 /// One traced run's view of tprof.
 #[derive(Clone, Debug, Default)]
-struct TprofSide {
+pub(super) struct TprofSide {
     records: Option<u64>,
-    drops: Option<u64>,
+    pub(super) drops: Option<u64>,
     tasks_ended: Option<u64>,
     /// CPU time over the load window (stat ticks; schedstat when available).
     cpu_ns: u64,
     run_ns: Option<u64>,
     window_ns: u64,
     hwm_kib: u64,
-    error: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 impl TprofSide {
@@ -187,7 +187,7 @@ fn think_script(ms: u32) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-fn wrk(bins: &Bins, url: &str, load: &Load, secs: u64) -> Result<Wrk> {
+pub(super) fn wrk(bins: &Bins, url: &str, load: &Load, secs: u64) -> Result<Wrk> {
     let mut cmd = pinned(std::path::Path::new("wrk"), bins.tracer_cpu());
     cmd.args(["-t1", &format!("-c{}", load.conns), &format!("-d{secs}s"), "--latency", "--timeout", "2s"]);
     if load.think_ms > 0 {
@@ -222,13 +222,13 @@ fn wrk(bins: &Bins, url: &str, load: &Load, secs: u64) -> Result<Wrk> {
 }
 
 /// The example service, pinned to CPU 0, stopped (stdin EOF) and killed on drop.
-struct Service {
+pub(super) struct Service {
     _guard: Guard,
-    addr: String,
+    pub(super) addr: String,
     pid: u32,
 }
 
-fn start_service(bins: &Bins) -> Result<Service> {
+pub(super) fn start_service(bins: &Bins) -> Result<Service> {
     let mut cmd = pinned(&bins.example, bins.bench_cpu());
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "4", "--stop-on-stdin-eof"]);
     let mut child = cmd
@@ -250,8 +250,14 @@ fn start_service(bins: &Bins) -> Result<Service> {
 }
 
 fn traced_run(bins: &Bins, svc: &Service, url: &str, load: &Load) -> Result<(Wrk, TprofSide)> {
+    traced_run_with(bins, svc, url, load, &[])
+}
+
+/// A traced run with `extra` flags to tprof.
+pub(super) fn traced_run_with(bins: &Bins, svc: &Service, url: &str, load: &Load, extra: &[&str]) -> Result<(Wrk, TprofSide)> {
     let mut c = pinned(&bins.tprof, bins.tracer_cpu());
     c.args(["attach", "--pid", &svc.pid.to_string(), "--summary-only", "--format", "json", "--min-latency", "3600s"]);
+    c.args(extra);
     c.args(["--duration", "600s"]);
     let tracer = Tracer::start(TracerKind::Tprof, c, "tprof")?;
     let before = proc_sample(tracer.pid).ok_or_else(|| anyhow!("tprof exited"))?;

@@ -12,6 +12,8 @@
 //! - `throughput` ([`throughput`]): the highest record rate tprof takes with zero drops,
 //!   and an overload (drops counted, memory bounded).
 //! - `joined` ([`joined`]): how soon a process that starts mapping a `--binary` is traced.
+//! - `sampling` ([`sampling`], not in `all`): what on-CPU sampling at the default rate costs
+//!   the saturated example service, against sampling off.
 //! - `soak` (not in `all`): tprof's memory over a long run (`--minutes N`, default 10).
 //!
 //! Benchmarks run on CPU 0, tracers and load generators on CPU 1 (`taskset`). The kernel,
@@ -35,6 +37,7 @@ mod kernel;
 mod probes;
 mod procs;
 mod report;
+mod sampling;
 mod throughput;
 mod util;
 pub mod workload;
@@ -49,7 +52,7 @@ use self::procs::Bins;
 use self::report::Judged;
 use self::util::{cargo, cpu_busy, have, is_root, status, target_dir};
 
-const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|joined|soak] [options]
+const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|joined|sampling|soak] [options]
   all (default)   probes, kernel, e2e, throughput and joined in turn (about 4-5 minutes)
   probes          per-call probe cost, unattached and attached (target/bench/probes.json)
                   [--unattached-only] [--tprof PATH] (default target/debug/tprof)
@@ -59,6 +62,8 @@ const USAGE: &str = "usage: cargo xtask bench [all|probes|kernel|e2e|throughput|
                   tprof's CPU and peak RSS (target/bench/e2e.json)
   throughput      highest record rate with zero drops, and an overload (target/bench/throughput.json)
   joined          delay from a process's start to tprof tracing it with --binary (target/bench/joined.json)
+  sampling        the example service saturated, traced with on-CPU sampling at the default rate
+                  vs --sample-hz 0 (target/bench/sampling.json; not part of `all`; needs wrk)
   soak [--minutes N] [--rate R]  tprof's memory over N minutes (default 10) at R records/s
                   (default 500000); not part of `all` (target/bench/soak.json)
   --tprof PATH    tprof binary for kernel/e2e/throughput/soak (default: target/release/tprof,
@@ -132,7 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
             return Ok(());
         }
         "probes" => return probes::run(args),
-        "all" | "kernel" | "e2e" | "throughput" | "joined" | "soak" => {}
+        "all" | "kernel" | "e2e" | "throughput" | "joined" | "sampling" | "soak" => {}
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     }
     let mut tprof: Option<PathBuf> = None;
@@ -190,6 +195,13 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             "throughput" => throughput::run(&bins, root_ok),
             "joined" => joined::run(&bins, root_ok).map(|()| Vec::new()),
+            "sampling" => {
+                if have("wrk") {
+                    sampling::run(&bins, root_ok)
+                } else {
+                    Err(anyhow!("wrk not found: apt-get install -y wrk"))
+                }
+            }
             "soak" => throughput::soak(&bins, root_ok, minutes, rate),
             _ => unreachable!(),
         };

@@ -15,6 +15,9 @@
 //! `fifo-read=PATH` (task `fifo-read` opens the FIFO at PATH and reads a byte: it blocks
 //! until another process writes), `fifo-write=PATH` (task `fifo-write` opens the FIFO, waits
 //! 15 ms, then writes the byte: two processes, one blocked on the other's task).
+//! `spin_a:MS` / `spin_b:MS` (tasks `spin_a` / `spin_b`: MS of CPU time, by the thread's
+//! CPU clock, in the functions `spin_a` / `spin_b`, for the on-CPU sampler's tests; they
+//! print the thread's CPU time and context switches over the spin).
 //! `--pipe-writer` is the child's role.
 
 use std::io::{BufRead, Read, Write};
@@ -59,6 +62,61 @@ fn schedstat() -> (u64, u64) {
 fn print_kernel(what: &str, before: (u64, u64)) {
     let (run, wait) = schedstat();
     println!("{what} kernel run_ns {} wait_ns {}", run.saturating_sub(before.0), wait.saturating_sub(before.1));
+}
+
+/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID), in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// This thread's context switches so far (voluntary and not).
+fn thread_switches() -> u64 {
+    // SAFETY: a zeroed rusage is a valid value; getrusage writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    (ru.ru_nvcsw + ru.ru_nivcsw) as u64
+}
+
+/// A function that burns `ms` of this thread's CPU time in its own body: xorshift rounds
+/// (no calls, even in a debug build), the CPU clock read once every 2^16 rounds (well under
+/// 1% of the time), so that nearly every on-CPU sample of it has it as its innermost frame.
+macro_rules! spinner {
+    ($name:ident) => {
+        #[inline(never)]
+        fn $name(ms: u64) -> u64 {
+            let until = thread_cpu_ns() + ms * 1_000_000;
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            loop {
+                let mut i = 0u32;
+                while i < 65_536 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    i += 1;
+                }
+                if thread_cpu_ns() >= until {
+                    return std::hint::black_box(x);
+                }
+            }
+        }
+    };
+}
+spinner!(spin_a);
+spinner!(spin_b);
+
+/// `spin_a:MS` / `spin_b:MS`: a task of that name spinning in that function.
+fn spin_request(name: &str, ms: u64) {
+    let t = Task::new(name);
+    println!("{name} task span {:016x} tid {}", t.context().span_id(), gettid());
+    let (cpu0, sw0) = (thread_cpu_ns(), thread_switches());
+    let x = if name == "spin_a" { spin_a(ms) } else { spin_b(ms) };
+    let (cpu1, sw1) = (thread_cpu_ns(), thread_switches());
+    drop(t);
+    println!("{name} cpu_ns {} switches {} x {x}", cpu1 - cpu0, sw1 - sw0);
 }
 
 fn mutex_request(ms: u64) {
@@ -329,6 +387,7 @@ fn main() {
             }
             "mutex" => mutex_request(ms),
             "convoy" => convoy_request(ms),
+            "spin_a" | "spin_b" => spin_request(what, ms),
             "async" => async_request(ms),
             "pipe" => pipe_request(ms),
             "chain" => chain_request(ms),
