@@ -119,15 +119,36 @@ fn spin_request(name: &str, ms: u64) {
     println!("{name} cpu_ns {} switches {} x {x}", cpu1 - cpu0, sw1 - sw0);
 }
 
+/// Waits (at most ~1 s) until thread `tid` of this process sleeps (state S in /proc).
+fn await_sleeping(tid: i64) {
+    let stat = format!("/proc/self/task/{tid}/stat");
+    for _ in 0..10_000 {
+        let state = std::fs::read_to_string(&stat).ok().and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next().map(str::to_string)));
+        if state.as_deref() == Some("S") {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 fn mutex_request(ms: u64) {
     let lock = Arc::new(Mutex::new(()));
     let (held_tx, held_rx) = mpsc::channel();
     let holder_lock = Arc::clone(&lock);
+    // The request asks for the lock, and the holder spins its MS only once it sleeps on it:
+    // on a loaded machine the request may otherwise come to the lock after it was freed.
+    let asking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder_sees = Arc::clone(&asking);
+    let me = gettid();
     let holder = std::thread::spawn(move || {
         let task = Task::new("holder");
         let guard = holder_lock.lock().unwrap_or_else(|e| e.into_inner());
         let locked = Instant::now();
         let _ = held_tx.send((gettid(), task.context().span_id()));
+        while !holder_sees.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        await_sleeping(me);
         spin(Duration::from_millis(ms));
         drop(guard);
         // How long the lock was really held (a loaded machine stretches it): the most the
@@ -139,6 +160,7 @@ fn mutex_request(ms: u64) {
     println!("mutex holder tid {holder_tid} span {holder_span:016x}");
     let task = Task::new("mutex");
     println!("mutex task span {:016x} tid {}", task.context().span_id(), gettid());
+    asking.store(true, std::sync::atomic::Ordering::Release);
     drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
     drop(task);
     let _ = holder.join();
@@ -172,14 +194,7 @@ fn convoy_request(ms: u64) {
     let b = std::thread::spawn(hold("convoy-b", Arc::clone(&lock), None, tid_tx.clone()));
     let b_tid = tid_rx.recv().unwrap_or(0);
     // c asks only once b sleeps on the lock (state S in /proc), so the futex queue is a, b, c.
-    let stat = format!("/proc/self/task/{b_tid}/stat");
-    for _ in 0..2000 {
-        let state = std::fs::read_to_string(&stat).ok().and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next().map(str::to_string)));
-        if state.as_deref() == Some("S") {
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
+    await_sleeping(i64::from(b_tid));
     let c = std::thread::spawn(hold("convoy-c", lock, None, tid_tx));
     let _ = tid_rx.recv();
     for t in [a, b, c] {
