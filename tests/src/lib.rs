@@ -244,6 +244,20 @@ pub fn spawn_tprof(args: &[&str]) -> Proc {
     Proc { child: Guard(child), stdin: None, stdout, stderr, dir: None }
 }
 
+/// Waits (up to [`PATIENCE`]) for a line on tprof's stderr starting with `prefix` and
+/// returns it; panics naming `what` and the lines seen before.
+pub fn await_stderr(t: &Proc, prefix: &str, what: &str) -> String {
+    let rx = t.stderr.as_ref().expect("stderr piped (spawn_tprof)");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(l) if l.starts_with(prefix) => return l,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("{what}: no {prefix:?} line on stderr; before: {seen:#?}"),
+        }
+    }
+}
+
 /// Starts `tprof attach --format json` on `pids` and waits until it has attached.
 pub fn attach(pids: &[u32], extra: &[&str]) -> Proc {
     let mut args: Vec<String> = vec!["attach".into(), "--format".into(), "json".into()];

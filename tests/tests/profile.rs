@@ -180,15 +180,7 @@ fn a_recording_carries_the_samples_to_its_report() {
     let mut target = start_target_as(&[&format!("spin_a:{SPIN_MS}"), &format!("spin_b:{SPIN_MS}")], RunAs::NOBODY);
     let pid = target.pid().to_string();
     let mut rec = spawn_tprof(&["record", "--pid", &pid, "-o", file.to_str().expect("utf-8"), "--sample-hz", &HZ.to_string()]);
-    let stderr = rec.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    loop {
-        match stderr.recv_timeout(PATIENCE) {
-            Ok(l) if l.starts_with("tprof: attached") => break,
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("tprof record did not attach: {seen:?}"),
-        }
-    }
+    await_stderr(&rec, "tprof: attached", "tprof record did not attach");
     target.send_line("go");
     let mut lines = Vec::new();
     target.expect_line("done", &mut lines);

@@ -25,21 +25,13 @@ fn record_then_report_offline() {
     let mut target = start_target_as(&["mutex:10", "regions", "sleep:5"], RunAs::UID_1000.private());
     let pid = target.pid().to_string();
     let mut rec = spawn_tprof(&["record", "--pid", &pid, "-o", file.to_str().expect("utf-8")]);
-    let stderr = rec.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    loop {
-        match stderr.recv_timeout(PATIENCE) {
-            Ok(l) if l.starts_with("tprof: attached") => break,
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("tprof record did not attach: {seen:?}"),
-        }
-    }
+    await_stderr(&rec, "tprof: attached", "tprof record did not attach");
     target.send_line("go");
     target.expect_line("done", &mut Vec::new());
     assert!(target.wait().success());
     assert!(rec.wait().success(), "tprof record failed");
     let mut tail = Vec::new();
-    while let Ok(l) = stderr.recv_timeout(std::time::Duration::from_secs(5)) {
+    while let Ok(l) = rec.stderr.as_ref().expect("stderr").recv_timeout(std::time::Duration::from_secs(5)) {
         tail.push(l);
     }
     assert!(tail.iter().any(|l| l.contains("recorded") && l.contains("records")), "{tail:?}");

@@ -9,25 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tprof_tests::*;
 
-/// Waits for a line on tprof's stderr starting with `prefix`.
-fn await_stderr(t: &Proc, prefix: &str) -> String {
-    let rx = t.stderr.as_ref().expect("stderr");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.starts_with(prefix) => return l,
-            Ok(l) => seen.push(l),
-            Err(_) => {}
-        }
-    }
-    panic!("tprof never said {prefix:?}; stderr: {seen:#?}");
-}
-
 /// Starts tprof with `args` and waits for its readiness line.
 fn tprof_ready(args: &[&str]) -> Proc {
     let t = spawn_tprof(args);
-    await_stderr(&t, "tprof: attached");
+    await_stderr(&t, "tprof: attached", "tprof did not attach");
     t
 }
 
@@ -160,7 +145,7 @@ fn a_cgroup_is_traced_with_the_processes_that_join_it() {
     let tprof = tprof_ready(&["attach", "--format", "json", "--cgroup", &cg_arg, "--duration", "20s"]);
     let mut later = start_program(&bin, &["sleep:7"]);
     cg.join(later.pid());
-    let said = await_stderr(&tprof, &format!("tprof: tracing pid {}", later.pid()));
+    let said = await_stderr(&tprof, &format!("tprof: tracing pid {}", later.pid()), "the process that joined the cgroup");
     assert!(said.contains("joined the session's scope"), "{said}");
     // An unrelated process running the same binary, outside the cgroup: not traced.
     let mut outside = start_program(&bin, &["sleep:9"]);
@@ -184,7 +169,7 @@ fn a_binary_is_traced_in_processes_started_after_attach() {
     let bin_arg = bin.display().to_string();
     let tprof = tprof_ready(&["attach", "--format", "json", "--binary", &bin_arg, "--duration", "20s"]);
     let mut later = start_program(&bin, &["sleep:5"]);
-    await_stderr(&tprof, &format!("tprof: tracing pid {}", later.pid()));
+    await_stderr(&tprof, &format!("tprof: tracing pid {}", later.pid()), "the process started after attach");
     // The same program from another file: not the binary traced.
     let mut other = start_target(&["sleep:6"]);
     let out = run_then_stop(&mut [&mut later, &mut other], tprof);

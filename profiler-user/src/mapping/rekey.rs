@@ -119,18 +119,7 @@ impl Rekey {
                     fix(t);
                 }
             }
-            Record::TaskEnd { meta, .. }
-            | Record::TaskAttach { meta, .. }
-            | Record::TaskDetach { meta }
-            | Record::RegionBegin { meta, .. }
-            | Record::RegionEnd { meta, .. }
-            | Record::Log { meta, .. }
-            | Record::OnCpu { meta, .. }
-            | Record::Syscall { meta, .. }
-            | Record::Agg { meta, .. }
-            | Record::KStack { meta, .. }
-            | Record::UStack { meta, .. }
-            | Record::Proc { meta, .. } => fix(&mut meta.task),
+            other => fix(&mut other.meta_mut().task),
         }
         rec
     }

@@ -138,4 +138,24 @@ impl Record {
             | Record::Proc { meta, .. } => meta,
         }
     }
+
+    /// The record's meta, to rewrite (the re-keying of foreign tasks).
+    pub fn meta_mut(&mut self) -> &mut Meta {
+        match self {
+            Record::TaskBegin { meta, .. }
+            | Record::TaskEnd { meta, .. }
+            | Record::TaskAttach { meta, .. }
+            | Record::TaskDetach { meta }
+            | Record::RegionBegin { meta, .. }
+            | Record::RegionEnd { meta, .. }
+            | Record::Log { meta, .. }
+            | Record::OnCpu { meta, .. }
+            | Record::OffCpu { meta, .. }
+            | Record::Syscall { meta, .. }
+            | Record::Agg { meta, .. }
+            | Record::KStack { meta, .. }
+            | Record::UStack { meta, .. }
+            | Record::Proc { meta, .. } => meta,
+        }
+    }
 }
