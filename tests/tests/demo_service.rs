@@ -129,6 +129,20 @@ fn axum_demo_service_one_trace_crosses_two_processes() {
     let contended = locks.iter().filter(|l| futex_ms(l) >= 1.0).count();
     eprintln!("/lock: {contended} of {} requests blocked in futex", locks.len());
     assert!(contended >= 1, "no /lock request waited for the mutex: {locks:#?}");
+    // A waiter's critical path names the holder: the /lock request whose worker unlocked the
+    // mutex, one level down, inside the waiter's futex block, and never the waiter itself.
+    let mut explained = 0;
+    for l in locks.iter().filter(|l| futex_ms(l) >= 1.0) {
+        let path = l["critical_path"].as_array().cloned().unwrap_or_default();
+        let holders: Vec<&Value> = path.iter().filter(|p| p["depth"] == 1).collect();
+        for h in &holders {
+            assert_eq!(h["name"], "GET /lock", "the holder of the mutex is a /lock request: {l}");
+            assert_ne!(h["span_id"], l["span_id"], "{l}");
+        }
+        explained += usize::from(!holders.is_empty());
+    }
+    eprintln!("/lock: {explained} of {contended} waiters' critical paths name their holder");
+    assert!(explained >= 1, "no waiter's critical path names its holder: {locks:#?}");
     drop(front);
     drop(back);
 }
