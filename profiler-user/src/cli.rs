@@ -251,6 +251,13 @@ fn html_sink(p: &std::path::Path, live: bool) -> Result<crate::export::html::Htm
             })
             .collect()
     }));
+    // The flame graphs of the session's profiles (the report's top stacks per task type).
+    let s = s.with_extras(Box::new(|r: &crate::model::report::SessionReport| {
+        crate::profile::flamegraph::report_svgs(&r.profile)
+            .into_iter()
+            .map(|(task_type, title, svg)| crate::export::html::Extra { task_type: Some(task_type), title, svg })
+            .collect()
+    }));
     Ok(if live { s } else { s.offline() })
 }
 

@@ -120,6 +120,8 @@ fn check_page(dom: &str, out: &[Value], lines: &[String]) {
     let holder_tid = fact(lines, "mutex holder", "tid");
     assert!(mutex.contains(&format!("tid {holder_tid} (")), "mutex: woken by the holder tid {holder_tid}: {}", head(mutex));
     assert!(mutex.contains("futex"), "mutex: blocked in futex: {}", head(mutex));
+    // Its long futex block has a stack: the type's off-CPU flame graph is on the page.
+    assert!(dom.contains("mutex: off-CPU ("), "the mutex type's off-CPU flame graph");
     // Its critical path runs through the holder's task (the correlator's, drawn as a row).
     assert!(mutex.contains("critical path") && mutex.contains("› on cpu (holder)"), "mutex: critical path through the holder: {}", head(mutex));
     assert!(mutex.contains(r#"class="stack""#), "mutex: its long block's stack: {}", head(mutex));

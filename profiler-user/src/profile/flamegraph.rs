@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::aggregate::Profiler;
 use super::folded::{add_lines, render};
+use super::report::ProfileReport;
 use crate::model::stats::Stats;
 
 /// A task type's name as a file name: letters, digits, `.`, `-`, `_` kept, the rest `_`.
@@ -50,6 +51,53 @@ fn diff_svg(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, title
     inferno::flamegraph::from_lines(&mut fo, text.lines(), io::BufWriter::new(file)).map_err(io::Error::other)?;
     crate::attach::privileges::give_to_invoking_user(path);
     Ok(())
+}
+
+/// An SVG of `lines`, in memory.
+fn svg_string(lines: &BTreeMap<String, u64>, title: &str, count_name: &str) -> io::Result<String> {
+    let text = render(lines);
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    opts.count_name = count_name.to_string();
+    // A fixed width: a fluid one (the default) is measured by the SVG's script at load, and
+    // reads 0 inside the page's frame (a negative width, an error in the console).
+    opts.image_width = Some(1200);
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opts, text.lines(), &mut out).map_err(io::Error::other)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One report stack (innermost first, the kernel's `kernel` frames first) folded, root first.
+fn fold_frames(frames: &[String], kernel: usize) -> String {
+    let clean = |f: &str| f.replace([';', '\n', '\r'], ":");
+    let mut parts: Vec<String> = frames.iter().skip(kernel).rev().map(|f| clean(f)).collect();
+    parts.extend(frames.iter().take(kernel).rev().map(|f| format!("{}_[k]", clean(f))));
+    parts.join(";")
+}
+
+/// Flame graphs of the report's profiles, for the HTML page: per task type, its on-CPU and
+/// off-CPU profiles as the report keeps them (their most sampled / longest blocked stacks,
+/// said in the title), as (task type, title, SVG). Nothing when sampling was off and no
+/// block had a stack.
+pub fn report_svgs(r: &ProfileReport) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (name, t) in &r.task_types {
+        let on: BTreeMap<String, u64> = t.top_stacks.iter().map(|s| (fold_frames(&s.frames, s.kernel_frames), s.samples)).collect();
+        if on.values().any(|n| *n > 0) {
+            let title = format!("{name}: on-CPU ({} most sampled stacks of {} samples)", t.top_stacks.len(), t.cpu_samples);
+            if let Ok(svg) = svg_string(&on, &title, "samples") {
+                out.push((name.clone(), title, svg));
+            }
+        }
+        let off: BTreeMap<String, u64> = t.off_cpu_top_stacks.iter().map(|s| (fold_frames(&s.frames, s.kernel_frames), s.blocked_ns)).collect();
+        if off.values().any(|n| *n > 0) {
+            let title = format!("{name}: off-CPU ({} longest blocking stacks)", t.off_cpu_top_stacks.len());
+            if let Ok(svg) = svg_string(&off, &title, "ns") {
+                out.push((name.clone(), title, svg));
+            }
+        }
+    }
+    out
 }
 
 /// Writes the flame graphs into `dir` (created if missing); returns the files written.
@@ -132,4 +180,31 @@ pub fn slow_vs_typical(p: &Profiler, stats: &Stats, name: &str) -> Option<(BTree
     add_lines(&mut before, name, &typical, &p.stacks);
     add_lines(&mut after, name, &slow, &p.stacks);
     Some((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::report::{OffCpuStack, TopStack, TypeProfileReport};
+
+    #[test]
+    fn the_reports_profiles_become_flame_graphs_root_first() {
+        let mut r = ProfileReport::default();
+        let frames = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        r.task_types.insert(
+            "GET /a".into(),
+            TypeProfileReport {
+                cpu_samples: 7,
+                top_stacks: vec![TopStack { frames: frames(&["clear_page", "spin_a", "main"]), kernel_frames: 1, samples: 7 }],
+                off_cpu_top_stacks: vec![OffCpuStack { frames: frames(&["futex_wait", "lock", "main"]), kernel_frames: 1, blocked_ns: 5 }],
+                ..Default::default()
+            },
+        );
+        r.task_types.insert("idle".into(), TypeProfileReport::default());
+        assert_eq!(fold_frames(&frames(&["k1", "u1", "u2"]), 1), "u2;u1;k1_[k]");
+        let svgs = report_svgs(&r);
+        assert_eq!(svgs.len(), 2, "on- and off-CPU of the type with stacks, nothing for the other");
+        assert!(svgs.iter().all(|(t, _, svg)| t == "GET /a" && svg.starts_with("<?xml") && svg.contains("main")));
+        assert!(svgs[0].2.contains("spin_a") && svgs[1].2.contains("futex_wait"));
+    }
 }
