@@ -414,25 +414,26 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
 /// Marks a forked child as traced until userspace adopts it (see `maps::FORKED`).
 #[inline(always)]
 fn note_forked(tgid: u32) {
-    if crate::maps::FORKED.insert(&tgid, &1, 0).is_err() {
-        count_anomaly(anomaly::FORKED_FULL);
-        return;
-    }
-    if let Some(p) = crate::maps::ANY_FORKED.get_ptr_mut(0) {
-        // SAFETY: a live, aligned map value; every writer stores a whole value.
-        unsafe { core::ptr::write_volatile(p, 1) };
-    }
+    mark(&crate::maps::FORKED, &crate::maps::ANY_FORKED, tgid, anomaly::FORKED_FULL);
 }
 
 /// Marks a traced process as exited until userspace untraces it (see `maps::EXITED`); when
 /// the map is full its pid may be traced in a new process until then (counted).
 #[inline(always)]
 fn note_exited(tgid: u32) {
-    if crate::maps::EXITED.insert(&tgid, &1, 0).is_err() {
-        count_anomaly(anomaly::EXITED_FULL);
+    mark(&crate::maps::EXITED, &crate::maps::ANY_EXITED, tgid, anomaly::EXITED_FULL);
+}
+
+/// Inserts `tgid` into a map userspace sweeps, then raises the map's "may hold entries"
+/// flag (after the insert: userspace clears the flag before it looks); a full map is
+/// counted in anomaly slot `full`.
+#[inline(always)]
+fn mark(map: &aya_ebpf::maps::HashMap<u32, u32>, any: &aya_ebpf::maps::Array<u32>, tgid: u32, full: u32) {
+    if map.insert(&tgid, &1, 0).is_err() {
+        count_anomaly(full);
         return;
     }
-    if let Some(p) = crate::maps::ANY_EXITED.get_ptr_mut(0) {
+    if let Some(p) = any.get_ptr_mut(0) {
         // SAFETY: a live, aligned map value; every writer stores a whole value.
         unsafe { core::ptr::write_volatile(p, 1) };
     }
