@@ -14,13 +14,6 @@ use aya::programs::PerfEvent;
 use aya::Ebpf;
 use profiler_common::{maps, programs, sample_count, SampleKey};
 
-/// The rate to ask for, per CPU: 99 Hz, not 100, so that sampling does not run in lockstep
-/// with the timers of the sampled code (the usual choice of perf and bpftrace users). A 10
-/// ms request gets about one sample per 10 ms on CPU. Sampling is off unless asked for
-/// (`--sample-hz`): with it on, a traced thread's switch-in is occasionally not seen
-/// (counted in `missed_switch_ins`, the interval flagged `end_inferred`), cause not found
-/// yet (docs/limitations.md).
-pub const DEFAULT_HZ: u64 = 99;
 /// The highest rate accepted (one sample per 100 us per CPU).
 pub const MAX_HZ: u64 = 10_000;
 
